@@ -1,0 +1,186 @@
+// CPU kernels for twolayer_ext::linear_relu and linear_relu_backward.
+//
+// Forward: the GEMM runs through ATen's BLAS (MKL/oneDNN, which pick the
+// CPU's ISA at run time) one cache-sized block of rows at a time, with the
+// bias folded into the GEMM (beta = 1). The ReLU + mask-packing epilogue then
+// runs on that block while it is still in cache, so there is no separate pass
+// over the whole output.
+//
+// Backward: one pass over grad_y applies the ReLU mask and reduces the bias
+// gradient; then the two GEMMs, each only when its gradient is requested.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "twolayer_ext/checks.h"
+
+namespace twolayer_ext {
+namespace {
+
+constexpr const char* kFwd = "twolayer_ext::linear_relu";
+constexpr const char* kBwd = "twolayer_ext::linear_relu_backward";
+const std::initializer_list<at::ScalarType> kCpuTypes = {at::kFloat, at::kDouble, at::kBFloat16,
+                                                         at::kHalf};
+
+// Output rows per GEMM block: ~1 MiB of output, so the block is still in L2
+// when the epilogue reads it back.
+int64_t rows_per_block(int64_t out_features, int64_t elem_size) {
+  constexpr int64_t kBlockBytes = 1 << 20;
+  return std::max<int64_t>(64, kBlockBytes / std::max<int64_t>(1, out_features * elem_size));
+}
+
+// In place on a contiguous [rows, n] block: y = relu(y), mask bits = (y > 0 or NaN).
+// `!(v <= 0)` keeps NaN, matching torch.relu and threshold_backward.
+template <typename scalar_t>
+void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
+  const int64_t nbytes = mask_bytes(n);
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(n, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      scalar_t* yr = y + i * n;
+      uint8_t* mr = mask + i * nbytes;
+      for (int64_t b = 0; b < nbytes; ++b) {
+        const int64_t j0 = b * 8;
+        const int64_t jn = std::min<int64_t>(8, n - j0);
+        uint8_t bits = 0;
+        for (int64_t j = 0; j < jn; ++j) {
+          const scalar_t v = yr[j0 + j];
+          const bool keep = !(static_cast<at::opmath_type<scalar_t>>(v) <= 0);
+          bits |= static_cast<uint8_t>(keep) << j;
+          yr[j0 + j] = keep ? v : scalar_t(0);
+        }
+        mr[b] = bits;
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> linear_relu_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                                   const std::optional<at::Tensor>& bias) {
+  check_linear_relu_args(kFwd, x, weight, bias, kCpuTypes);
+  TORCH_CHECK(x.device().is_cpu(), kFwd, ": expected CPU tensors, got x on ", x.device());
+  // The GEMM calls below are implementation details, not graph nodes.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const int64_t rows = leading_rows(x);
+  const at::Tensor x2 = x.reshape({rows, in_features});  // a view whenever strides allow
+  const at::Tensor wt = weight.t();                       // BLAS handles transposed operands
+  const bool has_bias = bias.has_value() && bias->defined();
+
+  at::Tensor y = at::empty({rows, out_features}, x.options());
+  at::Tensor mask = at::empty({rows, mask_bytes(out_features)}, x.options().dtype(at::kByte));
+
+  const int64_t block = rows_per_block(out_features, x.element_size());
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t nr = std::min(block, rows - r0);
+    at::Tensor yb = y.narrow(0, r0, nr);
+    const at::Tensor xb = x2.narrow(0, r0, nr);
+    if (has_bias) {
+      at::addmm_out(yb, *bias, xb, wt);  // yb = bias + xb @ W.T in one GEMM (beta = 1)
+    } else {
+      at::mm_out(yb, xb, wt);
+    }
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_cpu",
+                                    [&] {
+                                      relu_mask_epilogue<scalar_t>(
+                                          yb.data_ptr<scalar_t>(),
+                                          mask.data_ptr<uint8_t>() + r0 * mask.stride(0), nr,
+                                          out_features);
+                                    });
+  }
+  auto out_sizes = x.sizes().vec();
+  out_sizes.back() = out_features;
+  return {y.view(out_sizes), mask};
+}
+
+// One pass over grad_y: gm = grad_y * mask (if gm != nullptr) and
+// grad_bias = sum over rows of gm (if gb != nullptr). The bias sum is
+// reduced over fixed row chunks whose size depends only on `rows`, then the
+// chunk sums are added in order, so the result does not depend on the number
+// of threads.
+template <typename scalar_t>
+void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, const uint8_t* mask,
+                               int64_t rows, int64_t n, scalar_t* gm, scalar_t* gb) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t nbytes = mask_bytes(n);
+  const int64_t chunk = std::max<int64_t>(64, (rows + 255) / 256);
+  const int64_t nchunks = (rows + chunk - 1) / chunk;
+  std::vector<acc_t> partial(gb ? nchunks * n : 0, acc_t(0));
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, chunk * n));
+  at::parallel_for(0, nchunks, grain, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      acc_t* part = gb ? partial.data() + c * n : nullptr;
+      for (int64_t i = c * chunk; i < std::min(rows, (c + 1) * chunk); ++i) {
+        const scalar_t* gr = g + i * gs0;
+        const uint8_t* mr = mask + i * nbytes;
+        scalar_t* out = gm ? gm + i * n : nullptr;
+        for (int64_t j = 0; j < n; ++j) {
+          const bool keep = (mr[j >> 3] >> (j & 7)) & 1;
+          // A select, not a multiply: a masked-out NaN/Inf gradient becomes 0, as in torch.
+          const scalar_t v = keep ? gr[j * gs1] : scalar_t(0);
+          if (out) out[j] = v;
+          if (part) part[j] += static_cast<acc_t>(v);
+        }
+      }
+    }
+  });
+  if (gb) {
+    at::parallel_for(0, n, 1024, [&](int64_t jb, int64_t je) {
+      for (int64_t j = jb; j < je; ++j) {
+        acc_t s = 0;
+        for (int64_t c = 0; c < nchunks; ++c) s += partial[c * n + j];
+        gb[j] = static_cast<scalar_t>(s);
+      }
+    });
+  }
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
+linear_relu_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+                         const at::Tensor& mask, std::array<bool, 3> output_mask) {
+  check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCpuTypes);
+  TORCH_CHECK(x.device().is_cpu(), kBwd, ": expected CPU tensors, got x on ", x.device());
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const int64_t rows = leading_rows(x);
+  const bool need_gx = output_mask[0], need_gw = output_mask[1], need_gb = output_mask[2];
+  const at::Tensor g2 = grad_y.reshape({rows, out_features});
+
+  at::Tensor gm, gb;
+  if (need_gx || need_gw) gm = at::empty({rows, out_features}, x.options());
+  if (need_gb) gb = at::empty({out_features}, x.options());
+  if (need_gx || need_gw || need_gb) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_backward_cpu", [&] {
+          mask_grad_and_reduce_bias<scalar_t>(
+              g2.data_ptr<scalar_t>(), g2.stride(0), g2.stride(1), mask.data_ptr<uint8_t>(),
+              rows, out_features, gm.defined() ? gm.data_ptr<scalar_t>() : nullptr,
+              gb.defined() ? gb.data_ptr<scalar_t>() : nullptr);
+        });
+  }
+  std::optional<at::Tensor> grad_x, grad_w, grad_b;
+  if (need_gx) grad_x = at::mm(gm, weight).view(x.sizes());  // [rows, out] @ [out, in]
+  if (need_gw) grad_w = at::mm(gm.t(), x.reshape({rows, in_features}));  // [out, rows] @ [rows, in]
+  if (need_gb) grad_b = gb;
+  return {grad_x, grad_w, grad_b};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(twolayer_ext, CPU, m) {
+  m.impl("linear_relu", &linear_relu_cpu);
+  m.impl("linear_relu_backward", &linear_relu_backward_cpu);
+}
+
+}  // namespace twolayer_ext

@@ -1,0 +1,38 @@
+"""Build and runtime information about the extension."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _build_config
+from ._version import __version__
+
+
+def _has_kernel(op: str, key: str) -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+
+
+def build_info() -> dict[str, Any]:
+    """Describe how the extension was built and what it runs with.
+
+    Returns a dict with the package version, the torch version it was built
+    against (and the running one), whether CUDA kernels were compiled (read from
+    the dispatcher, not just the build flags), the CUDA arch list, the number of
+    intra-op (OpenMP) threads and the CPU ISA in use.
+    """
+    cuda_kernels = _has_kernel("twolayer_ext::linear_relu", "CUDA")
+    return {
+        "version": __version__,
+        "torch_built_against": _build_config.TORCH_VERSION,
+        "torch_runtime": torch.__version__,
+        "cuda_compiled": bool(cuda_kernels),
+        "cuda_arch_list": _build_config.CUDA_ARCH_LIST if cuda_kernels else "",
+        "torch_cuda_version": _build_config.TORCH_CUDA_VERSION,
+        "cuda_available": torch.cuda.is_available(),
+        "openmp_threads": torch.get_num_threads(),
+        # GEMMs go through ATen's BLAS, which picks this ISA at run time; the
+        # extension's own elementwise loops are compiled for baseline x86-64.
+        "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+    }

@@ -1,0 +1,109 @@
+"""Python-side registrations for the ``torch.ops.twolayer_ext`` operators.
+
+The schemas and the CPU/CUDA kernels live in C++ (``csrc/``). Here each op gets
+
+* a fake (meta) kernel, so the ops work with FakeTensor, torch.compile and the
+  meta device (shape inference without data), and
+* an autograd formula (for linear_relu and relu), so calling the ops directly
+  through ``torch.ops.twolayer_ext`` is differentiable too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from .autograd import LinearReLUFunction, ReLUFunction
+
+linear_relu = torch.ops.twolayer_ext.linear_relu.default
+linear_relu_backward = torch.ops.twolayer_ext.linear_relu_backward.default
+relu = torch.ops.twolayer_ext.relu.default
+relu_backward = torch.ops.twolayer_ext.relu_backward.default
+
+
+def mask_bytes(out_features: int) -> int:
+    """Bytes per row of the packed ReLU mask: eight output columns per byte."""
+    return (out_features + 7) // 8
+
+
+def _check_linear_args(op: str, x: torch.Tensor, weight: torch.Tensor) -> None:
+    # Mirrors csrc/include/twolayer_ext/checks.h for tensors without data.
+    torch._check(x.dim() >= 1, lambda: f"{op}: x must be at least 1-D, but got a 0-d tensor")
+    torch._check(
+        weight.dim() == 2,
+        lambda: f"{op}: weight must be 2-D [out_features, in_features], got {list(weight.shape)}",
+    )
+    torch._check(
+        x.dtype == weight.dtype,
+        lambda: f"{op}: expected weight to have the same dtype as x ({x.dtype}), got {weight.dtype}",
+    )
+    torch._check(
+        x.shape[-1] == weight.shape[1],
+        lambda: f"{op}: in_features mismatch: x has shape {list(x.shape)} but weight has shape "
+        f"{list(weight.shape)}",
+    )
+
+
+@torch.library.register_fake("twolayer_ext::linear_relu")
+def _linear_relu_fake(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_linear_args("twolayer_ext::linear_relu", x, weight)
+    out_features = weight.shape[0]
+    if bias is not None:
+        torch._check(
+            bias.dim() == 1 and bias.shape[0] == out_features,
+            lambda: f"twolayer_ext::linear_relu: bias must have shape [{out_features}], "
+            f"got {list(bias.shape)}",
+        )
+    rows = math.prod(x.shape[:-1])
+    y = x.new_empty((*x.shape[:-1], out_features))
+    mask = x.new_empty((rows, mask_bytes(out_features)), dtype=torch.uint8)
+    return y, mask
+
+
+@torch.library.register_fake("twolayer_ext::linear_relu_backward")
+def _linear_relu_backward_fake(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    output_mask: Sequence[bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    _check_linear_args("twolayer_ext::linear_relu_backward", x, weight)
+    torch._check(
+        grad_y.shape == (*x.shape[:-1], weight.shape[0]),
+        lambda: f"twolayer_ext::linear_relu_backward: grad_y has shape {list(grad_y.shape)}",
+    )
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format) if output_mask[0] else None,
+        weight.new_empty(weight.shape) if output_mask[1] else None,
+        weight.new_empty((weight.shape[0],)) if output_mask[2] else None,
+    )
+
+
+@torch.library.register_fake("twolayer_ext::relu")
+def _relu_fake(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("twolayer_ext::relu_backward")
+def _relu_backward_fake(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    torch._check(
+        grad_y.shape == y.shape,
+        lambda: f"twolayer_ext::relu_backward: grad_y must have the shape of y {list(y.shape)}, "
+        f"got {list(grad_y.shape)}",
+    )
+    return torch.empty_like(y, memory_format=torch.contiguous_format)
+
+
+torch.library.register_autograd(
+    "twolayer_ext::linear_relu",
+    LinearReLUFunction.backward,
+    setup_context=LinearReLUFunction.setup_context,
+)
+torch.library.register_autograd(
+    "twolayer_ext::relu", ReLUFunction.backward, setup_context=ReLUFunction.setup_context
+)

@@ -1,0 +1,77 @@
+"""Pure-torch reference implementations of every op in ``torch.ops.twolayer_ext``.
+
+Tests and benchmarks compare the extension against these. They follow the
+ops' exact contracts (including the packed mask layout), in plain torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def pack_mask(keep: torch.Tensor) -> torch.Tensor:
+    """Pack a bool ``[rows, n]`` tensor to uint8 ``[rows, ceil(n/8)]``, bit j%8 of byte j//8."""
+    rows, n = keep.shape
+    nbytes = (n + 7) // 8
+    padded = torch.zeros(rows, nbytes * 8, dtype=torch.uint8, device=keep.device)
+    padded[:, :n] = keep.to(torch.uint8)
+    weights = (2 ** torch.arange(8, device=keep.device)).to(torch.uint8)
+    return (padded.view(rows, nbytes, 8) * weights).sum(-1, dtype=torch.uint8)
+
+
+def unpack_mask(mask: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack_mask`: uint8 ``[rows, ceil(n/8)]`` to bool ``[rows, n]``."""
+    bits = torch.arange(8, device=mask.device, dtype=torch.uint8)
+    unpacked = (mask.unsqueeze(-1) >> bits) & 1
+    return unpacked.reshape(mask.shape[0], -1)[:, :n].bool()
+
+
+def relu_keep(y: torch.Tensor) -> torch.Tensor:
+    """Where relu passes the gradient: ``y > 0`` or NaN (torch's threshold_backward)."""
+    return ~(y <= 0)
+
+
+def linear_relu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``relu(x @ weight.T + bias)``: what ``twolayer_ext.linear_relu`` must equal."""
+    return torch.relu(F.linear(x, weight, bias))
+
+
+def linear_relu_op(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for ``torch.ops.twolayer_ext.linear_relu``: ``(y, packed mask)``."""
+    y = linear_relu(x, weight, bias)
+    return y, pack_mask(relu_keep(y).reshape(-1, weight.shape[0]))
+
+
+def linear_relu_backward(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    output_mask: Sequence[bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Reference for ``torch.ops.twolayer_ext.linear_relu_backward``."""
+    out_features, in_features = weight.shape
+    keep = unpack_mask(mask, out_features).reshape(grad_y.shape)
+    gm = torch.where(keep, grad_y, torch.zeros_like(grad_y))
+    g2 = gm.reshape(-1, out_features)
+    grad_x = (g2 @ weight).reshape(x.shape) if output_mask[0] else None
+    grad_w = g2.t() @ x.reshape(-1, in_features) if output_mask[1] else None
+    grad_b = g2.sum(0) if output_mask[2] else None
+    return grad_x, grad_w, grad_b
+
+
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """Reference for ``torch.ops.twolayer_ext.relu``."""
+    return torch.relu(x)
+
+
+def relu_backward(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Reference for ``torch.ops.twolayer_ext.relu_backward``."""
+    return torch.where(relu_keep(y), grad_y, torch.zeros_like(grad_y))
