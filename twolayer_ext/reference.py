@@ -26,7 +26,7 @@ def unpack_mask(mask: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of :func:`pack_mask`: uint8 ``[rows, ceil(n/8)]`` to bool ``[rows, n]``."""
     bits = torch.arange(8, device=mask.device, dtype=torch.uint8)
     unpacked = (mask.unsqueeze(-1) >> bits) & 1
-    return unpacked.reshape(mask.shape[0], -1)[:, :n].bool()
+    return unpacked.reshape(mask.shape[0], mask.shape[1] * 8)[:, :n].bool()
 
 
 def relu_keep(y: torch.Tensor) -> torch.Tensor:

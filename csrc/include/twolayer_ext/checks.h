@@ -43,7 +43,7 @@ inline void check_floating(const char* op, const char* name, const at::Tensor& t
               t.scalar_type());
   bool ok = false;
   for (auto a : allowed) ok = ok || t.scalar_type() == a;
-  TORCH_CHECK_TYPE(ok, op, ": ", name, " has unsupported dtype ", t.scalar_type(), " on ",
+  TORCH_CHECK(ok, op, ": ", name, " has unsupported dtype ", t.scalar_type(), " on ",
                    t.device().type(), "; supported dtypes are ", dtype_list(allowed));
 }
 
@@ -51,7 +51,7 @@ inline void check_same(const char* op, const char* name, const at::Tensor& t,
                        const char* ref_name, const at::Tensor& ref) {
   TORCH_CHECK(t.device() == ref.device(), op, ": expected ", name, " on the same device as ",
               ref_name, " (", ref.device(), "), but got ", t.device());
-  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), op, ": expected ", name,
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": expected ", name,
                    " to have the same dtype as ", ref_name, " (", ref.scalar_type(),
                    "), but got ", t.scalar_type());
 }

@@ -1,0 +1,63 @@
+// Device-side numeric types: c10 scalar types map to CUDA's own types
+// (bit-identical), accumulation happens in float for the 16-bit types.
+#pragma once
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace twolayer_ext::cuda {
+
+template <typename scalar_t>
+struct DeviceType {
+  using type = scalar_t;
+};
+template <>
+struct DeviceType<c10::Half> {
+  using type = __half;
+};
+template <>
+struct DeviceType<c10::BFloat16> {
+  using type = __nv_bfloat16;
+};
+
+// Conv<T>::acc is the accumulation type; to/from convert with round-to-nearest.
+template <typename T>
+struct Conv;
+template <>
+struct Conv<float> {
+  using acc = float;
+  static __device__ __forceinline__ float to(float v) { return v; }
+  static __device__ __forceinline__ float from(float v) { return v; }
+  static __device__ __forceinline__ float zero() { return 0.f; }
+};
+template <>
+struct Conv<double> {
+  using acc = double;
+  static __device__ __forceinline__ double to(double v) { return v; }
+  static __device__ __forceinline__ double from(double v) { return v; }
+  static __device__ __forceinline__ double zero() { return 0.0; }
+};
+template <>
+struct Conv<__half> {
+  using acc = float;
+  static __device__ __forceinline__ float to(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half from(float v) { return __float2half_rn(v); }
+  static __device__ __forceinline__ __half zero() { return __ushort_as_half(0); }
+};
+template <>
+struct Conv<__nv_bfloat16> {
+  using acc = float;
+  static __device__ __forceinline__ float to(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
+  static __device__ __forceinline__ __nv_bfloat16 zero() { return __ushort_as_bfloat16(0); }
+};
+
+// Bit (col % 8) of byte mask[row * ld + col / 8]: the packed ReLU mask layout.
+__device__ __forceinline__ bool mask_bit(const uint8_t* mask, int64_t ld, int64_t row,
+                                         int64_t col) {
+  return (mask[row * ld + (col >> 3)] >> (col & 7)) & 1;
+}
+
+}  // namespace twolayer_ext::cuda

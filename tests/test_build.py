@@ -1,0 +1,41 @@
+"""build_info() and the import-time torch version check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import twolayer_ext
+from twolayer_ext import _build_config, _loader
+
+
+def test_build_info_reports_the_build():
+    info = twolayer_ext.build_info()
+    assert info["torch_built_against"] == torch.__version__
+    assert info["version"] == twolayer_ext.__version__
+    assert isinstance(info["cuda_compiled"], bool)
+    assert info["openmp_threads"] == torch.get_num_threads()
+    assert info["cpu_isa"]
+    if info["cuda_compiled"]:
+        assert info["cuda_arch_list"]
+
+
+def test_cuda_kernels_compiled_when_requested():
+    """CI builds with a CUDA toolkit; TWOLAYER_EXT_EXPECT_CUDA=1 makes a CPU-only build a failure."""
+    import os
+
+    if os.environ.get("TWOLAYER_EXT_EXPECT_CUDA") != "1":
+        pytest.skip("TWOLAYER_EXT_EXPECT_CUDA is not set")
+    assert twolayer_ext.build_info()["cuda_compiled"]
+
+
+def test_version_mismatch_raises_import_error(monkeypatch):
+    monkeypatch.setattr(_build_config, "TORCH_VERSION", "0.0.1+fake")
+    with pytest.raises(ImportError, match=r"built against torch 0\.0\.1\+fake.*"
+                       r"pip install --no-build-isolation \."):
+        _loader.load_extension()
+
+
+def test_ops_registered():
+    for name in ["linear_relu", "linear_relu_backward", "relu", "relu_backward"]:
+        assert hasattr(torch.ops.twolayer_ext, name)
