@@ -9,6 +9,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${1:-gpu_check_logs}
 mkdir -p "$LOG"
+LOG=$(cd "$LOG" && pwd)
+ROOT=$(pwd)
 PY=${PYTHON:-python3}
 status=0
 step() { echo; echo "=== $* ==="; }
@@ -25,14 +27,16 @@ TWOLAYER_EXT_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} $PY -m pip install --no-build-isola
 (cd /tmp && $PY -c "import twolayer_ext, json; print(json.dumps(twolayer_ext.build_info()))")
 
 step "test suite (CUDA tests enabled)"
-(cd /tmp && TWOLAYER_EXT_EXPECT_CUDA=1 $PY -m pytest -q -p no:cacheprovider "$OLDPWD/tests" \
+# pytest-xdist, where installed, isolates a crashing test instead of losing the whole run.
+XDIST=""; $PY -c "import xdist" 2>/dev/null && XDIST="-n 8"
+(cd /tmp && TWOLAYER_EXT_EXPECT_CUDA=1 $PY -m pytest -q -p no:cacheprovider $XDIST "$ROOT/tests" \
   2>&1 | tee "$LOG/pytest.log" | tail -25) || status=1
 grep -E "^(FAILED|ERROR)" "$LOG/pytest.log" | head -40
 
 step "compute-sanitizer"
 for tool in memcheck racecheck; do
-  (cd /tmp && compute-sanitizer --tool $tool --error-exitcode 9 $PY "$OLDPWD/scripts/cuda_smoke.py" \
-    >"$OLDPWD/$LOG/sanitizer_$tool.log" 2>&1)
+  (cd /tmp && compute-sanitizer --tool $tool --error-exitcode 9 $PY "$ROOT/scripts/cuda_smoke.py" \
+    >"$LOG/sanitizer_$tool.log" 2>&1)
   rc=$?
   echo "$tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG/sanitizer_$tool.log" | tail -1)"
   [ $rc -eq 0 ] || status=1
@@ -42,7 +46,7 @@ step "register / spill report"
 bash scripts/cuda_resource_usage.sh | tee "$LOG/resource_usage.txt" | tail -20
 
 step "benchmark"
-(cd /tmp && $PY "$OLDPWD/benchmarks/gpu_bench.py" --json "$OLDPWD/$LOG/bench.json") | tee "$LOG/bench.txt"
+(cd /tmp && $PY "$ROOT/benchmarks/gpu_bench.py" --json "$LOG/bench.json") | tee "$LOG/bench.txt"
 
 echo
 [ $status -eq 0 ] && echo "GPU CHECK: PASS" || echo "GPU CHECK: FAIL"

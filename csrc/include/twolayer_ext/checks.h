@@ -26,6 +26,18 @@ inline int64_t leading_rows(const at::Tensor& x) {
   return rows;
 }
 
+// "[a, b, c]". Shapes are formatted here rather than by streaming an
+// IntArrayRef: on the H100 build (torch 2.11) streaming one into TORCH_CHECK
+// crashed the process while building the message.
+inline std::string shape_str(at::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(sizes[i]);
+  }
+  return s + "]";
+}
+
 inline std::string dtype_list(std::initializer_list<at::ScalarType> allowed) {
   std::string s;
   for (auto t : allowed) {
@@ -67,16 +79,16 @@ inline void check_linear_relu_args(const char* op, const at::Tensor& x, const at
                     "but got a 0-d tensor");
   TORCH_CHECK_VALUE(weight.dim() == 2, op,
                     ": weight must be 2-D [out_features, in_features], but got shape ",
-                    weight.sizes());
+                    shape_str(weight.sizes()));
   TORCH_CHECK_VALUE(x.size(-1) == weight.size(1), op, ": in_features mismatch: x has shape ",
-                    x.sizes(), " (last dim ", x.size(-1), ") but weight has shape ",
-                    weight.sizes(), " (in_features ", weight.size(1), ")");
+                    shape_str(x.sizes()), " (last dim ", x.size(-1), ") but weight has shape ",
+                    shape_str(weight.sizes()), " (in_features ", weight.size(1), ")");
   if (bias.has_value() && bias->defined()) {
     check_same(op, "bias", *bias, "x", x);
     check_floating(op, "bias", *bias, allowed);
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
                       ": bias must have shape [out_features] = [", weight.size(0),
-                      "], but got shape ", bias->sizes());
+                      "], but got shape ", shape_str(bias->sizes()));
   }
 }
 
@@ -90,8 +102,8 @@ inline void check_linear_relu_backward_args(const char* op, const at::Tensor& gr
   auto expected = x.sizes().vec();
   expected.back() = weight.size(0);
   TORCH_CHECK_VALUE(grad_y.sizes() == at::IntArrayRef(expected), op,
-                    ": grad_y must have shape ", at::IntArrayRef(expected), ", but got ",
-                    grad_y.sizes());
+                    ": grad_y must have shape ", shape_str(expected), ", but got ",
+                    shape_str(grad_y.sizes()));
   TORCH_CHECK(mask.device() == x.device(), op, ": expected mask on ", x.device(), ", got ",
               mask.device());
   const int64_t rows = leading_rows(x);
@@ -100,7 +112,7 @@ inline void check_linear_relu_backward_args(const char* op, const at::Tensor& gr
                         mask.is_contiguous(),
                     op, ": mask must be a contiguous uint8 tensor of shape [", rows, ", ",
                     mask_bytes(weight.size(0)), "] as returned by linear_relu, but got ",
-                    mask.scalar_type(), " of shape ", mask.sizes());
+                    mask.scalar_type(), " of shape ", shape_str(mask.sizes()));
 }
 
 inline void check_relu_backward_args(const char* op, const at::Tensor& grad_y, const at::Tensor& y,
@@ -108,7 +120,7 @@ inline void check_relu_backward_args(const char* op, const at::Tensor& grad_y, c
   check_floating(op, "y", y, allowed);
   check_same(op, "grad_y", grad_y, "y", y);
   TORCH_CHECK_VALUE(grad_y.sizes() == y.sizes(), op, ": grad_y must have the shape of y ",
-                    y.sizes(), ", but got ", grad_y.sizes());
+                    shape_str(y.sizes()), ", but got ", shape_str(grad_y.sizes()));
 }
 
 }  // namespace twolayer_ext
