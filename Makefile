@@ -27,7 +27,7 @@ install: $(VENV)/.deps-installed
 	cd /tmp && $(PY) -c "import twolayer_ext, json; print(json.dumps(twolayer_ext.build_info()))"
 
 demo: install
-	cd /tmp && $(PY) -m twolayer_ext train --scheme all --impl ext --plot $(CURDIR)/loss_curves.png
+	cd /tmp && $(PY) -m twolayer_ext train --scheme all --compare --plot $(CURDIR)/loss_curves.png
 
 test: install
 	$(abspath $(VENV))/bin/pytest -q tests

@@ -18,6 +18,11 @@ from . import ops  # noqa: E402  (fake kernels + autograd registrations)
 from .autograd import LinearReLUFunction, ReLUFunction  # noqa: E402
 from .functional import linear_relu, relu  # noqa: E402
 from .info import build_info  # noqa: E402
+from .models import (  # noqa: E402
+    TwoLayerNet,
+    sequential_state_dict_to_twolayer,
+    twolayer_state_dict_to_sequential,
+)
 from .nn import LinearReLU, ReLU  # noqa: E402
 
 __all__ = [
@@ -26,8 +31,11 @@ __all__ = [
     "LinearReLUFunction",
     "ReLU",
     "ReLUFunction",
+    "TwoLayerNet",
     "build_info",
     "linear_relu",
     "ops",
     "relu",
+    "sequential_state_dict_to_twolayer",
+    "twolayer_state_dict_to_sequential",
 ]

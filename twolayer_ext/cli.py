@@ -1,25 +1,135 @@
-"""Command-line interface: ``python -m twolayer_ext`` / ``twolayer-ext``."""
+"""Command-line interface: ``python -m twolayer_ext`` / ``twolayer-ext``.
+
+  train   train the tutorial's two-layer network, any scheme or all, on the extension or torch
+  info    print build_info() as JSON
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+
+
+def _progress(it: Iterator[float], total: int, desc: str) -> Iterable[float]:
+    """A progress bar (stderr, TTY only) for runs that take more than a moment."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return it
+    return tqdm(it, total=total, desc=desc, delay=1.0, leave=False, disable=None, file=sys.stderr)
+
+
+def _report_steps(steps: int, every: int) -> set[int]:
+    return set(range(0, steps, every)) | {steps - 1}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import IMPLS, SCHEMES, TrainConfig, run_scheme
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = TrainConfig(steps=args.steps, seed=args.seed, lr=args.lr, optim=args.optim,
+                      dtype=DTYPES[args.dtype], device=device)
+    names = list(SCHEMES) if args.scheme == "all" else [args.scheme]
+    impls = list(IMPLS) if args.compare else [args.impl]
+    shown = _report_steps(cfg.steps, args.every)
+    curves: dict[tuple[str, str], list[float]] = {}
+    seconds: dict[tuple[str, str], float] = {}
+    print(f"# device={device} dtype={args.dtype} steps={cfg.steps} seed={cfg.seed}")
+    for name in names:
+        # The numpy scheme is numpy whatever the impl: run it once.
+        for impl in impls[:1] if name == "numpy" else impls:
+            start = time.perf_counter()
+            curves[(name, impl)] = list(
+                _progress(run_scheme(name, impl, cfg), cfg.steps, f"{name}/{impl}")
+            )
+            seconds[(name, impl)] = time.perf_counter() - start
+        print(f"\n## {name}: {SCHEMES[name].description}")
+        if args.compare and name != "numpy":
+            print(f"{'step':>5} {'ext':>22} {'torch':>22} {'rel diff':>10}")
+            for i in sorted(shown):
+                a, b = curves[(name, "ext")][i], curves[(name, "torch")][i]
+                print(f"{i:>5} {a:>22.10g} {b:>22.10g} {abs(a - b) / max(abs(b), 1e-30):>10.2e}")
+        else:
+            for i in sorted(shown):  # the tutorial's format: step, loss
+                print(i, curves[(name, impls[0])][i])
+
+
+    print("\n## final losses")
+    print(f"{'scheme':<16} {'impl':<6} {'first loss':>14} {'final loss':>14} {'seconds':>8}")
+    for (name, impl), losses in curves.items():
+        shown_impl = "numpy" if name == "numpy" else impl
+        print(f"{name:<16} {shown_impl:<6} {losses[0]:>14.6g} {losses[-1]:>14.6g} "
+              f"{seconds[(name, impl)]:>8.2f}")
+    if args.plot:
+        _plot(curves, args.plot)
+        print(f"\nwrote {args.plot}")
+    return 0
+
+
+def _plot(curves: dict[tuple[str, str], list[float]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for (name, impl), losses in curves.items():
+        label = f"{name} ({'numpy' if name == 'numpy' else impl})"
+        ax.plot(range(len(losses)), losses, label=label, linestyle="-" if impl == "ext" else "--")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("two-layer network: loss per scheme and implementation")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twolayer-ext", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="print build_info() as JSON")
+    from .training import SCHEMES
+
+    t = sub.add_parser("train", help="train the tutorial's two-layer network")
+    t.add_argument("--scheme", default="all", choices=["all", *SCHEMES],
+                   help="which of the tutorial's schemes to run (default: all)")
+    t.add_argument("--impl", default="ext", choices=["ext", "torch"],
+                   help="the extension's fused ops or pure torch (numpy stays numpy)")
+    t.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    t.add_argument("--steps", type=int, default=500)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=float, help="learning rate (default: the scheme's own)")
+    t.add_argument("--optim", choices=["manual", "sgd", "adam"],
+                   help="update rule (default: the scheme's own)")
+    t.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    t.add_argument("--every", type=int, default=50, help="print the loss every N steps")
+    t.add_argument("--compare", action="store_true",
+                   help="run ext and torch from the same weights and data, side by side")
+    t.add_argument("--plot", metavar="FILE.png", help="write the loss curves (log scale)")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``twolayer-ext`` console script."""
-    parser = argparse.ArgumentParser(prog="twolayer-ext", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="print build_info() as JSON")
-    args = parser.parse_args(argv)
-
+    args = build_parser().parse_args(argv)
     import twolayer_ext
 
     if args.command == "info":
         print(json.dumps(twolayer_ext.build_info(), indent=2))
-    return 0
+        return 0
+    if args.steps < 1:
+        raise SystemExit("--steps must be at least 1")
+    return _cmd_train(args)
 
 
 if __name__ == "__main__":

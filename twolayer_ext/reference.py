@@ -75,3 +75,19 @@ def relu(x: torch.Tensor) -> torch.Tensor:
 def relu_backward(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Reference for ``torch.ops.twolayer_ext.relu_backward``."""
     return torch.where(relu_keep(y), grad_y, torch.zeros_like(grad_y))
+
+
+class MyReLU(torch.autograd.Function):
+    """The tutorial's hand-written ReLU Function, in pure torch (what ReLUFunction replaces)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        grad_x = grad_output.clone()
+        grad_x[x <= 0] = 0  # relu'(0) = 0, as torch.relu
+        return grad_x

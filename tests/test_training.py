@@ -1,0 +1,92 @@
+"""The main job: every tutorial scheme trains on the extension exactly as on torch (CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import twolayer_ext
+from twolayer_ext.cli import main as cli_main
+from twolayer_ext.training import SCHEMES, TrainConfig, train
+
+# ext vs torch, same weights and data, 500 float32 steps: at every step
+#   |ext - torch| <= REL_TOL * |torch| + ABS_TOL * loss[0].
+# Most schemes agree bitwise. With biases (scheme "sequential") the bias gradient is
+# summed in another order than torch's sum(0), a last-bit difference that training
+# amplifies once the loss is ~1e-11 of where it started; ABS_TOL covers that tail.
+REL_TOL = 1e-2
+ABS_TOL = 1e-12
+
+
+@pytest.fixture(scope="module")
+def cfg() -> TrainConfig:
+    return TrainConfig(steps=500, seed=torch.randint(0, 10_000, ()).item())
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEMES if n != "numpy"])
+def test_ext_matches_torch_for_500_steps(name, cfg):
+    ext, ref = train(name, "ext", cfg), train(name, "torch", cfg)
+    assert len(ext) == len(ref) == 500
+    for step, (a, b) in enumerate(zip(ext, ref)):
+        assert math.isfinite(a), f"step {step}: ext loss {a}"
+        tol = REL_TOL * abs(b) + ABS_TOL * ref[0]
+        assert abs(a - b) <= tol, f"{name} step {step}: ext {a} vs torch {b}"
+
+
+@pytest.mark.parametrize("name", ["numpy", "tensors", "autograd", "function", "optim", "mseloss",
+                                  "sequential", "sequential_sgd"])
+def test_sgd_schemes_reach_the_tutorials_magnitude(name, cfg):
+    losses = train(name, "ext", cfg)
+    assert 1e6 < losses[0] < 1e9  # about 3e7 in the tutorial
+    assert losses[-1] < 1e-2
+
+
+@pytest.mark.parametrize("name", ["module_params", "module_linear"])
+def test_adam_schemes_learn(name, cfg):
+    losses = train(name, "ext", cfg)
+    assert losses[-1] < 1e-3 * losses[0]
+
+
+def test_twolayernet_state_dict_conversion_round_trips():
+    seq = nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 3))
+    net = twolayer_ext.TwoLayerNet.from_sequential(seq)
+    x = torch.randn(5, 20)
+    assert torch.allclose(net(x), seq(x), atol=1e-6)
+    seq2 = nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 3))
+    seq2.load_state_dict(twolayer_ext.twolayer_state_dict_to_sequential(net.state_dict()))
+    for a, b in zip(seq.parameters(), seq2.parameters()):
+        assert torch.equal(a, b)
+    net2 = twolayer_ext.TwoLayerNet(20, 8, 3)
+    net2.load_state_dict(twolayer_ext.sequential_state_dict_to_twolayer(seq.state_dict()))
+    assert torch.equal(net2(x), net(x))
+
+
+def test_twolayernet_without_bias():
+    net = twolayer_ext.TwoLayerNet(6, 4, 2, bias=False)
+    assert net.fc1.bias is None and net.fc2.bias is None
+    assert net(torch.randn(3, 6)).shape == (3, 2)
+
+
+def test_cli_train_compare_and_plot(tmp_path, capsys):
+    plot = tmp_path / "curves.png"
+    assert cli_main(["train", "--scheme", "autograd", "--steps", "60", "--compare",
+                     "--device", "cpu", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "## autograd" in out and "rel diff" in out and "final losses" in out
+    assert plot.stat().st_size > 1000
+
+
+def test_cli_train_prints_the_tutorials_format(capsys):
+    assert cli_main(["train", "--scheme", "numpy", "--steps", "101", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    step_lines = [ln.split() for ln in lines if ln[:1].isdigit()]
+    assert [int(s[0]) for s in step_lines] == [0, 50, 100]
+    assert all(float(s[1]) > 0 for s in step_lines)
+
+
+def test_cli_info(capsys):
+    assert cli_main(["info"]) == 0
+    assert '"torch_built_against"' in capsys.readouterr().out

@@ -1,0 +1,70 @@
+"""The tutorial's two-layer network, built on the extension's fused layer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from .nn import LinearReLU
+
+# TwoLayerNet key -> key in the seed's nn.Sequential(Linear, ReLU, Linear).
+_TO_SEQUENTIAL = {
+    "fc1.weight": "0.weight",
+    "fc1.bias": "0.bias",
+    "fc2.weight": "2.weight",
+    "fc2.bias": "2.bias",
+}
+
+
+class TwoLayerNet(nn.Module):
+    """``relu(x W1ᵀ + b1) W2ᵀ + b2``: a fused :class:`LinearReLU` followed by a linear layer.
+
+    Equivalent to the tutorial's ``nn.Sequential(nn.Linear(D_in, H), nn.ReLU(),
+    nn.Linear(H, D_out))``, with the same parameter shapes and default init.
+    Use :func:`sequential_state_dict_to_twolayer` / :func:`twolayer_state_dict_to_sequential`
+    (or :meth:`from_sequential`) to move weights between the two.
+    """
+
+    def __init__(
+        self,
+        D_in: int,
+        H: int,
+        D_out: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.fc1 = LinearReLU(D_in, H, bias=bias, device=device, dtype=dtype)
+        self.fc2 = nn.Linear(H, D_out, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(x))
+
+    @classmethod
+    def from_sequential(cls, seq: nn.Sequential) -> TwoLayerNet:
+        """A TwoLayerNet holding a copy of ``nn.Sequential(Linear, ReLU, Linear)``'s weights."""
+        lin1, lin2 = seq[0], seq[2]
+        net = cls(
+            lin1.in_features,
+            lin1.out_features,
+            lin2.out_features,
+            bias=lin1.bias is not None,
+            device=lin1.weight.device,
+            dtype=lin1.weight.dtype,
+        )
+        net.load_state_dict(sequential_state_dict_to_twolayer(seq.state_dict()))
+        return net
+
+
+def twolayer_state_dict_to_sequential(state: Mapping[str, torch.Tensor]) -> dict:
+    """Rename TwoLayerNet keys (``fc1.*``, ``fc2.*``) to the seed's ``nn.Sequential`` keys."""
+    return {_TO_SEQUENTIAL.get(k, k): v for k, v in state.items()}
+
+
+def sequential_state_dict_to_twolayer(state: Mapping[str, torch.Tensor]) -> dict:
+    """Rename ``nn.Sequential(Linear, ReLU, Linear)`` keys (``0.*``, ``2.*``) to TwoLayerNet's."""
+    back = {v: k for k, v in _TO_SEQUENTIAL.items()}
+    return {back.get(k, k): v for k, v in state.items()}
