@@ -42,6 +42,11 @@ for tool in memcheck racecheck; do
   [ $rc -eq 0 ] || status=1
 done
 
+step "main job on the GPU (train --compare, all schemes)"
+(cd /tmp && $PY -m twolayer_ext train --device cuda --compare --every 250 >"$LOG/train_cuda.txt" 2>&1) \
+  || { echo "train FAILED"; status=1; }
+sed -n '/## final losses/,$p' "$LOG/train_cuda.txt"
+
 step "register / spill report"
 bash scripts/cuda_resource_usage.sh | tee "$LOG/resource_usage.txt" | tail -20
 
