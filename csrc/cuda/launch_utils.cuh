@@ -22,7 +22,7 @@ inline void check_tensor_core_arch(const char* op, const at::Tensor& t, bool ten
                                         t.device().index()));
   TORCH_CHECK(major >= 8, op, ": ", t.scalar_type(),
               " (or TF32) kernels need a GPU of compute capability 8.0 or newer, but ", t.device(),
-              " has ", major, ".x");
+              " has ", std::to_string(major), ".x");
 }
 
 }  // namespace twolayer_ext::cuda

@@ -19,6 +19,7 @@
 #include <mma.h>
 
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "dtypes.cuh"
@@ -203,7 +204,7 @@ void launch_fused_gemm(const GemmParams& p, bool tf32, cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return;
   const int64_t m_tiles = (p.M + kBM - 1) / kBM, n_tiles = (p.N + kBN - 1) / kBN;
   TORCH_CHECK(m_tiles <= int64_t(INT32_MAX) && n_tiles <= 65535,
-              "twolayer_ext: GEMM of size ", p.M, " x ", p.N, " exceeds the CUDA grid limits");
+              "twolayer_ext: GEMM of size ", std::to_string(p.M), " x ", std::to_string(p.N), " exceeds the CUDA grid limits");
   const dim3 grid{unsigned(m_tiles), unsigned(n_tiles)};
   if constexpr (std::is_same_v<T, float>) {
     if (tf32) {

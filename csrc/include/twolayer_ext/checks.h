@@ -26,9 +26,13 @@ inline int64_t leading_rows(const at::Tensor& x) {
   return rows;
 }
 
-// "[a, b, c]". Shapes are formatted here rather than by streaming an
-// IntArrayRef: on the H100 build (torch 2.11) streaming one into TORCH_CHECK
-// crashed the process while building the message.
+// Messages are assembled from strings only: on the H100 machine (torch 2.11,
+// built there) streaming an int64_t or an IntArrayRef into TORCH_CHECK crashed
+// the process while the message was formatted, so numbers and shapes go
+// through num()/shape_str() first.
+inline std::string num(int64_t v) { return std::to_string(v); }
+
+// "[a, b, c]"
 inline std::string shape_str(at::IntArrayRef sizes) {
   std::string s = "[";
   for (size_t i = 0; i < sizes.size(); ++i) {
@@ -81,13 +85,13 @@ inline void check_linear_relu_args(const char* op, const at::Tensor& x, const at
                     ": weight must be 2-D [out_features, in_features], but got shape ",
                     shape_str(weight.sizes()));
   TORCH_CHECK_VALUE(x.size(-1) == weight.size(1), op, ": in_features mismatch: x has shape ",
-                    shape_str(x.sizes()), " (last dim ", x.size(-1), ") but weight has shape ",
-                    shape_str(weight.sizes()), " (in_features ", weight.size(1), ")");
+                    shape_str(x.sizes()), " (last dim ", num(x.size(-1)), ") but weight has shape ",
+                    shape_str(weight.sizes()), " (in_features ", num(weight.size(1)), ")");
   if (bias.has_value() && bias->defined()) {
     check_same(op, "bias", *bias, "x", x);
     check_floating(op, "bias", *bias, allowed);
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
-                      ": bias must have shape [out_features] = [", weight.size(0),
+                      ": bias must have shape [out_features] = [", num(weight.size(0)),
                       "], but got shape ", shape_str(bias->sizes()));
   }
 }
@@ -110,8 +114,8 @@ inline void check_linear_relu_backward_args(const char* op, const at::Tensor& gr
   TORCH_CHECK_VALUE(mask.scalar_type() == at::kByte && mask.dim() == 2 &&
                         mask.size(0) == rows && mask.size(1) == mask_bytes(weight.size(0)) &&
                         mask.is_contiguous(),
-                    op, ": mask must be a contiguous uint8 tensor of shape [", rows, ", ",
-                    mask_bytes(weight.size(0)), "] as returned by linear_relu, but got ",
+                    op, ": mask must be a contiguous uint8 tensor of shape [", num(rows), ", ",
+                    num(mask_bytes(weight.size(0))), "] as returned by linear_relu, but got ",
                     mask.scalar_type(), " of shape ", shape_str(mask.sizes()));
 }
 
