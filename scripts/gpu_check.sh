@@ -31,7 +31,7 @@ step "test suite (CUDA tests enabled)"
 # 8 workers x 2 OpenMP threads: more threads per worker oversubscribes the CPU badly.
 XDIST=""; THREADS=${OMP_NUM_THREADS:-}
 $PY -c "import xdist" 2>/dev/null && XDIST="-n 8" && THREADS=2
-(cd /tmp && OMP_NUM_THREADS=$THREADS TWOLAYER_EXT_EXPECT_CUDA=1 $PY -m pytest -q -p no:cacheprovider $XDIST "$ROOT/tests" \
+(cd /tmp && env ${THREADS:+OMP_NUM_THREADS=$THREADS} TWOLAYER_EXT_EXPECT_CUDA=1 $PY -m pytest -q -p no:cacheprovider $XDIST "$ROOT/tests" \
   2>&1 | tee "$LOG/pytest.log" | tail -25) || status=1
 grep -E "^(FAILED|ERROR)" "$LOG/pytest.log" | head -40
 
