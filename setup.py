@@ -22,8 +22,10 @@ DEFAULT_ARCH_LIST = "9.0+PTX"
 
 
 def _is_toolkit(path: str | None) -> bool:
-    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
-        os.path.join(path, "include", "cuda_runtime.h")
+    return (
+        bool(path)
+        and os.path.isfile(os.path.join(path, "bin", "nvcc"))
+        and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))
     )
 
 
@@ -84,7 +86,7 @@ def main() -> None:
     # kernels would silently run on one thread. No -march=native: the binary
     # must run on any x86-64 CPU (BLAS picks the ISA at run time).
     cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
-    ext_kwargs = dict(include_dirs=include_dirs, extra_link_args=["-fopenmp"])
+    ext_kwargs = {"include_dirs": include_dirs, "extra_link_args": ["-fopenmp"]}
     arch_list = ""
     if with_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
@@ -109,4 +111,5 @@ def main() -> None:
     setup(ext_modules=[ext], cmdclass={"build_ext": BuildExtension})
 
 
-main()
+if __name__ == "__main__":  # setuptools runs this file as __main__; tests import it
+    main()

@@ -80,13 +80,17 @@ def main() -> None:
     ]
     results = [case(*c) for c in cases]
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
-    hdr = (f"{'shape':>18} {'dtype':>9} {'ext fwd':>9} {'torch fwd':>9} {'ext f+b':>9} "
-           f"{'torch f+b':>9} {'f+b ratio':>9} {'mm TF/s':>8} {'ext fwd TF/s':>12} {'% of mm':>7}")
+    hdr = (
+        f"{'shape':>18} {'dtype':>9} {'ext fwd':>9} {'torch fwd':>9} {'ext f+b':>9} "
+        f"{'torch f+b':>9} {'f+b ratio':>9} {'mm TF/s':>8} {'ext fwd TF/s':>12} {'% of mm':>7}"
+    )
     print(hdr)
     for r in results:
-        print(f"{r['shape']:>18} {r['dtype']:>9} {r['ext_fwd_ms']:9.3f} {r['torch_fwd_ms']:9.3f} "
-              f"{r['ext_fb_ms']:9.3f} {r['torch_fb_ms']:9.3f} {r['fb_speedup_vs_torch']:9.2f} "
-              f"{r['mm_tflops']:8.1f} {r['ext_fwd_tflops']:12.1f} {100 * r['ext_fwd_frac_of_mm']:6.1f}%")
+        print(
+            f"{r['shape']:>18} {r['dtype']:>9} {r['ext_fwd_ms']:9.3f} {r['torch_fwd_ms']:9.3f} "
+            f"{r['ext_fb_ms']:9.3f} {r['torch_fb_ms']:9.3f} {r['fb_speedup_vs_torch']:9.2f} "
+            f"{r['mm_tflops']:8.1f} {r['ext_fwd_tflops']:12.1f} {100 * r['ext_fwd_frac_of_mm']:6.1f}%"
+        )
     print("times in ms (median); f+b ratio = torch time / ext time (>1: ext faster)")
     if args.json:
         with open(args.json, "w") as f:

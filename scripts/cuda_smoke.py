@@ -10,7 +10,6 @@ import sys
 
 import torch
 
-import twolayer_ext
 from twolayer_ext import reference
 
 TOL = {torch.float32: 1e-4, torch.float64: 1e-10, torch.float16: 5e-3, torch.bfloat16: 3e-2}
@@ -18,7 +17,7 @@ TOL = {torch.float32: 1e-4, torch.float64: 1e-10, torch.float16: 5e-3, torch.bfl
 
 def main() -> int:
     bad = 0
-    for dtype in TOL:
+    for dtype, tol in TOL.items():
         for rows, in_f, out_f in [(1, 1, 1), (70, 33, 67), (3, 130, 9)]:
             x = torch.randn(rows, in_f, device="cuda", dtype=dtype)
             w = torch.randn(in_f, out_f, device="cuda", dtype=dtype).t()  # transposed view
@@ -27,13 +26,19 @@ def main() -> int:
             g = torch.randn_like(y)
             grads = torch.ops.twolayer_ext.linear_relu_backward(g, x, w, mask, [True, True, True])
             ry = reference.linear_relu(x.double(), w.double(), b.double())
-            rg = reference.linear_relu_backward(g.double(), x.double(), w.double(), mask, [True] * 3)
+            rg = reference.linear_relu_backward(
+                g.double(), x.double(), w.double(), mask, [True] * 3
+            )
             ys = torch.ops.twolayer_ext.relu(x)
             gs = torch.ops.twolayer_ext.relu_backward(x, ys)
-            for got, want in [(y, ry), *zip(grads, rg), (ys, x.double().relu()),
-                              (gs, reference.relu_backward(x.double(), ys.double()))]:
+            for got, want in [
+                (y, ry),
+                *zip(grads, rg),
+                (ys, x.double().relu()),
+                (gs, reference.relu_backward(x.double(), ys.double())),
+            ]:
                 err = (got.double() - want).abs().max().item() / max(1.0, want.abs().max().item())
-                if not err <= TOL[dtype]:
+                if not err <= tol:
                     print(f"MISMATCH {dtype} {rows}x{in_f}->{out_f}: {err:.3g}")
                     bad += 1
     torch.cuda.synchronize()

@@ -31,8 +31,11 @@ def test_cuda_kernels_compiled_when_requested():
 
 def test_version_mismatch_raises_import_error(monkeypatch):
     monkeypatch.setattr(_build_config, "TORCH_VERSION", "0.0.1+fake")
-    with pytest.raises(ImportError, match=r"built against torch 0\.0\.1\+fake.*"
-                       r"pip install --no-build-isolation \."):
+    with pytest.raises(
+        ImportError,
+        match=r"built against torch 0\.0\.1\+fake.*"
+        r"pip install --no-build-isolation \.",
+    ):
         _loader.load_extension()
 
 

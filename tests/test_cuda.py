@@ -28,7 +28,9 @@ def test_cuda_graph_capture_and_replay():
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         static_y = layer(static_x)
-        static_gx, static_gw = torch.autograd.grad(static_y.square().sum(), [static_x, layer.weight])
+        static_gx, static_gw = torch.autograd.grad(
+            static_y.square().sum(), [static_x, layer.weight]
+        )
     for _ in range(3):
         with torch.no_grad():
             static_x.copy_(torch.randn_like(static_x))

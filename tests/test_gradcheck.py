@@ -22,8 +22,15 @@ def _away_from_kink(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) ->
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize(
-    "requires", [(True, True, True), (True, False, False), (False, True, False),
-                 (False, False, True), (False, True, True)], ids=str
+    "requires",
+    [
+        (True, True, True),
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+        (False, True, True),
+    ],
+    ids=str,
 )
 def test_linear_relu_gradcheck(device, bias, requires):
     x = torch.randn(2, 3, 5, dtype=torch.float64, device=device)

@@ -73,8 +73,10 @@ def test_forward_and_backward_ops_match_reference(device, dtype, shape, bias, la
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
-@pytest.mark.parametrize("output_mask", [(True, False, False), (False, True, False),
-                                         (False, False, True), (False, False, False)])
+@pytest.mark.parametrize(
+    "output_mask",
+    [(True, False, False), (False, True, False), (False, False, True), (False, False, False)],
+)
 def test_backward_computes_only_requested(device, dtype, output_mask):
     x, w, b = _inputs((9,), 13, 10, dtype, device, "contiguous", False, True)
     y, mask = torch.ops.twolayer_ext.linear_relu(x, w, b)
@@ -126,8 +128,9 @@ def test_nan_and_inf_propagate_like_torch(device, dtype):
     assert_close(y, ref, dtype, "y")  # NaN positions must match exactly
     grad_y = torch.randn_like(y)
     gx, gw, gb = torch.ops.twolayer_ext.linear_relu_backward(grad_y, x, w, mask, [True, True, True])
-    rx, rw, rb = reference.linear_relu_backward(grad_y.double(), x.double(), w.double(), mask,
-                                                [True, True, True])
+    rx, rw, rb = reference.linear_relu_backward(
+        grad_y.double(), x.double(), w.double(), mask, [True, True, True]
+    )
     assert_close(gx, rx, dtype, "grad_x")
     assert_close(gb, rb, dtype, "grad_bias")
     assert torch.equal(gw.isnan().cpu(), rw.isnan().cpu())

@@ -35,4 +35,6 @@ def test_opcheck_relu(device):
         x = torch.randn(5, 7, device=device, requires_grad=rg)
         torch.library.opcheck(torch.ops.twolayer_ext.relu.default, (x,))
         y = torch.relu(x.detach())
-        torch.library.opcheck(torch.ops.twolayer_ext.relu_backward.default, (torch.randn_like(y), y))
+        torch.library.opcheck(
+            torch.ops.twolayer_ext.relu_backward.default, (torch.randn_like(y), y)
+        )

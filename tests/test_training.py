@@ -36,8 +36,19 @@ def test_ext_matches_torch_for_500_steps(name, cfg):
         assert abs(a - b) <= tol, f"{name} step {step}: ext {a} vs torch {b}"
 
 
-@pytest.mark.parametrize("name", ["numpy", "tensors", "autograd", "function", "optim", "mseloss",
-                                  "sequential", "sequential_sgd"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "numpy",
+        "tensors",
+        "autograd",
+        "function",
+        "optim",
+        "mseloss",
+        "sequential",
+        "sequential_sgd",
+    ],
+)
 def test_sgd_schemes_reach_the_tutorials_magnitude(name, cfg):
     losses = train(name, "ext", cfg)
     assert 1e6 < losses[0] < 1e9  # about 3e7 in the tutorial
@@ -72,8 +83,23 @@ def test_twolayernet_without_bias():
 
 def test_cli_train_compare_and_plot(tmp_path, capsys):
     plot = tmp_path / "curves.png"
-    assert cli_main(["train", "--scheme", "autograd", "--steps", "60", "--compare",
-                     "--device", "cpu", "--plot", str(plot)]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--scheme",
+                "autograd",
+                "--steps",
+                "60",
+                "--compare",
+                "--device",
+                "cpu",
+                "--plot",
+                str(plot),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "## autograd" in out and "rel diff" in out and "final losses" in out
     assert plot.stat().st_size > 1000
@@ -90,3 +116,14 @@ def test_cli_train_prints_the_tutorials_format(capsys):
 def test_cli_info(capsys):
     assert cli_main(["info"]) == 0
     assert '"torch_built_against"' in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(sys.executable).parent / "twolayer-ext"
+    assert script.exists(), f"{script} missing: the console script was not installed"
+    out = subprocess.run([str(script), "info"], capture_output=True, text=True, check=True, cwd="/")
+    assert '"cuda_compiled"' in out.stdout

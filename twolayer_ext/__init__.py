@@ -9,29 +9,29 @@ and registers their fake kernels and autograd formulas. The public API:
 * :func:`build_info` describes what the extension was compiled with.
 """
 
-from ._version import __version__
 from ._loader import load_extension
+from ._version import __version__
 
 load_extension()
 
-from . import ops  # noqa: E402  (fake kernels + autograd registrations)
-from .autograd import LinearReLUFunction, ReLUFunction  # noqa: E402
-from .functional import linear_relu, relu  # noqa: E402
-from .info import build_info  # noqa: E402
-from .models import (  # noqa: E402
+from . import ops
+from .autograd import LinearReLUFunction, ReLUFunction
+from .functional import linear_relu, relu
+from .info import build_info
+from .models import (
     TwoLayerNet,
     sequential_state_dict_to_twolayer,
     twolayer_state_dict_to_sequential,
 )
-from .nn import LinearReLU, ReLU  # noqa: E402
+from .nn import LinearReLU, ReLU
 
 __all__ = [
-    "__version__",
     "LinearReLU",
     "LinearReLUFunction",
     "ReLU",
     "ReLUFunction",
     "TwoLayerNet",
+    "__version__",
     "build_info",
     "linear_relu",
     "ops",

@@ -1,7 +1,7 @@
 """Command-line interface: ``python -m twolayer_ext`` / ``twolayer-ext``.
 
-  train   train the tutorial's two-layer network, any scheme or all, on the extension or torch
-  info    print build_info() as JSON
+train   train the tutorial's two-layer network, any scheme or all, on the extension or torch
+info    print build_info() as JSON
 """
 
 from __future__ import annotations
@@ -34,8 +34,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import IMPLS, SCHEMES, TrainConfig, run_scheme
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = TrainConfig(steps=args.steps, seed=args.seed, lr=args.lr, optim=args.optim,
-                      dtype=DTYPES[args.dtype], device=device)
+    cfg = TrainConfig(
+        steps=args.steps,
+        seed=args.seed,
+        lr=args.lr,
+        optim=args.optim,
+        dtype=DTYPES[args.dtype],
+        device=device,
+    )
     names = list(SCHEMES) if args.scheme == "all" else [args.scheme]
     impls = list(IMPLS) if args.compare else [args.impl]
     shown = _report_steps(cfg.steps, args.every)
@@ -60,13 +66,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             for i in sorted(shown):  # the tutorial's format: step, loss
                 print(i, curves[(name, impls[0])][i])
 
-
     print("\n## final losses")
     print(f"{'scheme':<16} {'impl':<6} {'first loss':>14} {'final loss':>14} {'seconds':>8}")
     for (name, impl), losses in curves.items():
         shown_impl = "numpy" if name == "numpy" else impl
-        print(f"{name:<16} {shown_impl:<6} {losses[0]:>14.6g} {losses[-1]:>14.6g} "
-              f"{seconds[(name, impl)]:>8.2f}")
+        print(
+            f"{name:<16} {shown_impl:<6} {losses[0]:>14.6g} {losses[-1]:>14.6g} "
+            f"{seconds[(name, impl)]:>8.2f}"
+        )
     if args.plot:
         _plot(curves, args.plot)
         print(f"\nwrote {args.plot}")
@@ -94,27 +101,42 @@ def _plot(curves: dict[tuple[str, str], list[float]], path: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="twolayer-ext", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="twolayer-ext",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print build_info() as JSON")
     from .training import SCHEMES
 
     t = sub.add_parser("train", help="train the tutorial's two-layer network")
-    t.add_argument("--scheme", default="all", choices=["all", *SCHEMES],
-                   help="which of the tutorial's schemes to run (default: all)")
-    t.add_argument("--impl", default="ext", choices=["ext", "torch"],
-                   help="the extension's fused ops or pure torch (numpy stays numpy)")
+    t.add_argument(
+        "--scheme",
+        default="all",
+        choices=["all", *SCHEMES],
+        help="which of the tutorial's schemes to run (default: all)",
+    )
+    t.add_argument(
+        "--impl",
+        default="ext",
+        choices=["ext", "torch"],
+        help="the extension's fused ops or pure torch (numpy stays numpy)",
+    )
     t.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     t.add_argument("--steps", type=int, default=500)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, help="learning rate (default: the scheme's own)")
-    t.add_argument("--optim", choices=["manual", "sgd", "adam"],
-                   help="update rule (default: the scheme's own)")
+    t.add_argument(
+        "--optim", choices=["manual", "sgd", "adam"], help="update rule (default: the scheme's own)"
+    )
     t.add_argument("--dtype", default="float32", choices=list(DTYPES))
     t.add_argument("--every", type=int, default=50, help="print the loss every N steps")
-    t.add_argument("--compare", action="store_true",
-                   help="run ext and torch from the same weights and data, side by side")
+    t.add_argument(
+        "--compare",
+        action="store_true",
+        help="run ext and torch from the same weights and data, side by side",
+    )
     t.add_argument("--plot", metavar="FILE.png", help="write the loss curves (log scale)")
     return parser
 

@@ -37,12 +37,16 @@ def _check_linear_args(op: str, x: torch.Tensor, weight: torch.Tensor) -> None:
     )
     torch._check(
         x.dtype == weight.dtype,
-        lambda: f"{op}: expected weight to have the same dtype as x ({x.dtype}), got {weight.dtype}",
+        lambda: (
+            f"{op}: expected weight to have the same dtype as x ({x.dtype}), got {weight.dtype}"
+        ),
     )
     torch._check(
         x.shape[-1] == weight.shape[1],
-        lambda: f"{op}: in_features mismatch: x has shape {list(x.shape)} but weight has shape "
-        f"{list(weight.shape)}",
+        lambda: (
+            f"{op}: in_features mismatch: x has shape {list(x.shape)} but weight has shape "
+            f"{list(weight.shape)}"
+        ),
     )
 
 
@@ -55,8 +59,10 @@ def _linear_relu_fake(
     if bias is not None:
         torch._check(
             bias.dim() == 1 and bias.shape[0] == out_features,
-            lambda: f"twolayer_ext::linear_relu: bias must have shape [{out_features}], "
-            f"got {list(bias.shape)}",
+            lambda: (
+                f"twolayer_ext::linear_relu: bias must have shape [{out_features}], "
+                f"got {list(bias.shape)}"
+            ),
         )
     rows = math.prod(x.shape[:-1])
     y = x.new_empty((*x.shape[:-1], out_features))
@@ -93,8 +99,10 @@ def _relu_fake(x: torch.Tensor) -> torch.Tensor:
 def _relu_backward_fake(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     torch._check(
         grad_y.shape == y.shape,
-        lambda: f"twolayer_ext::relu_backward: grad_y must have the shape of y {list(y.shape)}, "
-        f"got {list(grad_y.shape)}",
+        lambda: (
+            f"twolayer_ext::relu_backward: grad_y must have the shape of y {list(y.shape)}, "
+            f"got {list(grad_y.shape)}"
+        ),
     )
     return torch.empty_like(y, memory_format=torch.contiguous_format)
 

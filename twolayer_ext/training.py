@@ -60,8 +60,13 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("mseloss", "nn.MSELoss(reduction='sum') + SGD", "mse_sum", "sgd", 1e-6),
         Scheme("sequential", "nn.Sequential with biases, manual update", "mse_sum", "manual", 1e-6),
         Scheme("sequential_sgd", "nn.Sequential without bias + SGD", "mse_sum", "sgd", 1e-6),
-        Scheme("module_params", "nn.Module, explicit xavier params, Adam, mean MSE", "mse_mean",
-               "adam", 1e-4),
+        Scheme(
+            "module_params",
+            "nn.Module, explicit xavier params, Adam, mean MSE",
+            "mse_mean",
+            "adam",
+            1e-4,
+        ),
         Scheme("module_linear", "nn.Module of nn.Linear, Adam, sum MSE", "mse_sum", "adam", 1e-4),
     ]
 }
@@ -113,7 +118,9 @@ def _init_weights(scheme: str, cfg: TrainConfig) -> dict[str, torch.Tensor] | nn
         if scheme in ("sequential", "sequential_sgd", "module_linear"):
             bias = scheme == "sequential"
             seq = nn.Sequential(
-                nn.Linear(cfg.D_in, cfg.H, bias=bias), nn.ReLU(), nn.Linear(cfg.H, cfg.D_out, bias=bias)
+                nn.Linear(cfg.D_in, cfg.H, bias=bias),
+                nn.ReLU(),
+                nn.Linear(cfg.H, cfg.D_out, bias=bias),
             ).double()
             if scheme != "module_linear":  # the tutorial re-draws the weights from N(0, 1)
                 nn.init.normal_(seq[0].weight)
@@ -174,8 +181,9 @@ def _tensors_run(x, y, w1, w2, lr, steps, impl) -> Iterator[float]:
         grad_w2 = h_relu.t().mm(grad_y_pred)
         grad_h_relu = grad_y_pred.mm(w2.t())
         if impl == "ext":
-            _, grad_w1t, _ = ops.linear_relu_backward(grad_h_relu, x, w1.t(), mask,
-                                                      [False, True, False])
+            _, grad_w1t, _ = ops.linear_relu_backward(
+                grad_h_relu, x, w1.t(), mask, [False, True, False]
+            )
             grad_w1 = grad_w1t.t()
         else:
             grad_h = grad_h_relu.clone()

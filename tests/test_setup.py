@@ -1,0 +1,72 @@
+"""setup.py's decision to build the CUDA kernels (TWOLAYER_EXT_CUDA, toolkit discovery)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import types
+
+import pytest
+
+SETUP = pathlib.Path(__file__).resolve().parents[1] / "setup.py"
+
+
+@pytest.fixture
+def setup_mod(monkeypatch):
+    for var in ("TWOLAYER_EXT_CUDA", "CUDA_HOME", "CUDA_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    spec = importlib.util.spec_from_file_location("twolayer_setup", SETUP)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # defines functions only; main() runs as __main__
+    return mod
+
+
+def _torch(cuda: str | None):
+    return types.SimpleNamespace(__version__="9.9.9", version=types.SimpleNamespace(cuda=cuda))
+
+
+@pytest.fixture
+def toolkit(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "include").mkdir()
+    (tmp_path / "bin" / "nvcc").write_text("#!/bin/sh\n")
+    (tmp_path / "include" / "cuda_runtime.h").write_text("")
+    return str(tmp_path)
+
+
+def test_cuda_built_when_toolkit_and_cuda_torch(setup_mod, toolkit, monkeypatch):
+    monkeypatch.setenv("CUDA_HOME", toolkit)
+    assert setup_mod._want_cuda(_torch("13.0")) is True
+
+
+def test_cpu_only_when_forced_off(setup_mod, toolkit, monkeypatch):
+    monkeypatch.setenv("CUDA_HOME", toolkit)
+    monkeypatch.setenv("TWOLAYER_EXT_CUDA", "0")
+    assert setup_mod._want_cuda(_torch("13.0")) is False
+
+
+def test_cpu_only_torch_skips_cuda(setup_mod, toolkit, monkeypatch):
+    monkeypatch.setenv("CUDA_HOME", toolkit)
+    assert setup_mod._want_cuda(_torch(None)) is False
+
+
+def test_forced_on_without_toolkit_is_an_error(setup_mod, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "missing"))
+    monkeypatch.setenv("TWOLAYER_EXT_CUDA", "1")
+    with pytest.raises(
+        RuntimeError, match="TWOLAYER_EXT_CUDA=1 but the CUDA kernels cannot be built"
+    ):
+        setup_mod._want_cuda(_torch("13.0"))
+
+
+def test_wrapper_nvcc_on_path_falls_back_to_a_real_toolkit(
+    setup_mod, tmp_path, toolkit, monkeypatch
+):
+    wrapper_dir = tmp_path / "wrapper" / "bin"
+    wrapper_dir.mkdir(parents=True)
+    (wrapper_dir / "nvcc").write_text('#!/bin/sh\nexec /somewhere/nvcc "$@"\n')
+    (wrapper_dir / "nvcc").chmod(0o755)
+    monkeypatch.setenv("PATH", str(wrapper_dir))
+    home = setup_mod._find_cuda_home()
+    assert home is None or setup_mod._is_toolkit(home)
+    assert home != str(tmp_path / "wrapper")
