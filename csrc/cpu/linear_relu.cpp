@@ -28,8 +28,6 @@ namespace {
 
 constexpr const char* kFwd = "twolayer_ext::linear_relu";
 constexpr const char* kBwd = "twolayer_ext::linear_relu_backward";
-const std::initializer_list<at::ScalarType> kCpuTypes = {at::kFloat, at::kDouble, at::kBFloat16,
-                                                         at::kHalf};
 
 // Output rows per GEMM block: ~1 MiB of output, so the block is still in L2
 // when the epilogue reads it back.
@@ -66,7 +64,7 @@ void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
 
 std::tuple<at::Tensor, at::Tensor> linear_relu_cpu(const at::Tensor& x, const at::Tensor& weight,
                                                    const std::optional<at::Tensor>& bias) {
-  check_linear_relu_args(kFwd, x, weight, bias, kCpuTypes);
+  check_linear_relu_args(kFwd, x, weight, bias, kCpuDtypes);
   TORCH_CHECK(x.device().is_cpu(), kFwd, ": expected CPU tensors, got x on ", x.device());
   // The GEMM calls below are implementation details, not graph nodes.
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -148,7 +146,7 @@ void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, cons
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
 linear_relu_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
                          const at::Tensor& mask, std::array<bool, 3> output_mask) {
-  check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCpuTypes);
+  check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCpuDtypes);
   TORCH_CHECK(x.device().is_cpu(), kBwd, ": expected CPU tensors, got x on ", x.device());
   at::AutoDispatchBelowADInplaceOrView below_autograd;
 

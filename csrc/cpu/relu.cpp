@@ -17,12 +17,10 @@ namespace {
 
 constexpr const char* kFwd = "twolayer_ext::relu";
 constexpr const char* kBwd = "twolayer_ext::relu_backward";
-const std::initializer_list<at::ScalarType> kCpuTypes = {at::kFloat, at::kDouble, at::kBFloat16,
-                                                         at::kHalf};
 constexpr int64_t kGrain = 32768;
 
 at::Tensor relu_cpu(const at::Tensor& x) {
-  check_floating(kFwd, "x", x, kCpuTypes);
+  check_floating(kFwd, "x", x, kCpuDtypes);
   TORCH_CHECK(x.device().is_cpu(), kFwd, ": expected a CPU tensor, got x on ", x.device());
   const at::Tensor xc = x.contiguous();
   at::Tensor y = at::empty(x.sizes(), x.options());
@@ -40,7 +38,7 @@ at::Tensor relu_cpu(const at::Tensor& x) {
 }
 
 at::Tensor relu_backward_cpu(const at::Tensor& grad_y, const at::Tensor& y) {
-  check_relu_backward_args(kBwd, grad_y, y, kCpuTypes);
+  check_relu_backward_args(kBwd, grad_y, y, kCpuDtypes);
   TORCH_CHECK(y.device().is_cpu(), kBwd, ": expected CPU tensors, got y on ", y.device());
   const at::Tensor gc = grad_y.contiguous(), yc = y.contiguous();
   at::Tensor gx = at::empty(y.sizes(), y.options());

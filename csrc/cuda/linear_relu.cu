@@ -20,8 +20,6 @@ namespace {
 
 constexpr const char* kFwd = "twolayer_ext::linear_relu";
 constexpr const char* kBwd = "twolayer_ext::linear_relu_backward";
-const std::initializer_list<at::ScalarType> kCudaTypes = {at::kFloat, at::kDouble, at::kHalf,
-                                                          at::kBFloat16};
 
 // grad_bias[n] = sum over rows m of grad_y(m, n) where the mask bit is set.
 // One block per 32 columns; each of its 8 thread rows strides over the rows
@@ -54,7 +52,7 @@ void check_cuda(const char* op, const at::Tensor& x) {
 
 std::tuple<at::Tensor, at::Tensor> linear_relu_cuda(const at::Tensor& x, const at::Tensor& weight,
                                                     const std::optional<at::Tensor>& bias) {
-  check_linear_relu_args(kFwd, x, weight, bias, kCudaTypes);
+  check_linear_relu_args(kFwd, x, weight, bias, kCudaDtypes);
   check_cuda(kFwd, x);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
@@ -94,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_cuda(const at::Tensor& x, const a
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
 linear_relu_backward_cuda(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
                           const at::Tensor& mask, std::array<bool, 3> output_mask) {
-  check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCudaTypes);
+  check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCudaDtypes);
   check_cuda(kBwd, x);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t out_features = weight.size(0), in_features = weight.size(1);

@@ -16,8 +16,6 @@ namespace {
 
 constexpr const char* kFwd = "twolayer_ext::relu";
 constexpr const char* kBwd = "twolayer_ext::relu_backward";
-const std::initializer_list<at::ScalarType> kCudaTypes = {at::kFloat, at::kDouble, at::kHalf,
-                                                          at::kBFloat16};
 constexpr int kThreads = 256;
 
 // Grid-stride loops with 64-bit indices. `v <= 0 ? 0 : v` lets NaN through
@@ -45,7 +43,7 @@ unsigned grid_for(int64_t n) {
 }
 
 at::Tensor relu_cuda(const at::Tensor& x) {
-  check_floating(kFwd, "x", x, kCudaTypes);
+  check_floating(kFwd, "x", x, kCudaDtypes);
   TORCH_CHECK(x.is_cuda(), kFwd, ": expected a CUDA tensor, got x on ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous();
@@ -62,7 +60,7 @@ at::Tensor relu_cuda(const at::Tensor& x) {
 }
 
 at::Tensor relu_backward_cuda(const at::Tensor& grad_y, const at::Tensor& y) {
-  check_relu_backward_args(kBwd, grad_y, y, kCudaTypes);
+  check_relu_backward_args(kBwd, grad_y, y, kCudaDtypes);
   TORCH_CHECK(y.is_cuda(), kBwd, ": expected CUDA tensors, got y on ", y.device());
   const c10::cuda::CUDAGuard guard(y.device());
   const at::Tensor gc = grad_y.contiguous(), yc = y.contiguous();

@@ -15,6 +15,12 @@
 
 namespace twolayer_ext {
 
+// Dtypes the kernels are compiled for, per device (16-bit types accumulate in float32).
+inline const std::initializer_list<at::ScalarType> kCpuDtypes = {at::kFloat, at::kDouble,
+                                                                 at::kBFloat16, at::kHalf};
+inline const std::initializer_list<at::ScalarType> kCudaDtypes = {at::kFloat, at::kDouble,
+                                                                  at::kHalf, at::kBFloat16};
+
 // The ReLU mask saved by linear_relu is packed eight columns to a byte:
 // bit (j % 8) of byte mask[row][j / 8] is 1 where the output was kept.
 inline int64_t mask_bytes(int64_t out_features) { return (out_features + 7) / 8; }
