@@ -19,19 +19,23 @@ def _away_from_kink(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) ->
         b[close] += 0.01
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
-@pytest.mark.parametrize(
-    "requires",
-    [
+# (bias?, which of x, weight, bias require grad); without a bias at least x or weight must.
+REQUIRES = [
+    (bias, req)
+    for bias in (True, False)
+    for req in [
         (True, True, True),
         (True, False, False),
         (False, True, False),
         (False, False, True),
         (False, True, True),
-    ],
-    ids=str,
-)
+    ]
+    if bias or req[0] or req[1]
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias,requires", REQUIRES, ids=str)
 def test_linear_relu_gradcheck(device, bias, requires):
     x = torch.randn(2, 3, 5, dtype=torch.float64, device=device)
     w = torch.randn(4, 5, dtype=torch.float64, device=device)
@@ -41,8 +45,6 @@ def test_linear_relu_gradcheck(device, bias, requires):
     for t, r in zip(inputs, requires):
         if t is not None:
             t.requires_grad_(r)
-    if not any(t is not None and t.requires_grad for t in inputs):
-        pytest.skip("no input requires grad")
     assert torch.autograd.gradcheck(twolayer_ext.linear_relu, inputs)
     # The op called directly through torch.ops is differentiable as well.
     assert torch.autograd.gradcheck(lambda *a: torch.ops.twolayer_ext.linear_relu(*a)[0], inputs)
@@ -55,3 +57,47 @@ def test_relu_gradcheck(device):
     x.requires_grad_()
     assert torch.autograd.gradcheck(twolayer_ext.relu, (x,))
     assert torch.autograd.gradcheck(torch.ops.twolayer_ext.relu, (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_linear_relu_gradgradcheck(device, bias):
+    """Double backward (gradient penalties): second derivatives match finite differences."""
+    x = torch.randn(3, 5, dtype=torch.float64, device=device)
+    w = torch.randn(4, 5, dtype=torch.float64, device=device)
+    b = torch.randn(4, dtype=torch.float64, device=device) if bias else None
+    _away_from_kink(x, w, b)
+    inputs = [t.requires_grad_() for t in (x, w, b) if t is not None]
+    fn = twolayer_ext.linear_relu if bias else (lambda x, w: twolayer_ext.linear_relu(x, w))
+    assert torch.autograd.gradgradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(
+        lambda *a: torch.ops.twolayer_ext.linear_relu(*a, *([] if bias else [None]))[0], inputs
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_relu_gradgradcheck(device):
+    x = torch.randn(6, 7, dtype=torch.float64, device=device)
+    x[x.abs() < 1e-3] = 0.5
+    x.requires_grad_()
+    assert torch.autograd.gradgradcheck(twolayer_ext.relu, (x,))
+
+
+def test_gradient_penalty_matches_torch():
+    """A WGAN-GP style penalty, ||d out / d x||^2, differentiated w.r.t. the weights."""
+    x = torch.randn(8, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(5, dtype=torch.float64)
+
+    def penalty(f):
+        out = (f(x, w, b) * v).sum()
+        (gx,) = torch.autograd.grad(out, x, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), (w, b), allow_unused=True)
+
+    got = penalty(twolayer_ext.linear_relu)
+    want = penalty(lambda x, w, b: torch.relu(torch.nn.functional.linear(x, w, b)))
+    for g, r in zip(got, want):
+        r = torch.zeros_like(g) if r is None else r
+        g = torch.zeros_like(r) if g is None else g
+        assert torch.allclose(g, r, atol=1e-10)

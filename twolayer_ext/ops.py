@@ -15,7 +15,14 @@ from collections.abc import Sequence
 
 import torch
 
-from .autograd import LinearReLUFunction, ReLUFunction
+from .autograd import (
+    LinearReLUFunction,
+    ReLUFunction,
+    linear_relu_backward_backward,
+    linear_relu_backward_setup_context,
+    relu_backward_backward,
+    relu_backward_setup_context,
+)
 
 linear_relu = torch.ops.twolayer_ext.linear_relu.default
 linear_relu_backward = torch.ops.twolayer_ext.linear_relu_backward.default
@@ -114,4 +121,12 @@ torch.library.register_autograd(
 )
 torch.library.register_autograd(
     "twolayer_ext::relu", ReLUFunction.backward, setup_context=ReLUFunction.setup_context
+)
+torch.library.register_autograd(
+    "twolayer_ext::linear_relu_backward",
+    linear_relu_backward_backward,
+    setup_context=linear_relu_backward_setup_context,
+)
+torch.library.register_autograd(
+    "twolayer_ext::relu_backward", relu_backward_backward, setup_context=relu_backward_setup_context
 )
