@@ -37,6 +37,10 @@ class LinearReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor, _grad_mask: Any = None):
         x, weight, mask = ctx.saved_tensors
+        if grad_y.dtype != x.dtype:
+            # Under autocast the op ran on inputs cast to grad_y's dtype; backward
+            # uses the same casts (autograd casts the grads back to x's dtype).
+            x, weight = x.to(grad_y.dtype), weight.to(grad_y.dtype)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         return torch.ops.twolayer_ext.linear_relu_backward.default(
             grad_y, x, weight, mask, [need_x, need_w, need_b and ctx.has_bias]

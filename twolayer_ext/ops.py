@@ -130,3 +130,31 @@ torch.library.register_autograd(
 torch.library.register_autograd(
     "twolayer_ext::relu_backward", relu_backward_backward, setup_context=relu_backward_setup_context
 )
+
+
+# Autocast: like nn.Linear, linear_relu runs in the autocast dtype (its floating
+# inputs are cast to it); relu and the backward ops follow their inputs' dtype.
+# The Autocast keys sit above Autograd in the dispatcher, so the casts are
+# recorded and the gradients come back in the parameters' own dtype.
+_autocast_lib = torch.library.Library("twolayer_ext", "IMPL")
+
+
+def _autocast_linear_relu(device_type: str, key: torch._C.DispatchKey):
+    def kernel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        dtype = torch.get_autocast_dtype(device_type)
+
+        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.to(dtype) if t is not None and t.is_floating_point() else t
+
+        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
+            return linear_relu(cast(x), cast(weight), cast(bias))
+
+    return kernel
+
+
+_autocast_lib.impl(
+    "linear_relu", _autocast_linear_relu("cpu", torch._C.DispatchKey.AutocastCPU), "AutocastCPU"
+)
+_autocast_lib.impl(
+    "linear_relu", _autocast_linear_relu("cuda", torch._C.DispatchKey.AutocastCUDA), "AutocastCUDA"
+)

@@ -1,0 +1,47 @@
+"""Autocast: the fused layer follows nn.Linear's autocast behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import HAS_CUDA, assert_close
+from torch import nn
+
+import twolayer_ext
+
+CASES = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16")] + [
+    pytest.param("cuda", dt, id=f"cuda-{str(dt)[6:]}",
+                 marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU"))
+    for dt in (torch.float16, torch.bfloat16)
+]
+
+
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("entry", ["module", "function", "op"])
+def test_autocast_runs_in_autocast_dtype(device, dtype, entry):
+    lin = nn.Linear(40, 24, device=device)
+    layer = twolayer_ext.LinearReLU.from_linear(lin)
+    x = torch.randn(16, 40, device=device, requires_grad=True)
+    with torch.autocast(device, dtype=dtype):
+        if entry == "module":
+            y = layer(x)
+        elif entry == "function":
+            y = twolayer_ext.LinearReLUFunction.apply(x, layer.weight, layer.bias)[0]
+        else:
+            y = torch.ops.twolayer_ext.linear_relu(x, layer.weight, layer.bias)[0]
+        y_ref = torch.relu(lin(x))
+    assert y.dtype == dtype == y_ref.dtype
+    assert_close(y, y_ref, dtype, "y")
+
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, lin.weight, lin.bias), g)
+    want = torch.autograd.grad(y_ref, (x, lin.weight, lin.bias), g)
+    for a, e, name in zip(got, want, ["x", "weight", "bias"]):
+        assert a.dtype == torch.float32, f"grad_{name} must come back in the parameter dtype"
+        assert_close(a, e, dtype, f"grad_{name}")
+
+
+def test_relu_keeps_input_dtype_under_autocast():
+    x = torch.randn(5, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert twolayer_ext.relu(x).dtype == torch.float32 == torch.relu(x).dtype
