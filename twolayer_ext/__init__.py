@@ -17,6 +17,7 @@ load_extension()
 from . import ops
 from .autograd import LinearReLUFunction, ReLUFunction
 from .functional import linear_relu, relu
+from .fusion import fuse_modules, load_unfused_state_dict
 from .info import build_info
 from .models import (
     TwoLayerNet,
@@ -33,6 +34,8 @@ __all__ = [
     "TwoLayerNet",
     "__version__",
     "build_info",
+    "fuse_modules",
+    "load_unfused_state_dict",
     "linear_relu",
     "ops",
     "relu",
