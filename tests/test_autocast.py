@@ -10,8 +10,12 @@ from torch import nn
 import twolayer_ext
 
 CASES = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16")] + [
-    pytest.param("cuda", dt, id=f"cuda-{str(dt)[6:]}",
-                 marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU"))
+    pytest.param(
+        "cuda",
+        dt,
+        id=f"cuda-{str(dt)[6:]}",
+        marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU"),
+    )
     for dt in (torch.float16, torch.bfloat16)
 ]
 

@@ -6,6 +6,8 @@ and registers their fake kernels and autograd formulas. The public API:
 * functions: :func:`linear_relu`, :func:`relu`
 * autograd Functions: :class:`LinearReLUFunction`, :class:`ReLUFunction`
 * modules: :class:`LinearReLU`, :class:`ReLU`
+* the tutorial's network: :class:`TwoLayerNet` and its state-dict converters
+* model conversion: :func:`fuse_modules`, :func:`load_unfused_state_dict`
 * :func:`build_info` describes what the extension was compiled with.
 """
 
@@ -35,8 +37,8 @@ __all__ = [
     "__version__",
     "build_info",
     "fuse_modules",
-    "load_unfused_state_dict",
     "linear_relu",
+    "load_unfused_state_dict",
     "ops",
     "relu",
     "sequential_state_dict_to_twolayer",

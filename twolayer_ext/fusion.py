@@ -9,6 +9,7 @@ the other way round.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +34,7 @@ def fuse_modules(model: nn.Module) -> nn.Module:
         if not isinstance(module, nn.Sequential):
             continue
         keys = list(module._modules)
-        for first, second in zip(keys, keys[1:]):
+        for first, second in itertools.pairwise(keys):
             a, b = module._modules[first], module._modules[second]
             if type(a) is nn.Linear and type(b) is nn.ReLU:
                 module._modules[first] = LinearReLU.from_linear(a)
