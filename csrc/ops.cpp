@@ -25,6 +25,16 @@ TORCH_LIBRARY(twolayer_ext, m) {
   m.def(
       "linear_relu_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor mask, "
       "bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)");
+  // The tutorial's whole network, out = relu(x @ w1.T + b1) @ w2.T + b2, as one op;
+  // also returns the hidden activation relu(x @ w1.T + b1), which backward needs.
+  m.def(
+      "two_layer_forward(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2) "
+      "-> (Tensor, Tensor)");
+  // All gradients of both layers (x, w1, b1, w2, b2), only those with output_mask set.
+  // The ReLU mask is re-derived from `hidden`, so backward keeps no more than torch does.
+  m.def(
+      "two_layer_backward(Tensor grad_out, Tensor x, Tensor w1, Tensor w2, Tensor hidden, "
+      "bool[5] output_mask) -> (Tensor?, Tensor?, Tensor?, Tensor?, Tensor?)");
   // y = relu(x): the tutorial's MyReLU as a C++ op.
   m.def("relu(Tensor x) -> Tensor");
   // grad_x = grad_y where y > 0 (or y is NaN), else 0: torch's threshold_backward.

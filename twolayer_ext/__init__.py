@@ -17,8 +17,8 @@ from ._version import __version__
 load_extension()
 
 from . import ops
-from .autograd import LinearReLUFunction, ReLUFunction
-from .functional import linear_relu, relu
+from .autograd import LinearReLUFunction, ReLUFunction, TwoLayerMLPFunction
+from .functional import linear_relu, relu, two_layer_mlp
 from .fusion import fuse_modules, load_unfused_state_dict
 from .info import build_info
 from .models import (
@@ -33,6 +33,7 @@ __all__ = [
     "LinearReLUFunction",
     "ReLU",
     "ReLUFunction",
+    "TwoLayerMLPFunction",
     "TwoLayerNet",
     "__version__",
     "build_info",
@@ -42,5 +43,6 @@ __all__ = [
     "ops",
     "relu",
     "sequential_state_dict_to_twolayer",
+    "two_layer_mlp",
     "twolayer_state_dict_to_sequential",
 ]

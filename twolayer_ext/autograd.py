@@ -7,9 +7,26 @@ formulas (see ops.py): one formula, two entry points.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+
+def _keep_if(ctx: Any, needed: Sequence[bool], tensors: Sequence[torch.Tensor]) -> None:
+    """Save each tensor only if backward will read its values (torch's own rule: x only
+    when the weight needs a gradient, the weight only when x does); for the others,
+    remember shape/dtype/device so backward can pass a 1-element stand-in (the backward
+    ops validate shapes, not values)."""
+    ctx.save_for_backward(*(t if n else None for n, t in zip(needed, tensors)))
+    ctx.metas = [(t.shape, t.dtype, t.device) for t in tensors]
+
+
+def _saved(ctx: Any) -> list[torch.Tensor]:
+    return [
+        t if t is not None else torch.zeros((), dtype=dtype, device=device).expand(shape)
+        for t, (shape, dtype, device) in zip(ctx.saved_tensors, ctx.metas)
+    ]
 
 
 class LinearReLUFunction(torch.autograd.Function):
@@ -17,8 +34,9 @@ class LinearReLUFunction(torch.autograd.Function):
 
     ``apply(x, weight, bias)`` returns ``(y, mask)``: ``mask`` is the packed
     ReLU mask (uint8, eight outputs per byte) that backward uses; it is not
-    differentiable. Saved for backward: x, weight and the bit mask (1/8 byte per
-    output element) instead of the relu output that torch saves.
+    differentiable. Saved for backward: x (if weight needs a gradient), weight (if x
+    does) and the bit mask (1/8 byte per output element) instead of the relu output
+    that torch saves.
     """
 
     @staticmethod
@@ -31,12 +49,13 @@ class LinearReLUFunction(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         x, weight, bias = inputs
         _, mask = output
-        ctx.save_for_backward(x, weight, mask)
+        need_x, need_w = ctx.needs_input_grad[:2]
+        _keep_if(ctx, [need_w, need_x, True], [x, weight, mask])
         ctx.has_bias = bias is not None
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor, _grad_mask: Any = None):
-        x, weight, mask = ctx.saved_tensors
+        x, weight, mask = _saved(ctx)
         if grad_y.dtype != x.dtype:
             # Under autocast the op ran on inputs cast to grad_y's dtype; backward
             # uses the same casts (autograd casts the grads back to x's dtype).
@@ -117,3 +136,44 @@ def relu_backward_backward(ctx: Any, gg: torch.Tensor):
     """grad_x = grad_y where y > 0: linear in grad_y, locally constant in y."""
     (y,) = ctx.saved_tensors
     return torch.ops.twolayer_ext.relu_backward.default(gg, y), None
+
+
+class TwoLayerMLPFunction(torch.autograd.Function):
+    """The tutorial's whole network, ``relu(x @ w1.T + b1) @ w2.T + b2``, as one Function.
+
+    ``apply(x, w1, b1, w2, b2)`` returns ``(out, hidden)``; ``hidden`` is the ReLU
+    output of layer 1 (not differentiable through this Function's second output).
+    Saved for backward: what torch keeps for ``nn.Sequential(Linear, ReLU, Linear)``
+    (hidden, w2, and x / w1 only where the other needs a gradient); the ReLU mask is
+    re-derived from hidden.
+    Backward is one op computing only the requested gradients.
+    """
+
+    @staticmethod
+    def forward(
+        x: torch.Tensor,
+        w1: torch.Tensor,
+        b1: torch.Tensor | None,
+        w2: torch.Tensor,
+        b2: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.ops.twolayer_ext.two_layer_forward.default(x, w1, b1, w2, b2)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        x, w1, b1, w2, b2 = inputs
+        _, hidden = output
+        nx, nw1, nb1 = ctx.needs_input_grad[:3]
+        _keep_if(ctx, [nw1, nx, nx or nw1 or nb1, True], [x, w1, w2, hidden])
+        ctx.has_bias = (b1 is not None, b2 is not None)
+        ctx.mark_non_differentiable(hidden)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor, _grad_hidden: Any = None):
+        x, w1, w2, hidden = _saved(ctx)
+        if grad_out.dtype != x.dtype:  # autocast: see LinearReLUFunction.backward
+            x, w1, w2 = x.to(grad_out.dtype), w1.to(grad_out.dtype), w2.to(grad_out.dtype)
+        need = list(ctx.needs_input_grad[:5])
+        need[2] = need[2] and ctx.has_bias[0]
+        need[4] = need[4] and ctx.has_bias[1]
+        return torch.ops.twolayer_ext.two_layer_backward.default(grad_out, x, w1, w2, hidden, need)

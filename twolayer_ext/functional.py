@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .autograd import LinearReLUFunction, ReLUFunction
+from .autograd import LinearReLUFunction, ReLUFunction, TwoLayerMLPFunction
 
 
 def linear_relu(
@@ -27,3 +27,17 @@ def linear_relu(
 def relu(x: torch.Tensor) -> torch.Tensor:
     """``torch.relu(x)`` on the extension's kernels (the tutorial's MyReLU)."""
     return ReLUFunction.apply(x)
+
+
+def two_layer_mlp(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``relu(x @ w1.T + b1) @ w2.T + b2`` (the tutorial's network) as one fused op each way.
+
+    Weights in nn.Linear's layout: w1 ``[hidden, in]``, w2 ``[out, hidden]``.
+    """
+    return TwoLayerMLPFunction.apply(x, w1, b1, w2, b2)[0]

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .functional import two_layer_mlp
 from .nn import LinearReLU
 
 # TwoLayerNet key -> key in the seed's nn.Sequential(Linear, ReLU, Linear).
@@ -41,7 +42,8 @@ class TwoLayerNet(nn.Module):
         self.fc2 = nn.Linear(H, D_out, bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.fc1(x))
+        # Both layers in one op each way (two_layer_forward / two_layer_backward).
+        return two_layer_mlp(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
 
     @classmethod
     def from_sequential(cls, seq: nn.Sequential) -> TwoLayerNet:

@@ -18,6 +18,7 @@ import torch
 from .autograd import (
     LinearReLUFunction,
     ReLUFunction,
+    TwoLayerMLPFunction,
     linear_relu_backward_backward,
     linear_relu_backward_setup_context,
     relu_backward_backward,
@@ -26,6 +27,8 @@ from .autograd import (
 
 linear_relu = torch.ops.twolayer_ext.linear_relu.default
 linear_relu_backward = torch.ops.twolayer_ext.linear_relu_backward.default
+two_layer_forward = torch.ops.twolayer_ext.two_layer_forward.default
+two_layer_backward = torch.ops.twolayer_ext.two_layer_backward.default
 relu = torch.ops.twolayer_ext.relu.default
 relu_backward = torch.ops.twolayer_ext.relu_backward.default
 
@@ -97,6 +100,43 @@ def _linear_relu_backward_fake(
     )
 
 
+@torch.library.register_fake("twolayer_ext::two_layer_forward")
+def _two_layer_forward_fake(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    hidden, _ = _linear_relu_fake(x, w1, b1)
+    _check_linear_args("twolayer_ext::two_layer_forward", hidden, w2)
+    return hidden.new_empty((*x.shape[:-1], w2.shape[0])), hidden
+
+
+@torch.library.register_fake("twolayer_ext::two_layer_backward")
+def _two_layer_backward_fake(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    hidden: torch.Tensor,
+    output_mask: Sequence[bool],
+) -> tuple[torch.Tensor | None, ...]:
+    _check_linear_args("twolayer_ext::two_layer_backward", x, w1)
+    _check_linear_args("twolayer_ext::two_layer_backward", hidden, w2)
+    shapes = [x.shape, w1.shape, (w1.shape[0],), w2.shape, (w2.shape[0],)]
+    return tuple(
+        (
+            torch.empty_like(x, memory_format=torch.contiguous_format)
+            if i == 0
+            else w1.new_empty(shape)
+        )
+        if wanted
+        else None
+        for i, (wanted, shape) in enumerate(zip(output_mask, shapes))
+    )
+
+
 @torch.library.register_fake("twolayer_ext::relu")
 def _relu_fake(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -123,6 +163,11 @@ torch.library.register_autograd(
     "twolayer_ext::relu", ReLUFunction.backward, setup_context=ReLUFunction.setup_context
 )
 torch.library.register_autograd(
+    "twolayer_ext::two_layer_forward",
+    TwoLayerMLPFunction.backward,
+    setup_context=TwoLayerMLPFunction.setup_context,
+)
+torch.library.register_autograd(
     "twolayer_ext::linear_relu_backward",
     linear_relu_backward_backward,
     setup_context=linear_relu_backward_setup_context,
@@ -132,29 +177,27 @@ torch.library.register_autograd(
 )
 
 
-# Autocast: like nn.Linear, linear_relu runs in the autocast dtype (its floating
+# Autocast: like nn.Linear, linear_relu and two_layer_forward run in the autocast dtype (its floating
 # inputs are cast to it); relu and the backward ops follow their inputs' dtype.
 # The Autocast keys sit above Autograd in the dispatcher, so the casts are
 # recorded and the gradients come back in the parameters' own dtype.
 _autocast_lib = torch.library.Library("twolayer_ext", "IMPL")
 
 
-def _autocast_linear_relu(device_type: str, key: torch._C.DispatchKey):
-    def kernel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+def _autocast_kernel(op, device_type: str, key: torch._C.DispatchKey):
+    """Casts every floating tensor argument to the autocast dtype, then runs ``op``."""
+
+    def kernel(*args: torch.Tensor | None):
         dtype = torch.get_autocast_dtype(device_type)
-
-        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
-            return t.to(dtype) if t is not None and t.is_floating_point() else t
-
+        cast = [a.to(dtype) if a is not None and a.is_floating_point() else a for a in args]
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
-            return linear_relu(cast(x), cast(weight), cast(bias))
+            return op(*cast)
 
     return kernel
 
 
-_autocast_lib.impl(
-    "linear_relu", _autocast_linear_relu("cpu", torch._C.DispatchKey.AutocastCPU), "AutocastCPU"
-)
-_autocast_lib.impl(
-    "linear_relu", _autocast_linear_relu("cuda", torch._C.DispatchKey.AutocastCUDA), "AutocastCUDA"
-)
+for _name, _op in [("linear_relu", linear_relu), ("two_layer_forward", two_layer_forward)]:
+    for _device, _key in [("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")]:
+        _autocast_lib.impl(
+            _name, _autocast_kernel(_op, _device, getattr(torch._C.DispatchKey, _key)), _key
+        )

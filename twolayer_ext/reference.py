@@ -67,6 +67,37 @@ def linear_relu_backward(
     return grad_x, grad_w, grad_b
 
 
+def two_layer_forward(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for ``torch.ops.twolayer_ext.two_layer_forward``: ``(out, hidden)``."""
+    hidden = linear_relu(x, w1, b1)
+    return F.linear(hidden, w2, b2), hidden
+
+
+def two_layer_backward(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    hidden: torch.Tensor,
+    output_mask: Sequence[bool],
+) -> tuple[torch.Tensor | None, ...]:
+    """Reference for ``torch.ops.twolayer_ext.two_layer_backward``: grads of x, w1, b1, w2, b2."""
+    out_f, hid_f = w2.shape
+    g2 = grad_out.reshape(-1, out_f)
+    grad_w2 = g2.t() @ hidden.reshape(-1, hid_f) if output_mask[3] else None
+    grad_b2 = g2.sum(0) if output_mask[4] else None
+    mask = pack_mask(relu_keep(hidden).reshape(-1, hid_f))
+    grad_h = (g2 @ w2).reshape(hidden.shape)
+    grad_x, grad_w1, grad_b1 = linear_relu_backward(grad_h, x, w1, mask, output_mask[:3])
+    return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
+
+
 def relu(x: torch.Tensor) -> torch.Tensor:
     """Reference for ``torch.ops.twolayer_ext.relu``."""
     return torch.relu(x)

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "twolayer_ext/checks.h"
+#include "twolayer_ext/cpu_ops.h"
 
 namespace twolayer_ext {
 namespace {
@@ -62,8 +63,12 @@ void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> linear_relu_cpu(const at::Tensor& x, const at::Tensor& weight,
-                                                   const std::optional<at::Tensor>& bias) {
+}  // namespace
+
+namespace cpu {
+
+std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Tensor& weight,
+                                               const std::optional<at::Tensor>& bias) {
   check_linear_relu_args(kFwd, x, weight, bias, kCpuDtypes);
   TORCH_CHECK(x.device().is_cpu(), kFwd, ": expected CPU tensors, got x on ", x.device());
   // The GEMM calls below are implementation details, not graph nodes.
@@ -100,6 +105,34 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_cpu(const at::Tensor& x, const at
   out_sizes.back() = out_features;
   return {y.view(out_sizes), mask};
 }
+
+at::Tensor pack_relu_mask(const at::Tensor& y) {
+  const at::Tensor y2 = y.contiguous();
+  const int64_t n = y2.size(-1);
+  at::Tensor mask = at::empty({leading_rows(y2), mask_bytes(n)}, y2.options().dtype(at::kByte));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y2.scalar_type(), "pack_relu_mask",
+                                  [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* yp = y2.data_ptr<scalar_t>();
+    uint8_t* mp = mask.data_ptr<uint8_t>();
+    const int64_t nbytes = mask_bytes(n);
+    at::parallel_for(0, mask.size(0), std::max<int64_t>(1, 32768 / std::max<int64_t>(n, 1)),
+                     [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        for (int64_t byte = 0; byte < nbytes; ++byte) {
+          uint8_t bits = 0;
+          for (int64_t j = byte * 8; j < std::min(n, byte * 8 + 8); ++j)
+            bits |= uint8_t(!(static_cast<acc_t>(yp[i * n + j]) <= acc_t(0))) << (j & 7);
+          mp[i * nbytes + byte] = bits;
+        }
+    });
+  });
+  return mask;
+}
+
+}  // namespace cpu
+
+namespace {
 
 // One pass over grad_y: gm = grad_y * mask (if gm != nullptr) and
 // grad_bias = sum over rows of gm (if gb != nullptr). The bias sum is
@@ -143,9 +176,13 @@ void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, cons
   }
 }
 
+}  // namespace
+
+namespace cpu {
+
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
-linear_relu_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-                         const at::Tensor& mask, std::array<bool, 3> output_mask) {
+linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+                     const at::Tensor& mask, std::array<bool, 3> output_mask) {
   check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCpuDtypes);
   TORCH_CHECK(x.device().is_cpu(), kBwd, ": expected CPU tensors, got x on ", x.device());
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -174,11 +211,11 @@ linear_relu_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at
   return {grad_x, grad_w, grad_b};
 }
 
-}  // namespace
+}  // namespace cpu
 
 TORCH_LIBRARY_IMPL(twolayer_ext, CPU, m) {
-  m.impl("linear_relu", &linear_relu_cpu);
-  m.impl("linear_relu_backward", &linear_relu_backward_cpu);
+  m.impl("linear_relu", &cpu::linear_relu);
+  m.impl("linear_relu_backward", &cpu::linear_relu_backward);
 }
 
 }  // namespace twolayer_ext

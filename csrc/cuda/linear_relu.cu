@@ -11,6 +11,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "bias_grad.cuh"
+#include "cuda_ops.h"
 #include "launch_utils.cuh"
 #include "tiled_gemm.cuh"
 #include "twolayer_ext/checks.h"
@@ -21,37 +23,14 @@ namespace {
 constexpr const char* kFwd = "twolayer_ext::linear_relu";
 constexpr const char* kBwd = "twolayer_ext::linear_relu_backward";
 
-// grad_bias[n] = sum over rows m of grad_y(m, n) where the mask bit is set.
-// One block per 32 columns; each of its 8 thread rows strides over the rows
-// and the 8 partial sums are added in a fixed order: deterministic.
-template <typename T>
-__global__ void bias_grad_kernel(const T* __restrict__ g, int64_t gs0, int64_t gs1,
-                                 const uint8_t* __restrict__ mask, int64_t mask_ld, int64_t rows,
-                                 int64_t n, T* __restrict__ out) {
-  using acc_t = typename Conv<T>::acc;
-  __shared__ acc_t part[8][33];
-  const int64_t col = int64_t(blockIdx.x) * 32 + threadIdx.x;
-  acc_t s = 0;
-  if (col < n) {
-    for (int64_t m = threadIdx.y; m < rows; m += 8)
-      if (mask_bit(mask, mask_ld, m, col)) s += Conv<T>::to(g[m * gs0 + col * gs1]);
-  }
-  part[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < n) {
-    acc_t t = 0;
-#pragma unroll
-    for (int y = 0; y < 8; ++y) t += part[y][threadIdx.x];
-    out[col] = Conv<T>::from(t);
-  }
-}
-
 void check_cuda(const char* op, const at::Tensor& x) {
   TORCH_CHECK(x.is_cuda(), op, ": expected CUDA tensors, got x on ", x.device());
 }
 
-std::tuple<at::Tensor, at::Tensor> linear_relu_cuda(const at::Tensor& x, const at::Tensor& weight,
-                                                    const std::optional<at::Tensor>& bias) {
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Tensor& weight,
+                                               const std::optional<at::Tensor>& bias) {
   check_linear_relu_args(kFwd, x, weight, bias, kCudaDtypes);
   check_cuda(kFwd, x);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -80,6 +59,7 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_cuda(const at::Tensor& x, const a
     p.N = out_features;
     p.K = in_features;
     p.bias = b.defined() ? b.data_ptr() : nullptr;
+    p.relu = true;
     p.mask_out = mask.data_ptr<uint8_t>();
     p.mask_out_ld = mask_bytes(out_features);
     launch_fused_gemm<T>(p, tf32, c10::cuda::getCurrentCUDAStream());
@@ -90,8 +70,8 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_cuda(const at::Tensor& x, const a
 }
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
-linear_relu_backward_cuda(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-                          const at::Tensor& mask, std::array<bool, 3> output_mask) {
+linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+                     const at::Tensor& mask, std::array<bool, 3> output_mask) {
   check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCudaDtypes);
   check_cuda(kBwd, x);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -150,24 +130,18 @@ linear_relu_backward_cuda(const at::Tensor& grad_y, const at::Tensor& x, const a
     }
     if (output_mask[2]) {
       at::Tensor gb = at::empty({out_features}, weight.options());
-      if (out_features > 0) {
-        const dim3 block{32, 8}, grid{unsigned((out_features + 31) / 32)};
-        bias_grad_kernel<T><<<grid, block, 0, stream>>>(
-            static_cast<const T*>(g2.data_ptr()), g2.stride(0), g2.stride(1),
-            mask.data_ptr<uint8_t>(), mask_ld, rows, out_features, static_cast<T*>(gb.data_ptr()));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+      launch_bias_grad<T>(static_cast<const T*>(g2.data_ptr()), g2.stride(0), g2.stride(1),
+                          mask.data_ptr<uint8_t>(), mask_ld, rows, out_features,
+                          static_cast<T*>(gb.data_ptr()), stream);
       grad_b = gb;
     }
   });
   return {grad_x, grad_w, grad_b};
 }
 
-}  // namespace
-
 TORCH_LIBRARY_IMPL(twolayer_ext, CUDA, m) {
-  m.impl("linear_relu", &linear_relu_cuda);
-  m.impl("linear_relu_backward", &linear_relu_backward_cuda);
+  m.impl("linear_relu", &linear_relu);
+  m.impl("linear_relu_backward", &linear_relu_backward);
 }
 
 }  // namespace twolayer_ext::cuda

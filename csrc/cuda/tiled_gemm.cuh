@@ -38,9 +38,11 @@ struct GemmParams {
   const uint8_t* mask_a = nullptr;
   int64_t mask_a_ld = 0;
   bool mask_a_t = false;
-  // Epilogue (forward): + bias[n] (may be null), ReLU, write packed mask bits.
+  // Epilogue: + bias[n] (may be null); with relu, ReLU and (if mask_out is set)
+  // the packed mask bits.
   const void* bias = nullptr;
-  uint8_t* mask_out = nullptr;  // null: plain store of C, no bias/ReLU
+  bool relu = false;
+  uint8_t* mask_out = nullptr;
   int64_t mask_out_ld = 0;
 };
 
@@ -164,10 +166,10 @@ __global__ void __launch_bounds__(kThreads) fused_gemm_kernel(const GemmParams p
   __syncthreads();
 
   T* C = static_cast<T*>(p.c);
-  if (p.mask_out != nullptr) {
-    // Forward epilogue: each thread owns 8 consecutive columns of one row, so
-    // it can write their mask bits as one byte.
-    const T* bias = static_cast<const T*>(p.bias);
+  const T* bias = static_cast<const T*>(p.bias);
+  if (p.relu) {
+    // ReLU epilogue: each thread owns 8 consecutive columns of one row, so it
+    // can write their mask bits as one byte.
     for (int g = threadIdx.x; g < kBM * (kBN / 8); g += kThreads) {
       const int r = g / (kBN / 8), cg = g % (kBN / 8);
       const int64_t gm = m0 + r, gn0 = n0 + cg * 8;
@@ -186,13 +188,17 @@ __global__ void __launch_bounds__(kThreads) fused_gemm_kernel(const GemmParams p
           C[gm * p.ldc + gn] = keep ? o : Conv<T>::zero();
         }
       }
-      p.mask_out[gm * p.mask_out_ld + (gn0 >> 3)] = bits;
+      if (p.mask_out != nullptr) p.mask_out[gm * p.mask_out_ld + (gn0 >> 3)] = bits;
     }
   } else {
     for (int i = threadIdx.x; i < kBM * kBN; i += kThreads) {
       const int r = i / kBN, c = i % kBN;
       const int64_t gm = m0 + r, gn = n0 + c;
-      if (gm < p.M && gn < p.N) C[gm * p.ldc + gn] = Conv<T>::from(Cs[r * kLdc + c]);
+      if (gm < p.M && gn < p.N) {
+        acc_t v = Cs[r * kLdc + c];
+        if (bias != nullptr) v += Conv<T>::to(bias[gn]);
+        C[gm * p.ldc + gn] = Conv<T>::from(v);
+      }
     }
   }
 }

@@ -102,6 +102,43 @@ inline void check_linear_relu_args(const char* op, const at::Tensor& x, const at
   }
 }
 
+// The whole two-layer network: layer 1 as linear_relu, then w2: [out, hidden], b2: [out].
+inline void check_two_layer_args(const char* op, const at::Tensor& x, const at::Tensor& w1,
+                                 const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                                 const std::optional<at::Tensor>& b2,
+                                 std::initializer_list<at::ScalarType> allowed) {
+  check_linear_relu_args(op, x, w1, b1, allowed);
+  check_same(op, "w2", w2, "x", x);
+  TORCH_CHECK_VALUE(w2.dim() == 2 && w2.size(1) == w1.size(0), op,
+                    ": w2 must have shape [out_features, hidden] with hidden = w1.size(0) = ",
+                    num(w1.size(0)), ", but got shape ", shape_str(w2.sizes()));
+  if (b2.has_value() && b2->defined()) {
+    check_same(op, "b2", *b2, "x", x);
+    TORCH_CHECK_VALUE(b2->dim() == 1 && b2->size(0) == w2.size(0), op,
+                      ": b2 must have shape [", num(w2.size(0)), "], but got shape ",
+                      shape_str(b2->sizes()));
+  }
+}
+
+// grad_out: x.shape[:-1] + [out]; hidden: x.shape[:-1] + [hidden], as two_layer_forward returns.
+inline void check_two_layer_backward_args(const char* op, const at::Tensor& grad_out,
+                                          const at::Tensor& x, const at::Tensor& w1,
+                                          const at::Tensor& w2, const at::Tensor& hidden,
+                                          std::initializer_list<at::ScalarType> allowed) {
+  check_two_layer_args(op, x, w1, std::nullopt, w2, std::nullopt, allowed);
+  check_same(op, "grad_out", grad_out, "x", x);
+  check_same(op, "hidden", hidden, "x", x);
+  auto out_shape = x.sizes().vec(), hid_shape = x.sizes().vec();
+  out_shape.back() = w2.size(0);
+  hid_shape.back() = w1.size(0);
+  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef(out_shape), op,
+                    ": grad_out must have shape ", shape_str(out_shape), ", but got ",
+                    shape_str(grad_out.sizes()));
+  TORCH_CHECK_VALUE(hidden.sizes() == at::IntArrayRef(hid_shape), op,
+                    ": hidden must have shape ", shape_str(hid_shape), ", but got ",
+                    shape_str(hidden.sizes()));
+}
+
 // grad_y: x.shape[:-1] + [out_features]; mask: [prod(x.shape[:-1]), ceil(out_features / 8)] uint8.
 inline void check_linear_relu_backward_args(const char* op, const at::Tensor& grad_y,
                                             const at::Tensor& x, const at::Tensor& weight,

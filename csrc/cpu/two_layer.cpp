@@ -1,0 +1,69 @@
+// CPU kernels for twolayer_ext::two_layer_forward / two_layer_backward: the
+// tutorial's whole network, relu(x W1ᵀ + b1) W2ᵀ + b2, one op each way, so a
+// training step crosses the dispatcher and autograd twice instead of ~10 times.
+//
+// Layer 1 is the fused linear_relu kernel; layer 2 a BLAS GEMM with the bias
+// folded in (beta = 1). Backward re-derives the ReLU mask from the saved hidden
+// activation (which grad_w2 needs anyway) rather than keeping a mask.
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+#include <torch/library.h>
+
+#include "twolayer_ext/checks.h"
+#include "twolayer_ext/cpu_ops.h"
+
+namespace twolayer_ext::cpu {
+namespace {
+
+constexpr const char* kFwd = "twolayer_ext::two_layer_forward";
+constexpr const char* kBwd = "twolayer_ext::two_layer_backward";
+
+std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const at::Tensor& w1,
+                                                     const std::optional<at::Tensor>& b1,
+                                                     const at::Tensor& w2,
+                                                     const std::optional<at::Tensor>& b2) {
+  check_two_layer_args(kFwd, x, w1, b1, w2, b2, kCpuDtypes);
+  TORCH_CHECK(x.device().is_cpu(), kFwd, ": expected CPU tensors, got x on ", x.device());
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const int64_t rows = leading_rows(x), hidden = w1.size(0), out_features = w2.size(0);
+  at::Tensor h = std::get<0>(linear_relu(x, w1, b1));  // its mask is not kept (see above)
+  const at::Tensor h2 = h.reshape({rows, hidden});
+  at::Tensor out = b2.has_value() && b2->defined() ? at::addmm(*b2, h2, w2.t())
+                                                   : at::mm(h2, w2.t());
+  auto out_sizes = x.sizes().vec();
+  out_sizes.back() = out_features;
+  return {out.view(out_sizes), h};
+}
+
+using OptT = std::optional<at::Tensor>;
+
+std::tuple<OptT, OptT, OptT, OptT, OptT> two_layer_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& hidden, std::array<bool, 5> output_mask) {
+  check_two_layer_backward_args(kBwd, grad_out, x, w1, w2, hidden, kCpuDtypes);
+  TORCH_CHECK(x.device().is_cpu(), kBwd, ": expected CPU tensors, got x on ", x.device());
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const int64_t rows = leading_rows(x), hidden_f = w1.size(0), out_features = w2.size(0);
+  const at::Tensor g2 = grad_out.reshape({rows, out_features});
+  OptT gx, gw1, gb1, gw2, gb2;
+  if (output_mask[3]) gw2 = at::mm(g2.t(), hidden.reshape({rows, hidden_f}));
+  if (output_mask[4]) gb2 = at::sum(g2, {0});
+  if (output_mask[0] || output_mask[1] || output_mask[2]) {
+    const at::Tensor grad_h = at::mm(g2, w2).view(hidden.sizes());
+    std::tie(gx, gw1, gb1) = linear_relu_backward(grad_h, x, w1, pack_relu_mask(hidden),
+                                                  {output_mask[0], output_mask[1], output_mask[2]});
+  }
+  return {gx, gw1, gb1, gw2, gb2};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(twolayer_ext, CPU, m) {
+  m.impl("two_layer_forward", &two_layer_forward);
+  m.impl("two_layer_backward", &two_layer_backward);
+}
+
+}  // namespace twolayer_ext::cpu

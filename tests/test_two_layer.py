@@ -1,0 +1,133 @@
+"""two_layer_forward / two_layer_backward (the whole network as one op) against the reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import DEVICE_DTYPES, DEVICES, assert_close
+from helpers import make_weight, make_x
+from torch import nn
+
+import twolayer_ext
+from twolayer_ext import reference
+
+# (leading shape, in, hidden, out)
+SHAPES = [((64,), 1000, 100, 10), ((0,), 5, 4, 3), ((1,), 3, 1, 1), ((2, 3), 17, 70, 9)]
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_two_layer_ops_match_reference(device, dtype, shape, bias):
+    lead, d_in, hid, d_out = shape
+    x = make_x((*lead, d_in), dtype, device, "sliced")
+    w1 = make_weight(hid, d_in, dtype, device, transposed=True)
+    w2 = make_weight(d_out, hid, dtype, device) / hid**0.5
+    b1 = torch.randn(hid, dtype=dtype, device=device) if bias else None
+    b2 = torch.randn(d_out, dtype=dtype, device=device) if bias else None
+    out, hidden = torch.ops.twolayer_ext.two_layer_forward(x, w1, b1, w2, b2)
+    # Layer 2 is checked on the op's own (rounded) hidden activation.
+    ref_hidden = reference.linear_relu(
+        *(t.double() if t is not None else None for t in (x, w1, b1))
+    )
+    assert_close(hidden, ref_hidden, dtype, "hidden")
+    ref_out = torch.nn.functional.linear(
+        hidden.double(), w2.double(), None if b2 is None else b2.double()
+    )
+    assert_close(out, ref_out, dtype, "out")
+
+    grad_out = torch.randn_like(out)
+    om = [True, True, bias, True, bias]
+    got = torch.ops.twolayer_ext.two_layer_backward(grad_out, x, w1, w2, hidden, om)
+    want = reference.two_layer_backward(
+        grad_out.double(), x.double(), w1.double(), w2.double(), hidden.double(), om
+    )
+    for g, r, name in zip(got, want, ["x", "w1", "b1", "w2", "b2"]):
+        if r is None:
+            assert g is None, name
+        else:
+            assert_close(g, r, dtype, f"grad_{name}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_only_requested_grads(device):
+    x, w1, w2 = (torch.randn(*s, device=device) for s in [(6, 5), (4, 5), (3, 4)])
+    out, hidden = torch.ops.twolayer_ext.two_layer_forward(x, w1, None, w2, None)
+    for i in range(5):
+        om = [j == i for j in range(5)]
+        got = torch.ops.twolayer_ext.two_layer_backward(torch.ones_like(out), x, w1, w2, hidden, om)
+        assert [g is not None for g in got] == om
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_two_layer_gradcheck(device, bias):
+    kw = {"dtype": torch.float64, "device": device}
+    x, w1, w2 = torch.randn(5, 6, **kw), torch.randn(4, 6, **kw), torch.randn(3, 4, **kw)
+    b1 = torch.randn(4, **kw) if bias else None
+    b2 = torch.randn(3, **kw) if bias else None
+    if b1 is not None:  # keep hidden units off the ReLU kink for finite differences
+        with torch.no_grad():
+            h = x @ w1.t() + b1
+            b1[h.abs().min(0).values < 1e-3] += 0.01
+    inputs = [t.requires_grad_() if t is not None else None for t in (x, w1, b1, w2, b2)]
+    assert torch.autograd.gradcheck(twolayer_ext.two_layer_mlp, inputs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_two_layer(device):
+    for rg in (False, True):
+        x = torch.randn(4, 6, device=device, requires_grad=rg)
+        w1 = torch.randn(5, 6, device=device, requires_grad=rg)
+        b1 = torch.randn(5, device=device, requires_grad=rg)
+        w2 = torch.randn(3, 5, device=device, requires_grad=rg)
+        torch.library.opcheck(
+            torch.ops.twolayer_ext.two_layer_forward.default, (x, w1, b1, w2, None)
+        )
+        with torch.no_grad():
+            out, hidden = torch.ops.twolayer_ext.two_layer_forward(x, w1, b1, w2, None)
+        torch.library.opcheck(
+            torch.ops.twolayer_ext.two_layer_backward.default,
+            (torch.randn_like(out), x.detach(), w1.detach(), w2.detach(), hidden, [True] * 5),
+        )
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the distinct tensors autograd saves while running fn()."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_saved_for_backward_no_larger_than_torch():
+    x = torch.randn(64, 1000)
+    net = twolayer_ext.TwoLayerNet(1000, 100, 10)
+    seq = nn.Sequential(nn.Linear(1000, 100), nn.ReLU(), nn.Linear(100, 10))
+    seq.load_state_dict(twolayer_ext.twolayer_state_dict_to_sequential(net.state_dict()))
+    assert _saved_bytes(lambda: net(x)) <= _saved_bytes(lambda: seq(x))
+    layer = twolayer_ext.LinearReLU(1000, 100)
+    lin = nn.Linear(1000, 100)
+    ours = _saved_bytes(lambda: layer(x))
+    theirs = _saved_bytes(lambda: torch.relu(lin(x)))
+    assert ours < theirs  # the ReLU mask is 1 bit per output instead of the output itself
+    assert ours == x.numel() * 4 + 64 * ((100 + 7) // 8)  # x (for grad_weight) + the bit mask
+    x.requires_grad_()
+    assert _saved_bytes(lambda: layer(x)) < _saved_bytes(lambda: torch.relu(lin(x)))
+    assert _saved_bytes(lambda: net(x)) <= _saved_bytes(lambda: seq(x))
+
+
+def test_twolayernet_trains_like_sequential():
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 4)).double()
+    net = twolayer_ext.TwoLayerNet.from_sequential(seq)
+    x, y = torch.randn(16, 30, dtype=torch.float64), torch.randn(16, 4, dtype=torch.float64)
+    for m in (seq, net):
+        nn.functional.mse_loss(m(x), y, reduction="sum").backward()
+    for (n, a), (_, b) in zip(net.named_parameters(), seq.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=n)
