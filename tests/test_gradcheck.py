@@ -101,3 +101,21 @@ def test_gradient_penalty_matches_torch():
         r = torch.zeros_like(g) if r is None else r
         g = torch.zeros_like(r) if g is None else g
         assert torch.allclose(g, r, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autograd_function_classes_gradcheck(device):
+    """The public autograd.Function classes (the functional API calls the ops directly)."""
+    kw = {"dtype": torch.float64, "device": device}
+    x, w1, w2 = torch.randn(4, 5, **kw), torch.randn(3, 5, **kw), torch.randn(2, 3, **kw)
+    b1, b2 = torch.randn(3, **kw), torch.randn(2, **kw)
+    _away_from_kink(x, w1, b1)
+    for t in (x, w1, w2, b1, b2):
+        t.requires_grad_()
+    fns = [
+        (lambda x, w, b: twolayer_ext.LinearReLUFunction.apply(x, w, b)[0], (x, w1, b1)),
+        (lambda x: twolayer_ext.ReLUFunction.apply(x), (x,)),
+        (lambda *a: twolayer_ext.TwoLayerMLPFunction.apply(*a)[0], (x, w1, b1, w2, b2)),
+    ]
+    for fn, args in fns:
+        assert torch.autograd.gradcheck(fn, args)

@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="print build_info() as JSON")
     from .training import SCHEMES
 
+    b = sub.add_parser("bench", help="CPU benchmark: extension vs torch eager vs torch.compile")
+    b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    b.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
+    b.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
+    b.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+
     t = sub.add_parser("train", help="train the tutorial's two-layer network")
     t.add_argument(
         "--scheme",
@@ -148,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "info":
         print(json.dumps(twolayer_ext.build_info(), indent=2))
+        return 0
+    if args.command == "bench":
+        from . import bench
+
+        sizes = [(8, 16, 8)] if args.quick else None
+        bench.main(args.json, rounds=args.rounds, use_compile=not args.no_compile, sizes=sizes)
         return 0
     if args.steps < 1:
         raise SystemExit("--steps must be at least 1")

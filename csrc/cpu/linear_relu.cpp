@@ -19,6 +19,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <vector>
 
 #include "twolayer_ext/checks.h"
@@ -33,12 +37,48 @@ constexpr const char* kBwd = "twolayer_ext::linear_relu_backward";
 // Output rows per GEMM block: ~1 MiB of output, so the block is still in L2
 // when the epilogue reads it back.
 int64_t rows_per_block(int64_t out_features, int64_t elem_size) {
-  constexpr int64_t kBlockBytes = 1 << 20;
+  constexpr int64_t kBlockBytes = 1 << 24;
   return std::max<int64_t>(64, kBlockBytes / std::max<int64_t>(1, out_features * elem_size));
 }
 
-// In place on a contiguous [rows, n] block: y = relu(y), mask bits = (y > 0 or NaN).
+// Eight outputs at a time: relu in place, returns their mask bits.
 // `!(v <= 0)` keeps NaN, matching torch.relu and threshold_backward.
+template <typename scalar_t>
+inline uint8_t relu_mask8(scalar_t* y, int64_t count) {
+  uint8_t bits = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    const scalar_t v = y[j];
+    const bool keep = !(static_cast<at::opmath_type<scalar_t>>(v) <= 0);
+    bits |= static_cast<uint8_t>(keep) << j;
+    y[j] = keep ? v : scalar_t(0);
+  }
+  return bits;
+}
+
+#if defined(__SSE2__)
+// float: SSE2 is part of baseline x86-64, so no run-time dispatch is needed.
+// cmple is false for NaN, so NaN is kept, as above.
+template <>
+inline uint8_t relu_mask8<float>(float* y, int64_t count) {
+  if (count != 8) {
+    uint8_t bits = 0;
+    for (int64_t j = 0; j < count; ++j) {
+      const bool keep = !(y[j] <= 0.f);
+      bits |= static_cast<uint8_t>(keep) << j;
+      y[j] = keep ? y[j] : 0.f;
+    }
+    return bits;
+  }
+  const __m128 zero = _mm_setzero_ps();
+  const __m128 lo = _mm_loadu_ps(y), hi = _mm_loadu_ps(y + 4);
+  const __m128 drop_lo = _mm_cmple_ps(lo, zero), drop_hi = _mm_cmple_ps(hi, zero);
+  _mm_storeu_ps(y, _mm_andnot_ps(drop_lo, lo));
+  _mm_storeu_ps(y + 4, _mm_andnot_ps(drop_hi, hi));
+  return static_cast<uint8_t>(~(_mm_movemask_ps(drop_lo) | (_mm_movemask_ps(drop_hi) << 4)));
+}
+#endif
+
+// In place on a contiguous [rows, n] block: y = relu(y), mask bits = (y > 0 or NaN).
 template <typename scalar_t>
 void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
   const int64_t nbytes = mask_bytes(n);
@@ -47,18 +87,8 @@ void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
     for (int64_t i = begin; i < end; ++i) {
       scalar_t* yr = y + i * n;
       uint8_t* mr = mask + i * nbytes;
-      for (int64_t b = 0; b < nbytes; ++b) {
-        const int64_t j0 = b * 8;
-        const int64_t jn = std::min<int64_t>(8, n - j0);
-        uint8_t bits = 0;
-        for (int64_t j = 0; j < jn; ++j) {
-          const scalar_t v = yr[j0 + j];
-          const bool keep = !(static_cast<at::opmath_type<scalar_t>>(v) <= 0);
-          bits |= static_cast<uint8_t>(keep) << j;
-          yr[j0 + j] = keep ? v : scalar_t(0);
-        }
-        mr[b] = bits;
-      }
+      for (int64_t b = 0; b < nbytes; ++b)
+        mr[b] = relu_mask8(yr + b * 8, std::min<int64_t>(8, n - b * 8));
     }
   });
 }

@@ -1,0 +1,227 @@
+"""CPU benchmark harness: the extension vs torch eager vs torch.compile, side by side.
+
+All variants of one case are timed in the same process, interleaved round by round
+(so drift hits them alike); each number is the median over rounds of the mean time
+per call within a round. Ratios are torch-eager time / extension time (> 1: faster).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import TwoLayerNet, twolayer_state_dict_to_sequential
+from .nn import LinearReLU
+
+SEED_SIZE = (64, 1000, 100)
+LAYER_SIZES = [SEED_SIZE, (512, 1024, 1024), (2048, 2048, 2048)]
+
+
+@dataclass
+class Result:
+    case: str
+    timings_ms: dict[str, float]
+    ratios: dict[str, float] = field(default_factory=dict)
+    saved_bytes: dict[str, int] = field(default_factory=dict)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int, min_round_s: float = 0.02
+) -> dict[str, float]:
+    """Median over rounds of ms per call; calls per round sized so a round takes min_round_s."""
+    for fn in fns.values():  # warm-up (allocations, compilation, caches)
+        for _ in range(3):
+            fn()
+    calls = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        fn()
+        calls[name] = max(1, int(min_round_s / max(time.perf_counter() - start, 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n = calls[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - start) / n * 1e3)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def saved_bytes(fn: Callable[[], object]) -> int:
+    """Bytes of the distinct storages autograd saves for backward while running fn()."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def _compiled(fn: Callable, use_compile: bool) -> Callable | None:
+    if not use_compile:
+        return None
+    try:
+        return torch.compile(fn, fullgraph=True)
+    except Exception:  # noqa: BLE001  (compile unavailable: leave the column empty)
+        return None
+
+
+def bench_layer(n: int, d_in: int, d_out: int, rounds: int, use_compile: bool) -> list[Result]:
+    """LinearReLU forward, and forward+backward, vs F.relu(F.linear) eager and compiled."""
+    torch.manual_seed(0)
+    layer = LinearReLU(d_in, d_out)
+    lin = nn.Linear(d_in, d_out)
+    lin.load_state_dict(layer.state_dict())
+    x = torch.randn(n, d_in)
+    g = torch.randn(n, d_out)
+    params = (lin.weight, lin.bias)
+
+    def torch_fwd(x=x):
+        return torch.relu(lin(x))
+
+    torch_compiled = _compiled(torch_fwd, use_compile)
+    out = []
+    with torch.no_grad():
+        fns = {"ext": lambda: layer(x), "torch": torch_fwd}
+        if torch_compiled is not None:
+            fns["torch.compile"] = lambda: torch_compiled(x)
+        out.append(Result(f"LinearReLU fwd {n}x{d_in}->{d_out}", time_interleaved(fns, rounds)))
+
+    fns = {
+        "ext": lambda: torch.autograd.grad(layer(x), (layer.weight, layer.bias), g),
+        "torch": lambda: torch.autograd.grad(torch_fwd(), params, g),
+    }
+    if torch_compiled is not None:
+        fns["torch.compile"] = lambda: torch.autograd.grad(torch_compiled(x), params, g)
+    res = Result(f"LinearReLU fwd+bwd {n}x{d_in}->{d_out}", time_interleaved(fns, rounds))
+    res.saved_bytes = {"ext": saved_bytes(lambda: layer(x)), "torch": saved_bytes(torch_fwd)}
+    out.append(res)
+    return out
+
+
+def bench_seed_step(rounds: int, use_compile: bool, lr: float = 1e-6) -> Result:
+    """One training step of the seed's network: forward, sum-MSE loss, backward, SGD update."""
+    N, D_in, H, D_out = 64, 1000, 100, 10
+    torch.manual_seed(0)
+    x, y = torch.randn(N, D_in), torch.randn(N, D_out)
+    net = TwoLayerNet(D_in, H, D_out)
+    seq = nn.Sequential(nn.Linear(D_in, H), nn.ReLU(), nn.Linear(H, D_out))
+    seq.load_state_dict(twolayer_state_dict_to_sequential(net.state_dict()))
+    opt_ext = torch.optim.SGD(net.parameters(), lr=lr)
+    opt_torch = torch.optim.SGD(seq.parameters(), lr=lr)
+
+    def step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+        loss = F.mse_loss(model(x), y, reduction="sum")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    xn, yn = x.double().numpy(), y.double().numpy()
+    w1, w2 = np.random.default_rng(0).standard_normal((2, D_in, H))[0], np.zeros((H, D_out))
+
+    def numpy_step() -> None:
+        nonlocal w1, w2
+        h = xn.dot(w1)
+        h_relu = np.maximum(h, 0)
+        y_pred = h_relu.dot(w2)
+        grad_y_pred = 2.0 * (y_pred - yn)
+        grad_w2 = h_relu.T.dot(grad_y_pred)
+        grad_h = grad_y_pred.dot(w2.T)
+        grad_h[h <= 0] = 0
+        w1 = w1 - lr * xn.T.dot(grad_h)
+        w2 = w2 - lr * grad_w2
+
+    fns = {
+        "ext": lambda: step(net, opt_ext),
+        "torch": lambda: step(seq, opt_torch),
+        "numpy": numpy_step,
+    }
+    seq_c = _compiled(seq, use_compile)
+    if seq_c is not None:
+        opt_c = torch.optim.SGD(seq.parameters(), lr=lr)
+        fns["torch.compile"] = lambda: step(seq_c, opt_c)
+    res = Result("seed training step (64x1000->100->10, SGD)", time_interleaved(fns, rounds))
+    res.saved_bytes = {"ext": saved_bytes(lambda: net(x)), "torch": saved_bytes(lambda: seq(x))}
+    return res
+
+
+def gemm_peak_gflops(size: int = 1024) -> float:
+    """This machine's float32 GEMM rate through torch (the FLOP-floor reference)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    ms = time_interleaved({"mm": lambda: torch.mm(a, b)}, rounds=5)["mm"]
+    return 2 * size**3 / (ms * 1e-3) / 1e9
+
+
+def run(sizes=None, rounds: int = 15, use_compile: bool = True) -> dict:
+    """Run every case; returns a JSON-able dict (results, machine info, FLOP floor)."""
+    sizes = LAYER_SIZES if sizes is None else sizes
+    results: list[Result] = []
+    for n, d_in, d_out in sizes:
+        results += bench_layer(n, d_in, d_out, rounds, use_compile)
+    results.append(bench_seed_step(rounds, use_compile))
+    for r in results:
+        base = r.timings_ms.get("torch")
+        r.ratios = {k: base / v for k, v in r.timings_ms.items() if k != "torch" and base}
+    peak = gemm_peak_gflops()
+    seed_flop = 2 * 64 * 1000 * 100 * 2 + 2 * 64 * 100 * 10 * 3  # fwd + grad_w1; layer 2 x3
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+        "gemm_gflops_1024": peak,
+        "seed_step_flop": seed_flop,
+        "seed_step_floor_ms": seed_flop / (peak * 1e9) * 1e3,
+        "results": [asdict(r) for r in results],
+    }
+
+
+def format_table(report: dict) -> str:
+    cols = ["ext", "torch", "torch.compile", "numpy"]
+    lines = [
+        f"torch {report['torch']}, {report['threads']} threads, ISA {report['cpu_isa']}; "
+        f"fp32 GEMM (1024^3) {report['gemm_gflops_1024']:.0f} GFLOP/s",
+        f"{'case':<44}"
+        + "".join(f"{c + ' ms':>16}" for c in cols)
+        + f"{'torch/ext':>11}"
+        + f"{'saved ext/torch KiB':>22}",
+    ]
+    for r in report["results"]:
+        t = r["timings_ms"]
+        row = f"{r['case']:<44}" + "".join(
+            f"{t[c]:>16.4f}" if c in t else f"{'-':>16}" for c in cols
+        )
+        row += f"{r['ratios'].get('ext', float('nan')):>11.2f}"
+        sb = r["saved_bytes"]
+        row += f"{sb['ext'] / 1024:>12.0f} / {sb['torch'] / 1024:<8.0f}" if sb else ""
+        lines.append(row)
+    seed = report["results"][-1]["timings_ms"]
+    lines.append(
+        f"seed step FLOP floor {report['seed_step_floor_ms']:.3f} ms "
+        f"({report['seed_step_flop'] / 1e6:.1f} MFLOP at the 1024^3 GEMM rate); ext reaches "
+        f"{100 * report['seed_step_floor_ms'] / seed['ext']:.0f}% of it, torch eager "
+        f"{100 * report['seed_step_floor_ms'] / seed['torch']:.0f}%"
+    )
+    return "\n".join(lines)
+
+
+def main(
+    json_path: str | None = None, rounds: int = 15, use_compile: bool = True, sizes=None
+) -> dict:
+    report = run(sizes=sizes, rounds=rounds, use_compile=use_compile)
+    print(format_table(report))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
