@@ -127,3 +127,20 @@ def test_console_script_is_installed():
     assert script.exists(), f"{script} missing: the console script was not installed"
     out = subprocess.run([str(script), "info"], capture_output=True, text=True, check=True, cwd="/")
     assert '"cuda_compiled"' in out.stdout
+
+
+def test_bench_harness_smoke(tmp_path, capsys):
+    """The benchmark harness on tiny sizes, so it cannot rot (no timing is asserted)."""
+    import json
+
+    out = tmp_path / "bench.json"
+    assert cli_main(["bench", "--quick", "--rounds", "1", "--no-compile", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    cases = [r["case"] for r in report["results"]]
+    assert any(c.startswith("LinearReLU fwd+bwd") for c in cases)
+    assert cases[-1].startswith("seed training step")
+    for r in report["results"]:
+        assert r["timings_ms"]["ext"] > 0 and r["timings_ms"]["torch"] > 0
+    seed = report["results"][-1]
+    assert seed["saved_bytes"]["ext"] <= seed["saved_bytes"]["torch"]
+    assert "FLOP floor" in capsys.readouterr().out

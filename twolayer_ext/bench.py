@@ -190,17 +190,19 @@ def run(sizes=None, rounds: int = 15, use_compile: bool = True) -> dict:
 def format_table(report: dict) -> str:
     cols = ["ext", "torch", "torch.compile", "numpy"]
     lines = [
-        f"torch {report['torch']}, {report['threads']} threads, ISA {report['cpu_isa']}; "
-        f"fp32 GEMM (1024^3) {report['gemm_gflops_1024']:.0f} GFLOP/s",
+        (
+            f"torch {report['torch']}, {report['threads']} threads, ISA {report['cpu_isa']}; "
+            f"fp32 GEMM (1024^3) {report['gemm_gflops_1024']:.0f} GFLOP/s"
+        ),
         f"{'case':<44}"
-        + "".join(f"{c + ' ms':>16}" for c in cols)
+        + "".join(f"{c + ' ms':>18}" for c in cols)
         + f"{'torch/ext':>11}"
         + f"{'saved ext/torch KiB':>22}",
     ]
     for r in report["results"]:
         t = r["timings_ms"]
         row = f"{r['case']:<44}" + "".join(
-            f"{t[c]:>16.4f}" if c in t else f"{'-':>16}" for c in cols
+            f"{t[c]:>18.4f}" if c in t else f"{'-':>18}" for c in cols
         )
         row += f"{r['ratios'].get('ext', float('nan')):>11.2f}"
         sb = r["saved_bytes"]
