@@ -7,6 +7,8 @@ Environment variables:
                          CUDA toolkit is found (CUDA_HOME, or nvcc on PATH), GPU or not.
   TORCH_CUDA_ARCH_LIST   honoured; defaults to "9.0+PTX" when no GPU is visible.
   CUDA_HOME              the toolkit to use; guessed from nvcc on PATH or /usr/local/cuda.
+  TWOLAYER_EXT_SANITIZE=1  build with -fsanitize=address,undefined (CPU only; see
+                         scripts/sanitize_cpu.sh, which runs the CPU tests under it).
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ def main() -> None:
     # must run on any x86-64 CPU (BLAS picks the ISA at run time).
     cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
     ext_kwargs = {"include_dirs": include_dirs, "extra_link_args": ["-fopenmp"]}
+    if os.environ.get("TWOLAYER_EXT_SANITIZE") == "1":
+        if with_cuda:
+            raise RuntimeError("TWOLAYER_EXT_SANITIZE=1 needs a CPU-only build: TWOLAYER_EXT_CUDA=0")
+        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+        cxx_flags = [f for f in cxx_flags if f != "-O3"] + ["-O1", *san]
+        ext_kwargs["extra_link_args"] += san
     arch_list = ""
     if with_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -13,12 +12,6 @@ from torch import nn
 import twolayer_ext
 
 STEPS, WORLD = 3, 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -33,12 +26,11 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict[str,
     return grads
 
 
-def _worker(rank: int, port: int, state: dict, x: torch.Tensor, y: torch.Tensor, out: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
+def _worker(rank: int, store: str, state: dict, x: torch.Tensor, y: torch.Tensor, out: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only: no other network here
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    # A file rendezvous: no TCP port to pick (picking a free port and then binding it raced).
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
         model = twolayer_ext.TwoLayerNet(20, 16, 4).double()
         model.load_state_dict(state)
@@ -57,7 +49,8 @@ def test_ddp_matches_single_process(tmp_path):
     state = {k: v.clone() for k, v in reference.state_dict().items()}
     x, y = torch.randn(32, 20, dtype=torch.float64), torch.randn(32, 4, dtype=torch.float64)
     out = str(tmp_path / "rank0.pt")
-    mp.spawn(_worker, args=(_free_port(), state, x, y, out), nprocs=WORLD, join=True)
+    store = str(tmp_path / "rendezvous")
+    mp.spawn(_worker, args=(store, state, x, y, out), nprocs=WORLD, join=True)
 
     want_grads = _train(reference, x, y)  # one process, the full batch
     got = torch.load(out)

@@ -118,3 +118,28 @@ def test_mixed_devices_rejected():
         twolayer_ext.linear_relu(f32(4, 5), f32(3, 5, device="cuda"))
     with pytest.raises(ERR, match="same device"):
         twolayer_ext.linear_relu(f32(4, 5, device="cuda"), f32(3, 5, device="cuda"), f32(3))
+
+
+def test_quantized_input_rejected():
+    xq = torch.quantize_per_tensor(f32(4, 5), 0.1, 0, torch.qint8)
+    with pytest.raises((RuntimeError, NotImplementedError), match="linear_relu"):
+        torch.ops.twolayer_ext.linear_relu(xq, f32(3, 5), None)
+
+
+def test_two_layer_rejects_mismatched_second_layer():
+    x, w1 = f32(4, 5), f32(3, 5)
+    with pytest.raises(
+        ERR,
+        match=r"w2 must have shape \[out_features, hidden\] with hidden = "
+        r"w1.size\(0\) = 3, but got shape \[2, 4\]",
+    ):
+        torch.ops.twolayer_ext.two_layer_forward(x, w1, None, f32(2, 4), None)
+    with pytest.raises(ERR, match=r"b2 must have shape \[2\], but got shape \[3\]"):
+        torch.ops.twolayer_ext.two_layer_forward(x, w1, None, f32(2, 3), f32(3))
+    with pytest.raises(ERR, match=r"w2 to have the same dtype as x"):
+        torch.ops.twolayer_ext.two_layer_forward(x, w1, None, f32(2, 3).double(), None)
+
+
+def test_relu_backward_rejects_shape_mismatch():
+    with pytest.raises(ERR, match=r"grad_y must have the shape of y \[3, 4\], but got \[4, 3\]"):
+        torch.ops.twolayer_ext.relu_backward(f32(4, 3), f32(3, 4))
