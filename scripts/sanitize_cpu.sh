@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${1:-${PYTHON:-python3}}
 WORK=$(mktemp -d /tmp/twolayer_asan.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+[ -n "${KEEP_ASAN_BUILD:-}" ] || trap 'rm -rf "$WORK"' EXIT
 git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 cp --parents -t "$WORK")
 cd "$WORK"
 echo "building with -fsanitize=address,undefined in $WORK"
@@ -20,9 +20,11 @@ export LD_PRELOAD="$ASAN_LIB $UBSAN_LIB"
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export PYTHONPATH="$WORK" CUDA_VISIBLE_DEVICES=""
+"$PY" -c "import twolayer_ext, sys; f = twolayer_ext._C.__file__; print('testing', f); \
+sys.exit(0 if f.startswith('$WORK') else 'the sanitized build was not the one imported')"
 # Deselected: compile (inductor's own compiled code is not instrumented and slow under ASan),
 # distributed (subprocesses), and the 10k-call leak test (time).
-"$PY" -m pytest -q -p no:cacheprovider tests -x \
+"$PY" -m pytest -q -p no:cacheprovider ${ASAN_TESTS:-tests} -x \
   --deselect tests/test_compile.py --deselect tests/test_distributed.py \
   -k "not no_memory_growth" 2>&1 | tee pytest.log | tail -5
 if grep -qE "ERROR: AddressSanitizer|runtime error:" pytest.log; then

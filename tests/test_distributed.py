@@ -41,6 +41,11 @@ def _worker(rank: int, store: str, state: dict, x: torch.Tensor, y: torch.Tensor
             torch.save({"grads": grads, "state": model.state_dict()}, out)
     finally:
         dist.destroy_process_group()
+    # Leave without interpreter teardown: in about 1 run in 10 a worker aborted *after* its
+    # work and destroy_process_group had finished ("terminate called without an active
+    # exception" during static destruction). Root cause not established (see the closing
+    # note of the session that added this); the training results above are complete.
+    os._exit(0)
 
 
 def test_ddp_matches_single_process(tmp_path):
