@@ -119,3 +119,14 @@ def test_autograd_function_classes_gradcheck(device):
     ]
     for fn, args in fns:
         assert torch.autograd.gradcheck(fn, args)
+
+
+def test_two_layer_double_backward_raises_clearly():
+    """Not supported for the whole-network op: a clear error, never silently wrong grads."""
+    net = twolayer_ext.TwoLayerNet(5, 4, 3).double()
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+    with pytest.raises(
+        RuntimeError, match="two_layer_backward .* does not support double backward"
+    ):
+        gx.square().sum().backward()

@@ -194,3 +194,17 @@ class TwoLayerMLPFunction(torch.autograd.Function):
         need[2] = need[2] and ctx.has_bias[0]
         need[4] = need[4] and ctx.has_bias[1]
         return torch.ops.twolayer_ext.two_layer_backward.default(grad_out, x, w1, w2, hidden, need)
+
+
+def two_layer_backward_setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    pass
+
+
+def two_layer_backward_backward(ctx: Any, *grads: Any):
+    """Double backward through the whole-network op is not implemented: fail loudly
+    rather than let autograd treat the first-order gradients as constants."""
+    raise RuntimeError(
+        "twolayer_ext::two_layer_backward (TwoLayerNet / two_layer_mlp) does not support double "
+        "backward (create_graph=True, e.g. gradient penalties). Build the network from "
+        "twolayer_ext.LinearReLU and nn.Linear instead: linear_relu supports it."
+    )

@@ -23,6 +23,8 @@ from .autograd import (
     linear_relu_backward_setup_context,
     relu_backward_backward,
     relu_backward_setup_context,
+    two_layer_backward_backward,
+    two_layer_backward_setup_context,
 )
 
 linear_relu = torch.ops.twolayer_ext.linear_relu.default
@@ -174,6 +176,11 @@ torch.library.register_autograd(
 )
 torch.library.register_autograd(
     "twolayer_ext::relu_backward", relu_backward_backward, setup_context=relu_backward_setup_context
+)
+torch.library.register_autograd(
+    "twolayer_ext::two_layer_backward",
+    two_layer_backward_backward,
+    setup_context=two_layer_backward_setup_context,
 )
 
 
