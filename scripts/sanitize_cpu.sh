@@ -5,6 +5,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${1:-${PYTHON:-python3}}
+PY=$(command -v "$PY" | xargs realpath -s)  # absolute: the script changes directory below
 WORK=$(mktemp -d /tmp/twolayer_asan.XXXXXX)
 [ -n "${KEEP_ASAN_BUILD:-}" ] || trap 'rm -rf "$WORK"' EXIT
 git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 cp --parents -t "$WORK")
