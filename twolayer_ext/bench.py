@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .models import TwoLayerNet, twolayer_state_dict_to_sequential
 from .nn import LinearReLU
+from .training import _numpy_run
 
 SEED_SIZE = (64, 1000, 100)
 LAYER_SIZES = [SEED_SIZE, (512, 1024, 1024), (2048, 2048, 2048)]
@@ -128,20 +128,18 @@ def bench_seed_step(rounds: int, use_compile: bool, lr: float = 1e-6) -> Result:
         loss.backward()
         opt.step()
 
-    xn, yn = x.double().numpy(), y.double().numpy()
-    w1, w2 = np.random.default_rng(0).standard_normal((2, D_in, H))[0], np.zeros((H, D_out))
+    # The tutorial's numpy scheme itself (training._numpy_run), one step per call.
+    numpy_steps = _numpy_run(
+        x.double(),
+        y.double(),
+        torch.randn(D_in, H, dtype=torch.float64),
+        torch.randn(H, D_out, dtype=torch.float64),
+        lr,
+        steps=10**9,
+    )
 
     def numpy_step() -> None:
-        nonlocal w1, w2
-        h = xn.dot(w1)
-        h_relu = np.maximum(h, 0)
-        y_pred = h_relu.dot(w2)
-        grad_y_pred = 2.0 * (y_pred - yn)
-        grad_w2 = h_relu.T.dot(grad_y_pred)
-        grad_h = grad_y_pred.dot(w2.T)
-        grad_h[h <= 0] = 0
-        w1 = w1 - lr * xn.T.dot(grad_h)
-        w2 = w2 - lr * grad_w2
+        next(numpy_steps)
 
     fns = {
         "ext": lambda: step(net, opt_ext),
