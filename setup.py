@@ -82,7 +82,9 @@ def main() -> None:
     with_cuda = _want_cuda(torch)
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    sources = sorted(
+        glob.glob("csrc/*.cpp") + glob.glob("csrc/autograd/*.cpp") + glob.glob("csrc/cpu/*.cpp")
+    )
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     # -fopenmp: at::parallel_for is an inline OpenMP region; without it the
     # kernels would silently run on one thread. No -march=native: the binary

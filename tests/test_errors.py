@@ -143,3 +143,11 @@ def test_two_layer_rejects_mismatched_second_layer():
 def test_relu_backward_rejects_shape_mismatch():
     with pytest.raises(ERR, match=r"grad_y must have the shape of y \[3, 4\], but got \[4, 3\]"):
         torch.ops.twolayer_ext.relu_backward(f32(4, 3), f32(3, 4))
+
+
+def test_torch_func_transforms_raise_clearly():
+    """The ops' autograd is C++ (csrc/autograd/); functorch refuses it with a clear error
+    instead of computing something wrong (documented in README)."""
+    x, w = torch.randn(3, 4), torch.randn(5, 4)
+    with pytest.raises(RuntimeError, match="functorch transforms"):
+        torch.func.grad(lambda w: twolayer_ext.linear_relu(x, w).sum())(w)

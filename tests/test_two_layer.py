@@ -74,6 +74,64 @@ def test_two_layer_gradcheck(device, bias):
     assert torch.autograd.gradcheck(twolayer_ext.two_layer_mlp, inputs)
 
 
+# Which of (x, w1, b1, w2, b2) are given and require grad; None = argument absent.
+# Absent optionals in the middle shift autograd's edge numbering (csrc/autograd/common.h).
+REQUIRE_SETS = [
+    (True, True, True, True, True),
+    (True, False, None, False, True),
+    (False, True, None, True, False),
+    (False, False, True, True, None),
+    (False, True, False, False, True),
+    (True, False, False, False, None),
+    (False, False, None, False, True),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("requires", REQUIRE_SETS, ids=str)
+def test_autograd_partial_requires_grad_matches_torch(device, requires):
+    """Only some inputs need gradients, some biases absent: the C++ autograd node asks the
+    backward op for exactly those and returns them in the right slots."""
+    kw = {"dtype": torch.float64, "device": device}
+    shapes = [(2, 3, 7), (5, 7), (5,), (4, 5), (4,)]
+    args = [
+        None if r is None else torch.randn(*s, **kw).requires_grad_(r)
+        for r, s in zip(requires, shapes)
+    ]
+    out = twolayer_ext.two_layer_mlp(*args)
+    want = reference.two_layer_forward(*args)[0]
+    assert_close(out, want, torch.float64, "out")
+    grad = torch.randn_like(out)
+    wanted = [a for a in args if a is not None and a.requires_grad]
+    if not wanted:
+        assert not out.requires_grad
+        return
+    got = torch.autograd.grad(out, wanted, grad)
+    ref = torch.autograd.grad(want, wanted, grad)
+    for g, r in zip(got, ref):
+        assert_close(g, r, torch.float64, "grad")
+    # autograd.grad for one input only: the others are neither computed nor accumulated.
+    out = twolayer_ext.two_layer_mlp(*args)
+    (g_last,) = torch.autograd.grad(out, wanted[-1:], grad)
+    assert_close(g_last, ref[-1], torch.float64, "grad of the last input alone")
+
+
+def test_forward_ops_autograd_is_cpp():
+    """The forward ops' autograd kernels are C++ nodes (no Python in backward)."""
+    x = torch.randn(3, 4, requires_grad=True)
+    w1, w2 = torch.randn(5, 4), torch.randn(2, 5)
+    for out in (
+        twolayer_ext.two_layer_mlp(x, w1, None, w2, None),
+        twolayer_ext.linear_relu(x, w1),
+        twolayer_ext.relu(x),
+    ):
+        assert out.grad_fn.name().startswith("torch::autograd::CppNode<twolayer_ext::"), (
+            out.grad_fn.name()
+        )
+    with torch.no_grad():
+        assert twolayer_ext.two_layer_mlp(x, w1, None, w2, None).grad_fn is None
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_two_layer(device):
     for rg in (False, True):

@@ -1,8 +1,11 @@
-"""``torch.autograd.Function`` wrappers around the custom ops.
+"""``torch.autograd.Function`` wrappers around the custom ops, and the backward ops'
+double-backward formulas.
 
-Both Functions use the "separate setup_context" style, so the very same
-``setup_context``/``backward`` also serve as the ops' registered autograd
-formulas (see ops.py): one formula, two entry points.
+The ops themselves are differentiable without these classes: their autograd kernels
+are C++ (``csrc/autograd/``), which is what the modules and ``twolayer_ext.functional``
+use. These Functions are the same gradients for code that wants an
+``autograd.Function`` (subclassing, ``torch.func``-style ``setup_context``, teaching);
+the tests check both paths against each other and against torch.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The schemas and the CPU/CUDA kernels live in C++ (``csrc/``). Here each op gets
 
 * a fake (meta) kernel, so the ops work with FakeTensor, torch.compile and the
   meta device (shape inference without data), and
-* an autograd formula (for linear_relu and relu), so calling the ops directly
-  through ``torch.ops.twolayer_ext`` is differentiable too.
+* for the backward ops, an autograd formula (double backward). The forward ops'
+  autograd kernels are written in C++ (``csrc/autograd/``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from collections.abc import Sequence
 import torch
 
 from .autograd import (
-    LinearReLUFunction,
-    ReLUFunction,
-    TwoLayerMLPFunction,
     linear_relu_backward_backward,
     linear_relu_backward_setup_context,
     relu_backward_backward,
@@ -156,19 +153,9 @@ def _relu_backward_fake(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(y, memory_format=torch.contiguous_format)
 
 
-torch.library.register_autograd(
-    "twolayer_ext::linear_relu",
-    LinearReLUFunction.backward,
-    setup_context=LinearReLUFunction.setup_context,
-)
-torch.library.register_autograd(
-    "twolayer_ext::relu", ReLUFunction.backward, setup_context=ReLUFunction.setup_context
-)
-torch.library.register_autograd(
-    "twolayer_ext::two_layer_forward",
-    TwoLayerMLPFunction.backward,
-    setup_context=TwoLayerMLPFunction.setup_context,
-)
+# The forward ops' autograd kernels are C++ (csrc/autograd/): registered for the
+# Autograd dispatch key, so neither the forward nor the backward pass runs Python.
+# The backward ops' own derivatives (double backward) are registered here.
 torch.library.register_autograd(
     "twolayer_ext::linear_relu_backward",
     linear_relu_backward_backward,

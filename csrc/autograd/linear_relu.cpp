@@ -1,0 +1,77 @@
+// Autograd kernel for twolayer_ext::linear_relu (y, mask = linear_relu(x, weight, bias)).
+//
+// Saves x only if weight needs a gradient, weight only if x does, and the
+// packed bit mask (1/8 byte per output) instead of the ReLU output that
+// torch keeps. Backward is the single op linear_relu_backward, asked only for
+// the gradients autograd needs.
+#include <torch/library.h>
+
+#include "common.h"
+
+namespace twolayer_ext::autograd {
+namespace {
+
+using OptT = std::optional<at::Tensor>;
+using ForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                      const OptT&);
+using BackwardSig = std::tuple<OptT, OptT, OptT>(const at::Tensor&, const at::Tensor&,
+                                                 const at::Tensor&, const at::Tensor&,
+                                                 std::array<bool, 3>);
+
+const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
+  static const auto op = op_handle<ForwardSig>("twolayer_ext::linear_relu");
+  return op;
+}
+
+const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
+  static const auto op = op_handle<BackwardSig>("twolayer_ext::linear_relu_backward");
+  return op;
+}
+
+// Arguments: x, weight, bias (optional).
+EdgeMap<3> edges(bool has_bias) { return EdgeMap<3>({true, true, has_bias}); }
+
+class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                               const OptT& bias) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [y, mask] = forward_op().call(x, weight, bias);
+    const auto e = edges(present(bias));
+    save_needed(ctx, {e.needs(ctx, 1), e.needs(ctx, 0), true}, {x, weight, mask});
+    ctx->saved_data["has_bias"] = present(bias);
+    ctx->mark_non_differentiable({mask});
+    ctx->set_materialize_grads(false);  // mask never gets a gradient: don't build zeros for it
+    return {y, mask};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor& grad_y = grads[0];
+    if (!grad_y.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    const auto e = edges(ctx->saved_data["has_bias"].toBool());
+    const variable_list s = saved_or_standins(ctx);  // x, weight, mask
+    auto [gx, gw, gb] = call_backward_op(backward_op(), grad_y, s[0], s[1], s[2],
+                                         std::array<bool, 3>{e.needs(ctx, 0), e.needs(ctx, 1),
+                                                             e.needs(ctx, 2)});
+    return {or_undefined(gx), or_undefined(gw), or_undefined(gb)};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> linear_relu_autograd(const at::Tensor& x,
+                                                        const at::Tensor& weight,
+                                                        const OptT& bias) {
+  if (!should_record(x, weight, bias)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return forward_op().call(x, weight, bias);
+  }
+  variable_list out = LinearReLUFunction::apply(x, weight, bias);
+  return {out[0], out[1]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(twolayer_ext, Autograd, m) {
+  m.impl("linear_relu", &linear_relu_autograd);
+}
+
+}  // namespace twolayer_ext::autograd
