@@ -74,6 +74,25 @@ def test_two_layer_gradcheck(device, bias):
     assert torch.autograd.gradcheck(twolayer_ext.two_layer_mlp, inputs)
 
 
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+def test_backward_mask_from_hidden_zero_and_nan(device, dtype):
+    """two_layer_backward reads the ReLU mask from hidden: exact zeros drop the gradient
+    (relu'(0) = 0), NaN keeps it (torch's threshold_backward), as in the reference."""
+    x, w1, w2 = (torch.randn(*s, dtype=dtype, device=device) for s in [(7, 6), (9, 6), (4, 9)])
+    hidden = torch.randn(7, 9, dtype=dtype, device=device).relu()  # ~half exact zeros
+    hidden[1, 2] = float("nan")
+    hidden[3, 0] = float("nan")
+    grad_out = torch.randn(7, 4, dtype=dtype, device=device)
+    om = [True, True, True, True, True]
+    got = torch.ops.twolayer_ext.two_layer_backward(grad_out, x, w1, w2, hidden, om)
+    want = reference.two_layer_backward(
+        grad_out.double(), x.double(), w1.double(), w2.double(), hidden.double(), om
+    )
+    for g, r, name in zip(got[:3], want[:3], ["x", "w1", "b1"]):
+        assert_close(g, r, dtype, f"grad_{name}")
+    assert torch.equal(got[3].isnan().cpu(), want[3].isnan().cpu())  # NaN hidden -> grad_w2
+
+
 # Which of (x, w1, b1, w2, b2) are given and require grad; None = argument absent.
 # Absent optionals in the middle shift autograd's edge numbering (csrc/autograd/common.h).
 REQUIRE_SETS = [

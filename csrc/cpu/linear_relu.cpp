@@ -135,45 +135,20 @@ std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Te
   out_sizes.back() = out_features;
   return {y.view(out_sizes), mask};
 }
-
-at::Tensor pack_relu_mask(const at::Tensor& y) {
-  const at::Tensor y2 = y.contiguous();
-  const int64_t n = y2.size(-1);
-  at::Tensor mask = at::empty({leading_rows(y2), mask_bytes(n)}, y2.options().dtype(at::kByte));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y2.scalar_type(), "pack_relu_mask",
-                                  [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* yp = y2.data_ptr<scalar_t>();
-    uint8_t* mp = mask.data_ptr<uint8_t>();
-    const int64_t nbytes = mask_bytes(n);
-    at::parallel_for(0, mask.size(0), std::max<int64_t>(1, 32768 / std::max<int64_t>(n, 1)),
-                     [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i)
-        for (int64_t byte = 0; byte < nbytes; ++byte) {
-          uint8_t bits = 0;
-          for (int64_t j = byte * 8; j < std::min(n, byte * 8 + 8); ++j)
-            bits |= uint8_t(!(static_cast<acc_t>(yp[i * n + j]) <= acc_t(0))) << (j & 7);
-          mp[i * nbytes + byte] = bits;
-        }
-    });
-  });
-  return mask;
-}
-
 }  // namespace cpu
 
 namespace {
 
-// One pass over grad_y: gm = grad_y * mask (if gm != nullptr) and
-// grad_bias = sum over rows of gm (if gb != nullptr). The bias sum is
-// reduced over fixed row chunks whose size depends only on `rows`, then the
-// chunk sums are added in order, so the result does not depend on the number
-// of threads.
-template <typename scalar_t>
-void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, const uint8_t* mask,
+// One pass over grad_y: gm = grad_y where keep(i, j), else 0 (if gm != nullptr), and
+// grad_bias = sum over rows of gm (if gb != nullptr). `keep` reads the packed mask
+// (linear_relu_backward) or the layer's output (two_layer_backward). gm may alias
+// g: each element is read before it is written. The bias sum is reduced over
+// fixed row chunks whose size depends only on `rows`, then the chunk sums are
+// added in order, so the result does not depend on the number of threads.
+template <typename scalar_t, typename Keep>
+void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep keep,
                                int64_t rows, int64_t n, scalar_t* gm, scalar_t* gb) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t nbytes = mask_bytes(n);
   const int64_t chunk = std::max<int64_t>(64, (rows + 255) / 256);
   const int64_t nchunks = (rows + chunk - 1) / chunk;
   std::vector<acc_t> partial(gb ? nchunks * n : 0, acc_t(0));
@@ -183,12 +158,10 @@ void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, cons
       acc_t* part = gb ? partial.data() + c * n : nullptr;
       for (int64_t i = c * chunk; i < std::min(rows, (c + 1) * chunk); ++i) {
         const scalar_t* gr = g + i * gs0;
-        const uint8_t* mr = mask + i * nbytes;
         scalar_t* out = gm ? gm + i * n : nullptr;
         for (int64_t j = 0; j < n; ++j) {
-          const bool keep = (mr[j >> 3] >> (j & 7)) & 1;
           // A select, not a multiply: a masked-out NaN/Inf gradient becomes 0, as in torch.
-          const scalar_t v = keep ? gr[j * gs1] : scalar_t(0);
+          const scalar_t v = keep(i, j) ? gr[j * gs1] : scalar_t(0);
           if (out) out[j] = v;
           if (part) part[j] += static_cast<acc_t>(v);
         }
@@ -206,18 +179,31 @@ void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, cons
   }
 }
 
+using OptT = std::optional<at::Tensor>;
+
+// The GEMMs of the backward pass, given the masked gradient gm [rows, out].
+std::tuple<OptT, OptT> input_and_weight_grads(const at::Tensor& gm, const at::Tensor& x,
+                                              const at::Tensor& weight, bool need_gx,
+                                              bool need_gw) {
+  OptT grad_x, grad_w;
+  if (need_gx) grad_x = at::mm(gm, weight).view(x.sizes());  // [rows, out] @ [out, in]
+  if (need_gw) grad_w = at::mm(gm.t(), x.reshape({gm.size(0), weight.size(1)}));
+  return {grad_x, grad_w};
+}
+
 }  // namespace
 
 namespace cpu {
 
-std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
-linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-                     const at::Tensor& mask, std::array<bool, 3> output_mask) {
+std::tuple<OptT, OptT, OptT> linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x,
+                                                  const at::Tensor& weight,
+                                                  const at::Tensor& mask,
+                                                  std::array<bool, 3> output_mask) {
   check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCpuDtypes);
   TORCH_CHECK(x.device().is_cpu(), kBwd, ": expected CPU tensors, got x on ", x.device());
   at::AutoDispatchBelowADInplaceOrView below_autograd;
 
-  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const int64_t out_features = weight.size(0);
   const int64_t rows = leading_rows(x);
   const bool need_gx = output_mask[0], need_gw = output_mask[1], need_gb = output_mask[2];
   const at::Tensor g2 = grad_y.reshape({rows, out_features});
@@ -228,17 +214,51 @@ linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Te
   if (need_gx || need_gw || need_gb) {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_backward_cpu", [&] {
+          const uint8_t* m = mask.data_ptr<uint8_t>();
+          const int64_t nbytes = mask_bytes(out_features);
+          auto keep = [=](int64_t i, int64_t j) {
+            return static_cast<bool>((m[i * nbytes + (j >> 3)] >> (j & 7)) & 1);
+          };
           mask_grad_and_reduce_bias<scalar_t>(
-              g2.data_ptr<scalar_t>(), g2.stride(0), g2.stride(1), mask.data_ptr<uint8_t>(),
-              rows, out_features, gm.defined() ? gm.data_ptr<scalar_t>() : nullptr,
+              g2.data_ptr<scalar_t>(), g2.stride(0), g2.stride(1), keep, rows, out_features,
+              gm.defined() ? gm.data_ptr<scalar_t>() : nullptr,
               gb.defined() ? gb.data_ptr<scalar_t>() : nullptr);
         });
   }
-  std::optional<at::Tensor> grad_x, grad_w, grad_b;
-  if (need_gx) grad_x = at::mm(gm, weight).view(x.sizes());  // [rows, out] @ [out, in]
-  if (need_gw) grad_w = at::mm(gm.t(), x.reshape({rows, in_features}));  // [out, rows] @ [rows, in]
-  if (need_gb) grad_b = gb;
-  return {grad_x, grad_w, grad_b};
+  auto [grad_x, grad_w] = input_and_weight_grads(gm, x, weight, need_gx, need_gw);
+  return {grad_x, grad_w, need_gb ? OptT(gb) : std::nullopt};
+}
+
+std::tuple<OptT, OptT, OptT> linear_relu_backward_from_output_(at::Tensor& grad_y,
+                                                               const at::Tensor& x,
+                                                               const at::Tensor& weight,
+                                                               const at::Tensor& y,
+                                                               std::array<bool, 3> output_mask) {
+  const int64_t out_features = weight.size(0);
+  const int64_t rows = leading_rows(x);
+  const bool need_gx = output_mask[0], need_gw = output_mask[1], need_gb = output_mask[2];
+  at::Tensor gm = grad_y.reshape({rows, out_features});
+  if (!gm.is_contiguous()) gm = gm.contiguous();  // the pass below writes gm in place
+  const at::Tensor y2 = y.reshape({rows, out_features}).contiguous();
+  at::Tensor gb;
+  if (need_gb) gb = at::empty({out_features}, x.options());
+  if (need_gx || need_gw || need_gb) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_backward_from_output", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          const scalar_t* yp = y2.data_ptr<scalar_t>();
+          // kept where y > 0 or y is NaN (torch's threshold_backward rule)
+          auto keep = [=](int64_t i, int64_t j) {
+            return !(static_cast<acc_t>(yp[i * out_features + j]) <= acc_t(0));
+          };
+          scalar_t* g = gm.data_ptr<scalar_t>();
+          mask_grad_and_reduce_bias<scalar_t>(g, out_features, 1, keep, rows, out_features,
+                                              (need_gx || need_gw) ? g : nullptr,
+                                              gb.defined() ? gb.data_ptr<scalar_t>() : nullptr);
+        });
+  }
+  auto [grad_x, grad_w] = input_and_weight_grads(gm, x, weight, need_gx, need_gw);
+  return {grad_x, grad_w, need_gb ? OptT(gb) : std::nullopt};
 }
 
 }  // namespace cpu

@@ -3,8 +3,9 @@
 // training step crosses the dispatcher and autograd twice instead of ~10 times.
 //
 // Layer 1 is the fused linear_relu kernel; layer 2 a BLAS GEMM with the bias
-// folded in (beta = 1). Backward re-derives the ReLU mask from the saved hidden
-// activation (which grad_w2 needs anyway) rather than keeping a mask.
+// folded in (beta = 1). Backward reads the ReLU mask from the saved hidden
+// activation (which grad_w2 needs anyway) rather than keeping a mask, while it
+// masks grad_hidden in place and reduces grad_b1 in the same pass.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
@@ -52,9 +53,9 @@ std::tuple<OptT, OptT, OptT, OptT, OptT> two_layer_backward(
   if (output_mask[3]) gw2 = at::mm(g2.t(), hidden.reshape({rows, hidden_f}));
   if (output_mask[4]) gb2 = at::sum(g2, {0});
   if (output_mask[0] || output_mask[1] || output_mask[2]) {
-    const at::Tensor grad_h = at::mm(g2, w2).view(hidden.sizes());
-    std::tie(gx, gw1, gb1) = linear_relu_backward(grad_h, x, w1, pack_relu_mask(hidden),
-                                                  {output_mask[0], output_mask[1], output_mask[2]});
+    at::Tensor grad_h = at::mm(g2, w2).view(hidden.sizes());  // ours: masked in place
+    std::tie(gx, gw1, gb1) = linear_relu_backward_from_output_(
+        grad_h, x, w1, hidden, {output_mask[0], output_mask[1], output_mask[2]});
   }
   return {gx, gw1, gb1, gw2, gb2};
 }

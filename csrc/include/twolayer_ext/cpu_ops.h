@@ -17,7 +17,13 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
 linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
                      const at::Tensor& mask, std::array<bool, 3> output_mask);
 
-// The packed ReLU mask of a ReLU output y [..., n]: [prod(y.shape[:-1]), ceil(n/8)] uint8.
-at::Tensor pack_relu_mask(const at::Tensor& y);
+// linear_relu_backward with the ReLU mask read from the layer's output y (kept
+// where y > 0 or NaN) instead of a packed mask. Arguments are not checked (the
+// caller has), and grad_y is overwritten with the masked gradient: for callers
+// that own grad_y (two_layer_backward), this saves a pass and a buffer.
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
+linear_relu_backward_from_output_(at::Tensor& grad_y, const at::Tensor& x,
+                                  const at::Tensor& weight, const at::Tensor& y,
+                                  std::array<bool, 3> output_mask);
 
 }  // namespace twolayer_ext::cpu
