@@ -139,8 +139,10 @@ def test_bench_harness_smoke(tmp_path, capsys):
     cases = [r["case"] for r in report["results"]]
     assert any(c.startswith("LinearReLU fwd+bwd") for c in cases)
     assert cases[-1].startswith("seed training step")
+    assert cases[-2].startswith("same step, 1-unit net")
     for r in report["results"]:
         assert r["timings_ms"]["ext"] > 0 and r["timings_ms"]["torch"] > 0
     seed = report["results"][-1]
     assert seed["saved_bytes"]["ext"] <= seed["saved_bytes"]["torch"]
-    assert "FLOP floor" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "FLOP floor" in printed and "without arithmetic" in printed

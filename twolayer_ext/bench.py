@@ -111,9 +111,17 @@ def bench_layer(n: int, d_in: int, d_out: int, rounds: int, use_compile: bool) -
     return out
 
 
-def bench_seed_step(rounds: int, use_compile: bool, lr: float = 1e-6) -> Result:
+SEED_NET = (64, 1000, 100, 10)  # N, D_in, H, D_out
+# The same step on a 1-unit network: what the step costs without arithmetic
+# (module call, loss, autograd engine, zero_grad, SGD), for ext and torch alike.
+TINY_NET = (1, 1, 1, 1)
+
+
+def bench_seed_step(
+    rounds: int, use_compile: bool, lr: float = 1e-6, sizes: tuple[int, ...] = SEED_NET
+) -> Result:
     """One training step of the seed's network: forward, sum-MSE loss, backward, SGD update."""
-    N, D_in, H, D_out = 64, 1000, 100, 10
+    N, D_in, H, D_out = sizes
     torch.manual_seed(0)
     x, y = torch.randn(N, D_in), torch.randn(N, D_out)
     net = TwoLayerNet(D_in, H, D_out)
@@ -144,13 +152,20 @@ def bench_seed_step(rounds: int, use_compile: bool, lr: float = 1e-6) -> Result:
     fns = {
         "ext": lambda: step(net, opt_ext),
         "torch": lambda: step(seq, opt_torch),
-        "numpy": numpy_step,
     }
     seq_c = _compiled(seq, use_compile)
     if seq_c is not None:
         opt_c = torch.optim.SGD(seq.parameters(), lr=lr)
         fns["torch.compile"] = lambda: step(seq_c, opt_c)
-    res = Result("seed training step (64x1000->100->10, SGD)", time_interleaved(fns, rounds))
+    label = "seed training step" if sizes == SEED_NET else "same step, 1-unit net"
+    timings = time_interleaved(fns, rounds)
+    # numpy is timed on its own, after the torch variants: its BLAS (OpenBLAS) has a
+    # thread pool of its own, and interleaving it with torch's OpenMP pool on the
+    # same cores made both spin against each other (measured here: a 0.5 ms torch
+    # step took 1-10 ms when numpy rounds ran in between).
+    timings.update(time_interleaved({"numpy": numpy_step}, rounds))
+    time.sleep(0.2)  # let OpenBLAS's threads stop spinning before anything else is timed
+    res = Result(f"{label} ({N}x{D_in}->{H}->{D_out}, SGD)", timings)
     res.saved_bytes = {"ext": saved_bytes(lambda: net(x)), "torch": saved_bytes(lambda: seq(x))}
     return res
 
@@ -168,6 +183,7 @@ def run(sizes=None, rounds: int = 15, use_compile: bool = True) -> dict:
     results: list[Result] = []
     for n, d_in, d_out in sizes:
         results += bench_layer(n, d_in, d_out, rounds, use_compile)
+    results.append(bench_seed_step(rounds, use_compile, sizes=TINY_NET))
     results.append(bench_seed_step(rounds, use_compile))
     for r in results:
         base = r.timings_ms.get("torch")
@@ -207,11 +223,20 @@ def format_table(report: dict) -> str:
         row += f"{sb['ext'] / 1024:>12.0f} / {sb['torch'] / 1024:<8.0f}" if sb else ""
         lines.append(row)
     seed = report["results"][-1]["timings_ms"]
+    tiny = report["results"][-2]["timings_ms"]
+    floor = report["seed_step_floor_ms"]
     lines.append(
-        f"seed step FLOP floor {report['seed_step_floor_ms']:.3f} ms "
+        f"seed step FLOP floor {floor:.3f} ms "
         f"({report['seed_step_flop'] / 1e6:.1f} MFLOP at the 1024^3 GEMM rate); ext reaches "
-        f"{100 * report['seed_step_floor_ms'] / seed['ext']:.0f}% of it, torch eager "
-        f"{100 * report['seed_step_floor_ms'] / seed['torch']:.0f}%"
+        f"{100 * floor / seed['ext']:.0f}% of it, torch eager "
+        f"{100 * floor / seed['torch']:.0f}%"
+    )
+    lines.append(
+        f"seed step without arithmetic (1-unit net): ext {tiny['ext']:.3f} ms, torch "
+        f"{tiny['torch']:.3f} ms; arithmetic part of the seed step: ext "
+        f"{seed['ext'] - tiny['ext']:.3f} ms, torch {seed['torch'] - tiny['torch']:.3f} ms; "
+        f"best torch/ext ratio with the ext GEMMs at the FLOP floor: "
+        f"{seed['torch'] / (tiny['ext'] + floor):.2f}"
     )
     return "\n".join(lines)
 
