@@ -143,7 +143,8 @@ def linear_relu_backward_backward(ctx: Any, ggx: Any, ggw: Any, ggb: Any):
     if need_x and ggw is not None:
         d_x = gm @ ggw
     if need_w and ggx is not None:
-        d_w = gm.reshape(-1, out_f).t() @ ggx.reshape(-1, in_f)
+        gm2 = gm.reshape(-1, out_f)
+        d_w = gm2.t() @ ggx.reshape(gm2.shape[0], in_f)
     return d_grad_y, d_x, d_w, None, None
 
 

@@ -62,7 +62,7 @@ def linear_relu_backward(
     gm = torch.where(keep, grad_y, torch.zeros_like(grad_y))
     g2 = gm.reshape(-1, out_features)
     grad_x = (g2 @ weight).reshape(x.shape) if output_mask[0] else None
-    grad_w = g2.t() @ x.reshape(-1, in_features) if output_mask[1] else None
+    grad_w = g2.t() @ x.reshape(g2.shape[0], in_features) if output_mask[1] else None
     grad_b = g2.sum(0) if output_mask[2] else None
     return grad_x, grad_w, grad_b
 
@@ -90,9 +90,9 @@ def two_layer_backward(
     """Reference for ``torch.ops.twolayer_ext.two_layer_backward``: grads of x, w1, b1, w2, b2."""
     out_f, hid_f = w2.shape
     g2 = grad_out.reshape(-1, out_f)
-    grad_w2 = g2.t() @ hidden.reshape(-1, hid_f) if output_mask[3] else None
+    grad_w2 = g2.t() @ hidden.reshape(g2.shape[0], hid_f) if output_mask[3] else None
     grad_b2 = g2.sum(0) if output_mask[4] else None
-    mask = pack_mask(relu_keep(hidden).reshape(-1, hid_f))
+    mask = pack_mask(relu_keep(hidden).reshape(g2.shape[0], hid_f))
     grad_h = (g2 @ w2).reshape(hidden.shape)
     grad_x, grad_w1, grad_b1 = linear_relu_backward(grad_h, x, w1, mask, output_mask[:3])
     return grad_x, grad_w1, grad_b1, grad_w2, grad_b2

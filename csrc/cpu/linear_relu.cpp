@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "twolayer_ext/checks.h"
+#include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
 
 namespace twolayer_ext {
@@ -39,6 +40,12 @@ constexpr const char* kBwd = "twolayer_ext::linear_relu_backward";
 int64_t rows_per_block(int64_t out_features, int64_t elem_size) {
   constexpr int64_t kBlockBytes = 1 << 24;
   return std::max<int64_t>(64, kBlockBytes / std::max<int64_t>(1, out_features * elem_size));
+}
+
+// Can the AVX-512 float32 kernels (cpu_gemm.h) read this 2-D operand? They need
+// each row contiguous; the row stride may be anything.
+bool rows_are_contiguous(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat && (t.stride(1) == 1 || t.size(1) <= 1);
 }
 
 // Eight outputs at a time: relu in place, returns their mask bits.
@@ -113,12 +120,19 @@ std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Te
   at::Tensor y = at::empty({rows, out_features}, x.options());
   at::Tensor mask = at::empty({rows, mask_bytes(out_features)}, x.options().dtype(at::kByte));
 
+  const bool fast = rows_are_contiguous(x2) && rows_are_contiguous(weight) &&
+                    use_fast_gemm(rows, out_features, in_features);
+  const at::Tensor bias_c = fast && has_bias ? bias->contiguous() : at::Tensor();
   const int64_t block = rows_per_block(out_features, x.element_size());
   for (int64_t r0 = 0; r0 < rows; r0 += block) {
     const int64_t nr = std::min(block, rows - r0);
     at::Tensor yb = y.narrow(0, r0, nr);
     const at::Tensor xb = x2.narrow(0, r0, nr);
-    if (has_bias) {
+    if (fast) {  // yb = bias + xb @ W.T, AVX-512 kernel
+      gemm_nt_f32(xb.data_ptr<float>(), xb.stride(0), weight.data_ptr<float>(), weight.stride(0),
+                  has_bias ? bias_c.data_ptr<float>() : nullptr, yb.data_ptr<float>(),
+                  out_features, nr, out_features, in_features);
+    } else if (has_bias) {
       at::addmm_out(yb, *bias, xb, wt);  // yb = bias + xb @ W.T in one GEMM (beta = 1)
     } else {
       at::mm_out(yb, xb, wt);
@@ -185,9 +199,32 @@ using OptT = std::optional<at::Tensor>;
 std::tuple<OptT, OptT> input_and_weight_grads(const at::Tensor& gm, const at::Tensor& x,
                                               const at::Tensor& weight, bool need_gx,
                                               bool need_gw) {
+  const int64_t rows = gm.size(0), out_features = weight.size(0), in_features = weight.size(1);
   OptT grad_x, grad_w;
-  if (need_gx) grad_x = at::mm(gm, weight).view(x.sizes());  // [rows, out] @ [out, in]
-  if (need_gw) grad_w = at::mm(gm.t(), x.reshape({gm.size(0), weight.size(1)}));
+  if (need_gx) {  // [rows, out] @ [out, in]
+    if (rows_are_contiguous(gm) && rows_are_contiguous(weight) &&
+        cpu::use_fast_gemm(rows, in_features, out_features)) {
+      at::Tensor gx = at::empty({rows, in_features}, gm.options());
+      cpu::gemm_bcast_f32(gm.data_ptr<float>(), 1, gm.stride(0), weight.data_ptr<float>(),
+                     weight.stride(0), gx.data_ptr<float>(), in_features, rows, in_features,
+                     out_features);
+      grad_x = gx.view(x.sizes());
+    } else {
+      grad_x = at::mm(gm, weight).view(x.sizes());
+    }
+  }
+  if (need_gw) {  // [out, rows] @ [rows, in]
+    const at::Tensor x2 = x.reshape({rows, in_features});
+    if (rows_are_contiguous(gm) && rows_are_contiguous(x2) &&
+        cpu::use_fast_gemm(out_features, in_features, rows)) {
+      at::Tensor gw = at::empty({out_features, in_features}, gm.options());
+      cpu::gemm_bcast_f32(gm.data_ptr<float>(), gm.stride(0), 1, x2.data_ptr<float>(), x2.stride(0),
+                     gw.data_ptr<float>(), in_features, out_features, in_features, rows);
+      grad_w = gw;
+    } else {
+      grad_w = at::mm(gm.t(), x2);
+    }
+  }
   return {grad_x, grad_w};
 }
 

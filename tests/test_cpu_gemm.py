@@ -1,0 +1,95 @@
+"""The CPU float32 GEMM paths: the AVX-512 kernels (csrc/cpu/gemm_f32.cpp) and ATen's BLAS.
+
+TWOLAYER_EXT_CPU_GEMM=aten forces ATen's BLAS; the variable is read on every call, so
+both paths run in one process. On a CPU without AVX-512 both runs take the ATen path.
+Shapes straddle the kernels' tile edges (4x6 output tiles forward, 6x64 backward, k in
+steps of 16), strides cover the layouts the kernels accept and those they hand to ATen.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_close
+from helpers import make_weight, make_x
+
+from twolayer_ext import reference
+
+PATHS = ["kernels", "aten"]
+
+# (rows, in_features, out_features)
+SHAPES = [
+    (64, 1000, 100),  # the seed's first layer
+    (1, 1, 1),
+    (3, 17, 5),
+    (4, 16, 6),
+    (5, 15, 7),
+    (67, 65, 13),
+    (130, 33, 129),
+    (7, 0, 3),  # no inputs: y = bias
+    (0, 9, 4),  # empty batch: zero grad_weight
+]
+
+
+@pytest.fixture(params=PATHS)
+def gemm_path(request, monkeypatch):
+    if request.param == "aten":
+        monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", "aten")
+    else:
+        monkeypatch.delenv("TWOLAYER_EXT_CPU_GEMM", raising=False)
+    return request.param
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "sliced", "transposed"])
+@pytest.mark.parametrize("w_t", [False, True], ids=["w", "wT"])
+def test_linear_relu_float32_both_gemm_paths(gemm_path, shape, layout, w_t):
+    rows, d_in, d_out = shape
+    x = make_x((rows, d_in), torch.float32, "cpu", layout)
+    w = make_weight(d_out, d_in, torch.float32, "cpu", transposed=w_t) / max(1, d_in) ** 0.5
+    b = torch.randn(d_out)
+    y, mask = torch.ops.twolayer_ext.linear_relu(x, w, b)
+    xd, wd, bd = x.double(), w.double(), b.double()
+    assert_close(y, reference.linear_relu(xd, wd, bd), torch.float32, "y")
+    assert torch.equal(mask, reference.pack_mask(y.reshape(-1, d_out) > 0))
+    g = torch.randn(rows, d_out)
+    got = torch.ops.twolayer_ext.linear_relu_backward(g, x, w, mask, [True, True, True])
+    want = reference.linear_relu_backward(g.double(), xd, wd, mask, [True, True, True])
+    for a, e, name in zip(got, want, ["grad_x", "grad_weight", "grad_bias"]):
+        assert_close(a, e, torch.float32, name)
+
+
+@pytest.mark.parametrize("shape", [(64, 1000, 100), (67, 65, 13)], ids=str)
+def test_kernels_do_not_depend_on_thread_count(shape):
+    """Each output is summed by one thread in a fixed order: bitwise equal for 1 and 2 threads."""
+    rows, d_in, d_out = shape
+    x, w, b = torch.randn(rows, d_in), torch.randn(d_out, d_in), torch.randn(d_out)
+    g = torch.randn(rows, d_out)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            y, mask = torch.ops.twolayer_ext.linear_relu(x, w, b)
+            grads = torch.ops.twolayer_ext.linear_relu_backward(g, x, w, mask, [True] * 3)
+            outs.append((y, *grads))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b_ in zip(*outs):
+        assert torch.equal(a, b_)
+
+
+def test_seed_network_matches_between_paths(monkeypatch):
+    """The whole seed network (two_layer ops) agrees between the kernels and ATen's BLAS."""
+    x, w1, b1 = torch.randn(64, 1000), torch.randn(100, 1000) / 30, torch.randn(100)
+    w2, b2 = torch.randn(10, 100) / 10, torch.randn(10)
+    g = torch.randn(64, 10)
+    results = []
+    for path in PATHS:
+        if path == "aten":
+            monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", "aten")
+        out, hidden = torch.ops.twolayer_ext.two_layer_forward(x, w1, b1, w2, b2)
+        grads = torch.ops.twolayer_ext.two_layer_backward(g, x, w1, w2, hidden, [True] * 5)
+        results.append((out, hidden, *grads))
+    for a, b in zip(*results):
+        assert_close(a, b.double(), torch.float32)
