@@ -1,10 +1,9 @@
 // CPU kernels for twolayer_ext::linear_relu and linear_relu_backward.
 //
-// Forward: the GEMM runs through ATen's BLAS (MKL/oneDNN, which pick the
-// CPU's ISA at run time) one cache-sized block of rows at a time, with the
-// bias folded into the GEMM (beta = 1). The ReLU + mask-packing epilogue then
-// runs on that block while it is still in cache, so there is no separate pass
-// over the whole output.
+// Forward: the GEMM (matmul.cpp: AVX-512 kernel or ATen's BLAS, bias folded
+// in) runs one cache-sized block of rows at a time. The ReLU + mask-packing
+// epilogue then runs on that block while it is still in cache, so there is no
+// separate pass over the whole output.
 //
 // Backward: one pass over grad_y applies the ReLU mask and reduces the bias
 // gradient; then the two GEMMs, each only when its gradient is requested.
@@ -13,9 +12,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mm.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -26,7 +23,6 @@
 #include <vector>
 
 #include "twolayer_ext/checks.h"
-#include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
 
 namespace twolayer_ext {
@@ -40,12 +36,6 @@ constexpr const char* kBwd = "twolayer_ext::linear_relu_backward";
 int64_t rows_per_block(int64_t out_features, int64_t elem_size) {
   constexpr int64_t kBlockBytes = 1 << 24;
   return std::max<int64_t>(64, kBlockBytes / std::max<int64_t>(1, out_features * elem_size));
-}
-
-// Can the AVX-512 float32 kernels (cpu_gemm.h) read this 2-D operand? They need
-// each row contiguous; the row stride may be anything.
-bool rows_are_contiguous(const at::Tensor& t) {
-  return t.scalar_type() == at::kFloat && (t.stride(1) == 1 || t.size(1) <= 1);
 }
 
 // Eight outputs at a time: relu in place, returns their mask bits.
@@ -114,29 +104,15 @@ std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Te
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
   const int64_t rows = leading_rows(x);
   const at::Tensor x2 = x.reshape({rows, in_features});  // a view whenever strides allow
-  const at::Tensor wt = weight.t();                       // BLAS handles transposed operands
-  const bool has_bias = bias.has_value() && bias->defined();
 
   at::Tensor y = at::empty({rows, out_features}, x.options());
   at::Tensor mask = at::empty({rows, mask_bytes(out_features)}, x.options().dtype(at::kByte));
 
-  const bool fast = rows_are_contiguous(x2) && rows_are_contiguous(weight) &&
-                    use_fast_gemm(rows, out_features, in_features);
-  const at::Tensor bias_c = fast && has_bias ? bias->contiguous() : at::Tensor();
   const int64_t block = rows_per_block(out_features, x.element_size());
   for (int64_t r0 = 0; r0 < rows; r0 += block) {
     const int64_t nr = std::min(block, rows - r0);
     at::Tensor yb = y.narrow(0, r0, nr);
-    const at::Tensor xb = x2.narrow(0, r0, nr);
-    if (fast) {  // yb = bias + xb @ W.T, AVX-512 kernel
-      gemm_nt_f32(xb.data_ptr<float>(), xb.stride(0), weight.data_ptr<float>(), weight.stride(0),
-                  has_bias ? bias_c.data_ptr<float>() : nullptr, yb.data_ptr<float>(),
-                  out_features, nr, out_features, in_features);
-    } else if (has_bias) {
-      at::addmm_out(yb, *bias, xb, wt);  // yb = bias + xb @ W.T in one GEMM (beta = 1)
-    } else {
-      at::mm_out(yb, xb, wt);
-    }
+    linear_out(yb, x2.narrow(0, r0, nr), weight, bias);  // yb = bias + x @ W.T
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_cpu",
                                     [&] {
                                       relu_mask_epilogue<scalar_t>(
@@ -199,32 +175,9 @@ using OptT = std::optional<at::Tensor>;
 std::tuple<OptT, OptT> input_and_weight_grads(const at::Tensor& gm, const at::Tensor& x,
                                               const at::Tensor& weight, bool need_gx,
                                               bool need_gw) {
-  const int64_t rows = gm.size(0), out_features = weight.size(0), in_features = weight.size(1);
   OptT grad_x, grad_w;
-  if (need_gx) {  // [rows, out] @ [out, in]
-    if (rows_are_contiguous(gm) && rows_are_contiguous(weight) &&
-        cpu::use_fast_gemm(rows, in_features, out_features)) {
-      at::Tensor gx = at::empty({rows, in_features}, gm.options());
-      cpu::gemm_bcast_f32(gm.data_ptr<float>(), 1, gm.stride(0), weight.data_ptr<float>(),
-                     weight.stride(0), gx.data_ptr<float>(), in_features, rows, in_features,
-                     out_features);
-      grad_x = gx.view(x.sizes());
-    } else {
-      grad_x = at::mm(gm, weight).view(x.sizes());
-    }
-  }
-  if (need_gw) {  // [out, rows] @ [rows, in]
-    const at::Tensor x2 = x.reshape({rows, in_features});
-    if (rows_are_contiguous(gm) && rows_are_contiguous(x2) &&
-        cpu::use_fast_gemm(out_features, in_features, rows)) {
-      at::Tensor gw = at::empty({out_features, in_features}, gm.options());
-      cpu::gemm_bcast_f32(gm.data_ptr<float>(), gm.stride(0), 1, x2.data_ptr<float>(), x2.stride(0),
-                     gw.data_ptr<float>(), in_features, out_features, in_features, rows);
-      grad_w = gw;
-    } else {
-      grad_w = at::mm(gm.t(), x2);
-    }
-  }
+  if (need_gx) grad_x = cpu::mm_nn(gm, weight).view(x.sizes());  // [rows, out] @ [out, in]
+  if (need_gw) grad_w = cpu::mm_tn(gm, x.reshape({gm.size(0), weight.size(1)}));
   return {grad_x, grad_w};
 }
 

@@ -2,14 +2,13 @@
 // tutorial's whole network, relu(x W1ᵀ + b1) W2ᵀ + b2, one op each way, so a
 // training step crosses the dispatcher and autograd twice instead of ~10 times.
 //
-// Layer 1 is the fused linear_relu kernel; layer 2 a BLAS GEMM with the bias
-// folded in (beta = 1). Backward reads the ReLU mask from the saved hidden
-// activation (which grad_w2 needs anyway) rather than keeping a mask, while it
-// masks grad_hidden in place and reduces grad_b1 in the same pass.
+// Layer 1 is the fused linear_relu kernel; layer 2 a plain linear (matmul.cpp).
+// Backward reads the ReLU mask from the saved hidden activation (which grad_w2
+// needs anyway) rather than keeping a mask, while it masks grad_hidden in place
+// and reduces grad_b1 in the same pass.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/addmm.h>
-#include <ATen/ops/mm.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/sum.h>
 #include <torch/library.h>
 
@@ -32,8 +31,8 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const 
   const int64_t rows = leading_rows(x), hidden = w1.size(0), out_features = w2.size(0);
   at::Tensor h = std::get<0>(linear_relu(x, w1, b1));  // its mask is not kept (see above)
   const at::Tensor h2 = h.reshape({rows, hidden});
-  at::Tensor out = b2.has_value() && b2->defined() ? at::addmm(*b2, h2, w2.t())
-                                                   : at::mm(h2, w2.t());
+  at::Tensor out = at::empty({rows, out_features}, x.options());
+  linear_out(out, h2, w2, b2);
   auto out_sizes = x.sizes().vec();
   out_sizes.back() = out_features;
   return {out.view(out_sizes), h};
@@ -50,10 +49,10 @@ std::tuple<OptT, OptT, OptT, OptT, OptT> two_layer_backward(
   const int64_t rows = leading_rows(x), hidden_f = w1.size(0), out_features = w2.size(0);
   const at::Tensor g2 = grad_out.reshape({rows, out_features});
   OptT gx, gw1, gb1, gw2, gb2;
-  if (output_mask[3]) gw2 = at::mm(g2.t(), hidden.reshape({rows, hidden_f}));
+  if (output_mask[3]) gw2 = mm_tn(g2, hidden.reshape({rows, hidden_f}));
   if (output_mask[4]) gb2 = at::sum(g2, {0});
   if (output_mask[0] || output_mask[1] || output_mask[2]) {
-    at::Tensor grad_h = at::mm(g2, w2).view(hidden.sizes());  // ours: masked in place
+    at::Tensor grad_h = mm_nn(g2, w2).view(hidden.sizes());  // ours: masked in place
     std::tie(gx, gw1, gb1) = linear_relu_backward_from_output_(
         grad_h, x, w1, hidden, {output_mask[0], output_mask[1], output_mask[2]});
   }

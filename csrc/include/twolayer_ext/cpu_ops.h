@@ -10,6 +10,16 @@
 
 namespace twolayer_ext::cpu {
 
+// Matrix products (csrc/cpu/matmul.cpp): the AVX-512 float32 kernels where they
+// apply (cpu_gemm.h), ATen's BLAS otherwise. All operands 2-D, any strides.
+// out[m, n] = x[m, k] @ w[n, k].T + bias[n] (bias optional); out contiguous.
+void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
+                const std::optional<at::Tensor>& bias);
+// a[t, m].T @ b[t, n] -> [m, n]  (grad_weight = grad.T @ x)
+at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b);
+// a[m, t] @ b[t, n] -> [m, n]  (grad_x = grad @ weight)
+at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b);
+
 std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Tensor& weight,
                                                const std::optional<at::Tensor>& bias);
 

@@ -1,0 +1,58 @@
+// The CPU ops' matrix products: each picks the AVX-512 float32 kernels of
+// csrc/cpu/gemm_f32.cpp where they apply and win (cpu_gemm.h), and ATen's
+// BLAS (MKL/oneDNN) everywhere else: other dtypes, other CPUs, large shapes,
+// operands whose rows are not contiguous.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+
+#include "twolayer_ext/cpu_gemm.h"
+#include "twolayer_ext/cpu_ops.h"
+
+namespace twolayer_ext::cpu {
+namespace {
+
+bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat; }
+
+// The kernels stream these operands row by row: each row must be contiguous
+// (the row stride may be anything).
+bool rows_contiguous(const at::Tensor& t) { return t.stride(1) == 1 || t.size(1) <= 1; }
+
+}  // namespace
+
+void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
+                const std::optional<at::Tensor>& bias) {
+  const int64_t m = x.size(0), n = w.size(0), k = w.size(1);
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (is_float(x) && rows_contiguous(x) && rows_contiguous(w) && out.is_contiguous() &&
+      use_fast_gemm(m, n, k)) {
+    const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
+    gemm_nt_f32(x.data_ptr<float>(), x.stride(0), w.data_ptr<float>(), w.stride(0),
+                has_bias ? b.data_ptr<float>() : nullptr, out.data_ptr<float>(), n, m, n, k);
+  } else if (has_bias) {
+    at::addmm_out(out, *bias, x, w.t());  // bias folded into the GEMM (beta = 1)
+  } else {
+    at::mm_out(out, x, w.t());
+  }
+}
+
+at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t t = a.size(0), m = a.size(1), n = b.size(1);
+  if (!(is_float(a) && rows_contiguous(b) && use_fast_gemm(m, n, t))) return at::mm(a.t(), b);
+  at::Tensor c = at::empty({m, n}, b.options());
+  gemm_bcast_f32(a.data_ptr<float>(), a.stride(0), a.stride(1), b.data_ptr<float>(), b.stride(0),
+                 c.data_ptr<float>(), n, m, n, t);
+  return c;
+}
+
+at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t m = a.size(0), t = a.size(1), n = b.size(1);
+  if (!(is_float(a) && rows_contiguous(b) && use_fast_gemm(m, n, t))) return at::mm(a, b);
+  at::Tensor c = at::empty({m, n}, b.options());
+  gemm_bcast_f32(a.data_ptr<float>(), a.stride(1), a.stride(0), b.data_ptr<float>(), b.stride(0),
+                 c.data_ptr<float>(), n, m, n, t);
+  return c;
+}
+
+}  // namespace twolayer_ext::cpu
