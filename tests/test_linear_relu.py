@@ -155,3 +155,27 @@ def test_modifying_saved_input_in_place_raises():
     h.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+def test_masked_out_nan_and_inf_gradients_become_zero(device, dtype):
+    """Where the ReLU dropped an output, even a NaN/Inf incoming gradient contributes 0
+    (torch's threshold_backward selects, it does not multiply). 19 outputs: two full
+    groups of eight (the CPU's vectorised float path) and a tail."""
+    x, w, b = _inputs((6,), 11, 19, dtype, device, "contiguous", False, True)
+    y, mask = torch.ops.twolayer_ext.linear_relu(x, w, b)
+    grad_y = torch.randn_like(y)
+    dropped = (y == 0).nonzero()
+    kept = (y != 0).nonzero()
+    assert len(dropped) >= 3 and len(kept) >= 3, "random inputs gave a degenerate ReLU pattern"
+    for (i, j), v in zip(dropped[:3].tolist(), [float("nan"), float("inf"), -float("inf")]):
+        grad_y[i, j] = v
+    i, j = kept[0].tolist()
+    grad_y[i, j] = float("nan")  # a kept NaN gradient propagates
+    got = torch.ops.twolayer_ext.linear_relu_backward(grad_y, x, w, mask, [True, True, True])
+    want = reference.linear_relu_backward(
+        grad_y.double(), x.double(), w.double(), mask, [True, True, True]
+    )
+    for g, r, name in zip(got, want, ["grad_x", "grad_weight", "grad_bias"]):
+        assert torch.equal(g.isnan().cpu(), r.isnan().cpu()), name
+        assert_close(g, r, dtype, name)

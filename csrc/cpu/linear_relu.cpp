@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -129,12 +130,52 @@ std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Te
 
 namespace {
 
+// Which gradients pass the ReLU: element (i, j) of the layer output was kept.
+// operator() answers for one element; lanes8 (float only, SSE2) gives lane
+// masks for elements j..j+7 of row i, j a multiple of 8.
+
+// From the packed mask of linear_relu (bit j % 8 of byte j / 8).
+struct PackedMaskKeep {
+  const uint8_t* mask;
+  int64_t nbytes;
+  bool operator()(int64_t i, int64_t j) const {
+    return (mask[i * nbytes + (j >> 3)] >> (j & 7)) & 1;
+  }
+#if defined(__SSE2__)
+  void lanes8(int64_t i, int64_t j, __m128& lo, __m128& hi) const {
+    const __m128i byte = _mm_set1_epi32(mask[i * nbytes + (j >> 3)]);
+    const __m128i bits_lo = _mm_setr_epi32(1, 2, 4, 8), bits_hi = _mm_setr_epi32(16, 32, 64, 128);
+    lo = _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(byte, bits_lo), bits_lo));
+    hi = _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(byte, bits_hi), bits_hi));
+  }
+#endif
+};
+
+// From the layer's output y [rows, n]: kept where y > 0 or y is NaN (torch's
+// threshold_backward rule).
+template <typename scalar_t>
+struct OutputKeep {
+  const scalar_t* y;
+  int64_t n;
+  bool operator()(int64_t i, int64_t j) const {
+    using acc_t = at::opmath_type<scalar_t>;
+    return !(static_cast<acc_t>(y[i * n + j]) <= acc_t(0));
+  }
+#if defined(__SSE2__)
+  void lanes8(int64_t i, int64_t j, __m128& lo, __m128& hi) const {  // scalar_t = float only
+    const float* p = y + i * n + j;
+    lo = _mm_cmpnle_ps(_mm_loadu_ps(p), _mm_setzero_ps());  // NLE: true for NaN
+    hi = _mm_cmpnle_ps(_mm_loadu_ps(p + 4), _mm_setzero_ps());
+  }
+#endif
+};
+
 // One pass over grad_y: gm = grad_y where keep(i, j), else 0 (if gm != nullptr), and
-// grad_bias = sum over rows of gm (if gb != nullptr). `keep` reads the packed mask
-// (linear_relu_backward) or the layer's output (two_layer_backward). gm may alias
-// g: each element is read before it is written. The bias sum is reduced over
-// fixed row chunks whose size depends only on `rows`, then the chunk sums are
-// added in order, so the result does not depend on the number of threads.
+// grad_bias = sum over rows of gm (if gb != nullptr). gm may alias g: each element
+// is read before it is written. The bias sum is reduced over fixed row chunks whose
+// size depends only on `rows`, then the chunk sums are added in order, so the result
+// does not depend on the number of threads. Float rows with unit stride go eight
+// elements at a time (SSE2, same additions in the same order as the scalar loop).
 template <typename scalar_t, typename Keep>
 void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep keep,
                                int64_t rows, int64_t n, scalar_t* gm, scalar_t* gb) {
@@ -149,7 +190,27 @@ void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep
       for (int64_t i = c * chunk; i < std::min(rows, (c + 1) * chunk); ++i) {
         const scalar_t* gr = g + i * gs0;
         scalar_t* out = gm ? gm + i * n : nullptr;
-        for (int64_t j = 0; j < n; ++j) {
+        int64_t j = 0;
+#if defined(__SSE2__)
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          for (; gs1 == 1 && j + 8 <= n; j += 8) {
+            __m128 keep_lo, keep_hi;
+            keep.lanes8(i, j, keep_lo, keep_hi);
+            // and-with-mask, not multiply: a masked-out NaN/Inf gradient becomes 0.
+            const __m128 lo = _mm_and_ps(keep_lo, _mm_loadu_ps(gr + j));
+            const __m128 hi = _mm_and_ps(keep_hi, _mm_loadu_ps(gr + j + 4));
+            if (out) {
+              _mm_storeu_ps(out + j, lo);
+              _mm_storeu_ps(out + j + 4, hi);
+            }
+            if (part) {
+              _mm_storeu_ps(part + j, _mm_add_ps(_mm_loadu_ps(part + j), lo));
+              _mm_storeu_ps(part + j + 4, _mm_add_ps(_mm_loadu_ps(part + j + 4), hi));
+            }
+          }
+        }
+#endif
+        for (; j < n; ++j) {
           // A select, not a multiply: a masked-out NaN/Inf gradient becomes 0, as in torch.
           const scalar_t v = keep(i, j) ? gr[j * gs1] : scalar_t(0);
           if (out) out[j] = v;
@@ -204,11 +265,7 @@ std::tuple<OptT, OptT, OptT> linear_relu_backward(const at::Tensor& grad_y, cons
   if (need_gx || need_gw || need_gb) {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_backward_cpu", [&] {
-          const uint8_t* m = mask.data_ptr<uint8_t>();
-          const int64_t nbytes = mask_bytes(out_features);
-          auto keep = [=](int64_t i, int64_t j) {
-            return static_cast<bool>((m[i * nbytes + (j >> 3)] >> (j & 7)) & 1);
-          };
+          const PackedMaskKeep keep{mask.data_ptr<uint8_t>(), mask_bytes(out_features)};
           mask_grad_and_reduce_bias<scalar_t>(
               g2.data_ptr<scalar_t>(), g2.stride(0), g2.stride(1), keep, rows, out_features,
               gm.defined() ? gm.data_ptr<scalar_t>() : nullptr,
@@ -235,12 +292,7 @@ std::tuple<OptT, OptT, OptT> linear_relu_backward_from_output_(at::Tensor& grad_
   if (need_gx || need_gw || need_gb) {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_backward_from_output", [&] {
-          using acc_t = at::opmath_type<scalar_t>;
-          const scalar_t* yp = y2.data_ptr<scalar_t>();
-          // kept where y > 0 or y is NaN (torch's threshold_backward rule)
-          auto keep = [=](int64_t i, int64_t j) {
-            return !(static_cast<acc_t>(yp[i * out_features + j]) <= acc_t(0));
-          };
+          const OutputKeep<scalar_t> keep{y2.data_ptr<scalar_t>(), out_features};
           scalar_t* g = gm.data_ptr<scalar_t>();
           mask_grad_and_reduce_bias<scalar_t>(g, out_features, 1, keep, rows, out_features,
                                               (need_gx || need_gw) ? g : nullptr,
