@@ -76,7 +76,8 @@ inline uint8_t relu_mask8<float>(float* y, int64_t count) {
 }
 #endif
 
-// In place on a contiguous [rows, n] block: y = relu(y), mask bits = (y > 0 or NaN).
+// In place on a contiguous [rows, n] block: y = relu(y), mask bits = (y > 0 or NaN)
+// (mask may be null: relu only).
 template <typename scalar_t>
 void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
   const int64_t nbytes = mask_bytes(n);
@@ -84,9 +85,11 @@ void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       scalar_t* yr = y + i * n;
-      uint8_t* mr = mask + i * nbytes;
-      for (int64_t b = 0; b < nbytes; ++b)
-        mr[b] = relu_mask8(yr + b * 8, std::min<int64_t>(8, n - b * 8));
+      uint8_t* mr = mask ? mask + i * nbytes : nullptr;
+      for (int64_t b = 0; b < nbytes; ++b) {
+        const uint8_t bits = relu_mask8(yr + b * 8, std::min<int64_t>(8, n - b * 8));
+        if (mr) mr[b] = bits;
+      }
     }
   });
 }
@@ -95,8 +98,12 @@ void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
 
 namespace cpu {
 
-std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Tensor& weight,
-                                               const std::optional<at::Tensor>& bias) {
+namespace {
+
+// y = relu(x @ W.T + b), and its packed ReLU mask when keep_mask (else undefined).
+std::tuple<at::Tensor, at::Tensor> linear_relu_impl(const at::Tensor& x, const at::Tensor& weight,
+                                                    const std::optional<at::Tensor>& bias,
+                                                    bool keep_mask) {
   check_linear_relu_args(kFwd, x, weight, bias, kCpuDtypes);
   TORCH_CHECK(x.device().is_cpu(), kFwd, ": expected CPU tensors, got x on ", x.device());
   // The GEMM calls below are implementation details, not graph nodes.
@@ -107,25 +114,38 @@ std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Te
   const at::Tensor x2 = x.reshape({rows, in_features});  // a view whenever strides allow
 
   at::Tensor y = at::empty({rows, out_features}, x.options());
-  at::Tensor mask = at::empty({rows, mask_bytes(out_features)}, x.options().dtype(at::kByte));
+  at::Tensor mask;
+  if (keep_mask) mask = at::empty({rows, mask_bytes(out_features)}, x.options().dtype(at::kByte));
 
   const int64_t block = rows_per_block(out_features, x.element_size());
   for (int64_t r0 = 0; r0 < rows; r0 += block) {
     const int64_t nr = std::min(block, rows - r0);
     at::Tensor yb = y.narrow(0, r0, nr);
     linear_out(yb, x2.narrow(0, r0, nr), weight, bias);  // yb = bias + x @ W.T
+    uint8_t* mb = keep_mask ? mask.data_ptr<uint8_t>() + r0 * mask.stride(0) : nullptr;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_cpu",
                                     [&] {
-                                      relu_mask_epilogue<scalar_t>(
-                                          yb.data_ptr<scalar_t>(),
-                                          mask.data_ptr<uint8_t>() + r0 * mask.stride(0), nr,
-                                          out_features);
+                                      relu_mask_epilogue<scalar_t>(yb.data_ptr<scalar_t>(), mb,
+                                                                   nr, out_features);
                                     });
   }
   auto out_sizes = x.sizes().vec();
   out_sizes.back() = out_features;
   return {y.view(out_sizes), mask};
 }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Tensor& weight,
+                                               const std::optional<at::Tensor>& bias) {
+  return linear_relu_impl(x, weight, bias, /*keep_mask=*/true);
+}
+
+at::Tensor linear_relu_output(const at::Tensor& x, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias) {
+  return std::get<0>(linear_relu_impl(x, weight, bias, /*keep_mask=*/false));
+}
+
 }  // namespace cpu
 
 namespace {

@@ -37,15 +37,6 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
   }
 }
 
-at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) {
-  const int64_t t = a.size(0), m = a.size(1), n = b.size(1);
-  if (!(is_float(a) && rows_contiguous(b) && use_fast_gemm(m, n, t))) return at::mm(a.t(), b);
-  at::Tensor c = at::empty({m, n}, b.options());
-  gemm_bcast_f32(a.data_ptr<float>(), a.stride(0), a.stride(1), b.data_ptr<float>(), b.stride(0),
-                 c.data_ptr<float>(), n, m, n, t);
-  return c;
-}
-
 at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b) {
   const int64_t m = a.size(0), t = a.size(1), n = b.size(1);
   if (!(is_float(a) && rows_contiguous(b) && use_fast_gemm(m, n, t))) return at::mm(a, b);
@@ -54,5 +45,8 @@ at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b) {
                  c.data_ptr<float>(), n, m, n, t);
   return c;
 }
+
+// a.t() is a view with swapped strides; the bcast kernel reads A through any strides.
+at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) { return mm_nn(a.t(), b); }
 
 }  // namespace twolayer_ext::cpu

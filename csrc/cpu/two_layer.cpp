@@ -29,7 +29,7 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const 
   TORCH_CHECK(x.device().is_cpu(), kFwd, ": expected CPU tensors, got x on ", x.device());
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t rows = leading_rows(x), hidden = w1.size(0), out_features = w2.size(0);
-  at::Tensor h = std::get<0>(linear_relu(x, w1, b1));  // its mask is not kept (see above)
+  at::Tensor h = linear_relu_output(x, w1, b1);  // no mask: backward reads hidden (above)
   const at::Tensor h2 = h.reshape({rows, hidden});
   at::Tensor out = at::empty({rows, out_features}, x.options());
   linear_out(out, h2, w2, b2);

@@ -23,6 +23,11 @@ at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b);
 std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Tensor& weight,
                                                const std::optional<at::Tensor>& bias);
 
+// linear_relu's output alone, without building the packed mask (for callers that
+// keep the output itself for backward, such as two_layer_forward).
+at::Tensor linear_relu_output(const at::Tensor& x, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias);
+
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
 linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
                      const at::Tensor& mask, std::array<bool, 3> output_mask);
