@@ -2,8 +2,9 @@
 //
 // Forward: one fused GEMM (bias + ReLU + packed mask in the epilogue).
 // Backward: grad_x and grad_weight are GEMMs that apply the mask while loading
-// grad_y tiles; grad_bias is a column reduction of the masked grad_y. Each is
-// launched only when its gradient is requested.
+// grad_y tiles; grad_bias is reduced by the grad_weight GEMM (a column
+// reduction of the masked grad_y on its own when grad_weight is not wanted).
+// Each is computed only when its gradient is requested.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -13,8 +14,8 @@
 
 #include "bias_grad.cuh"
 #include "cuda_ops.h"
+#include "fused_gemm.h"
 #include "launch_utils.cuh"
-#include "tiled_gemm.cuh"
 #include "twolayer_ext/checks.h"
 
 namespace twolayer_ext::cuda {
@@ -85,6 +86,7 @@ linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Te
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   std::optional<at::Tensor> grad_x, grad_w, grad_b;
+  if (output_mask[2]) grad_b = at::empty({out_features}, weight.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "linear_relu_backward_cuda", [&] {
     using T = typename DeviceType<scalar_t>::type;
@@ -125,15 +127,13 @@ linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Te
       p.M = out_features;
       p.N = in_features;
       p.K = rows;
+      p.bias_grad = grad_b ? grad_b->data_ptr() : nullptr;  // grad_b[o] = sum_m g'(m, o)
       launch_fused_gemm<T>(p, tf32, stream);
       grad_w = gw;
-    }
-    if (output_mask[2]) {
-      at::Tensor gb = at::empty({out_features}, weight.options());
+    } else if (grad_b) {
       launch_bias_grad<T>(static_cast<const T*>(g2.data_ptr()), g2.stride(0), g2.stride(1),
                           mask.data_ptr<uint8_t>(), mask_ld, rows, out_features,
-                          static_cast<T*>(gb.data_ptr()), stream);
-      grad_b = gb;
+                          static_cast<T*>(grad_b->data_ptr()), stream);
     }
   });
   return {grad_x, grad_w, grad_b};

@@ -1,16 +1,13 @@
-// A tiled GEMM with the Linear+ReLU prologue/epilogue fused in:
+// The general fused GEMM (see fused_gemm.h for what it computes): any strides,
+// any dtype. The packed ReLU mask is applied while A tiles are loaded (no
+// masked copy of grad_y); the epilogue is gemm_epilogue.cuh.
 //
-//   C[m, n] = sum_k A'(m, k) * B(n, k)            (C = A' @ B.T)
-//   A'(m, k) = A(m, k), or 0 where the packed ReLU mask bit is clear (backward:
-//              the mask is applied while grad_y tiles are loaded, no masked copy)
-//   forward epilogue: C = relu(C + bias[n]) and the packed mask bits are written
-//              from the tile while it sits in shared memory.
-//
-// A and B are read through arbitrary (int64) strides, so transposed or sliced
-// views need no .contiguous() copy. 16-bit types and TF32 use tensor cores
-// through WMMA (fp32 accumulation); float without TF32 and double use FMA.
-// 64x64x32 tiles, 256 threads; the K loop is not software-pipelined yet
-// (see docs/gpu-verification.md for how far that leaves us from cuBLAS).
+// A and B are read element by element through arbitrary (int64) strides, so
+// transposed or sliced views need no .contiguous() copy. 16-bit types and TF32
+// use tensor cores through WMMA (fp32 accumulation); float without TF32 and
+// double use FMA. 64x64x32 tiles, 256 threads, no software pipelining: this is
+// the fallback and the float32/float64 path; 16-bit operands whose layout
+// allows 16-byte loads take pipelined_gemm.cuh instead.
 #pragma once
 
 #include <c10/cuda/CUDAException.h>
@@ -23,28 +20,10 @@
 #include <type_traits>
 
 #include "dtypes.cuh"
+#include "fused_gemm.h"
+#include "gemm_epilogue.cuh"
 
-namespace twolayer_ext::cuda {
-
-struct GemmParams {
-  const void* a = nullptr;  // A(m, k) = a[m * a_sm + k * a_sk]
-  int64_t a_sm = 0, a_sk = 0;
-  const void* b = nullptr;  // B(n, k) = b[n * b_sn + k * b_sk]
-  int64_t b_sn = 0, b_sk = 0;
-  void* c = nullptr;  // C(m, n) = c[m * ldc + n]
-  int64_t ldc = 0;
-  int64_t M = 0, N = 0, K = 0;
-  // Prologue: keep A(m, k) iff mask bit (m, k) is set, or bit (k, m) if mask_a_t.
-  const uint8_t* mask_a = nullptr;
-  int64_t mask_a_ld = 0;
-  bool mask_a_t = false;
-  // Epilogue: + bias[n] (may be null); with relu, ReLU and (if mask_out is set)
-  // the packed mask bits.
-  const void* bias = nullptr;
-  bool relu = false;
-  uint8_t* mask_out = nullptr;
-  int64_t mask_out_ld = 0;
-};
+namespace twolayer_ext::cuda::tiled {
 
 constexpr int kBM = 64, kBN = 64, kBK = 32, kThreads = 256;
 static_assert(kBM == kBN, "load_tile serves both operands");
@@ -85,7 +64,7 @@ __device__ __forceinline__ void load_tile(T* __restrict__ s, int lds, const T* _
 }
 
 template <typename T, bool kWmma, bool kTf32>
-__global__ void __launch_bounds__(kThreads) fused_gemm_kernel(const GemmParams p) {
+__global__ void __launch_bounds__(kThreads) tiled_gemm_kernel(const GemmParams p) {
   using Cfg = TileCfg<T, kWmma>;
   using acc_t = typename Cfg::acc_t;
   constexpr int kLds = Cfg::kLds, kLdc = Cfg::kLdc;
@@ -165,48 +144,13 @@ __global__ void __launch_bounds__(kThreads) fused_gemm_kernel(const GemmParams p
   }
   __syncthreads();
 
-  T* C = static_cast<T*>(p.c);
-  const T* bias = static_cast<const T*>(p.bias);
-  if (p.relu) {
-    // ReLU epilogue: each thread owns 8 consecutive columns of one row, so it
-    // can write their mask bits as one byte.
-    for (int g = threadIdx.x; g < kBM * (kBN / 8); g += kThreads) {
-      const int r = g / (kBN / 8), cg = g % (kBN / 8);
-      const int64_t gm = m0 + r, gn0 = n0 + cg * 8;
-      if (gm >= p.M || gn0 >= p.N) continue;
-      uint8_t bits = 0;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const int64_t gn = gn0 + j;
-        if (gn < p.N) {
-          acc_t v = Cs[r * kLdc + cg * 8 + j];
-          if (bias != nullptr) v += Conv<T>::to(bias[gn]);
-          const T o = Conv<T>::from(v);
-          // Decide on the rounded value, as torch.relu sees it; !(o <= 0) keeps NaN.
-          const bool keep = !(Conv<T>::to(o) <= acc_t(0));
-          bits |= uint8_t(keep) << j;
-          C[gm * p.ldc + gn] = keep ? o : Conv<T>::zero();
-        }
-      }
-      if (p.mask_out != nullptr) p.mask_out[gm * p.mask_out_ld + (gn0 >> 3)] = bits;
-    }
-  } else {
-    for (int i = threadIdx.x; i < kBM * kBN; i += kThreads) {
-      const int r = i / kBN, c = i % kBN;
-      const int64_t gm = m0 + r, gn = n0 + c;
-      if (gm < p.M && gn < p.N) {
-        acc_t v = Cs[r * kLdc + c];
-        if (bias != nullptr) v += Conv<T>::to(bias[gn]);
-        C[gm * p.ldc + gn] = Conv<T>::from(v);
-      }
-    }
-  }
+  gemm_epilogue<T, kBM, kBN, kLdc>(Cs, p, m0, n0);
 }
 
 // Launches the right instantiation for T on `stream`; a no-op for empty outputs.
 // `tf32` selects tensor cores for float (torch.backends.cuda.matmul.allow_tf32).
 template <typename T>
-void launch_fused_gemm(const GemmParams& p, bool tf32, cudaStream_t stream) {
+void launch_tiled_gemm(const GemmParams& p, bool tf32, cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return;
   const int64_t m_tiles = (p.M + kBM - 1) / kBM, n_tiles = (p.N + kBN - 1) / kBN;
   TORCH_CHECK(m_tiles <= int64_t(INT32_MAX) && n_tiles <= 65535,
@@ -214,16 +158,16 @@ void launch_fused_gemm(const GemmParams& p, bool tf32, cudaStream_t stream) {
   const dim3 grid{unsigned(m_tiles), unsigned(n_tiles)};
   if constexpr (std::is_same_v<T, float>) {
     if (tf32) {
-      fused_gemm_kernel<float, true, true><<<grid, kThreads, 0, stream>>>(p);
+      tiled_gemm_kernel<float, true, true><<<grid, kThreads, 0, stream>>>(p);
     } else {
-      fused_gemm_kernel<float, false, false><<<grid, kThreads, 0, stream>>>(p);
+      tiled_gemm_kernel<float, false, false><<<grid, kThreads, 0, stream>>>(p);
     }
   } else if constexpr (std::is_same_v<T, double>) {
-    fused_gemm_kernel<double, false, false><<<grid, kThreads, 0, stream>>>(p);
+    tiled_gemm_kernel<double, false, false><<<grid, kThreads, 0, stream>>>(p);
   } else {
-    fused_gemm_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(p);
+    tiled_gemm_kernel<T, true, false><<<grid, kThreads, 0, stream>>>(p);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-}  // namespace twolayer_ext::cuda
+}  // namespace twolayer_ext::cuda::tiled

@@ -16,8 +16,8 @@
 
 #include "bias_grad.cuh"
 #include "cuda_ops.h"
+#include "fused_gemm.h"
 #include "launch_utils.cuh"
-#include "tiled_gemm.cuh"
 #include "twolayer_ext/checks.h"
 
 namespace twolayer_ext::cuda {
@@ -97,6 +97,7 @@ std::tuple<OptT, OptT, OptT, OptT, OptT> two_layer_backward(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "two_layer_bwd",
                                   [&] {
     using T = typename DeviceType<scalar_t>::type;
+    if (output_mask[4]) gb2 = at::empty({out_features}, w2.options());
     if (output_mask[3]) {  // grad_w2[o, j] = sum_m g(m, o) * h(m, j)
       at::Tensor gw = at::empty({out_features, hid}, w2.options());
       GemmParams p;
@@ -111,14 +112,13 @@ std::tuple<OptT, OptT, OptT, OptT, OptT> two_layer_backward(
       p.M = out_features;
       p.N = hid;
       p.K = rows;
+      p.bias_grad = gb2 ? gb2->data_ptr() : nullptr;  // grad_b2[o] = sum_m g(m, o)
       launch_fused_gemm<T>(p, tf32, stream);
       gw2 = gw;
-    }
-    if (output_mask[4]) {
-      at::Tensor gb = at::empty({out_features}, w2.options());
+    } else if (gb2) {
       launch_bias_grad<T>(static_cast<const T*>(g2.data_ptr()), g2.stride(0), g2.stride(1),
-                          nullptr, 0, rows, out_features, static_cast<T*>(gb.data_ptr()), stream);
-      gb2 = gb;
+                          nullptr, 0, rows, out_features, static_cast<T*>(gb2->data_ptr()),
+                          stream);
     }
     if (output_mask[0] || output_mask[1] || output_mask[2]) {
       grad_h = at::empty({rows, hid}, x.options());  // grad_h[m, j] = sum_o g(m, o) * w2(o, j)
