@@ -66,7 +66,10 @@ def test_twolayernet_on_atens_blas_is_bitwise_torch(cfg, monkeypatch):
 def test_sgd_schemes_reach_the_tutorials_magnitude(name, cfg):
     losses = train(name, "ext", cfg)
     assert 1e6 < losses[0] < 1e9  # about 3e7 in the tutorial
-    assert losses[-1] < 1e-2
+    # Relative, not absolute: the final loss depends on the seed (torch's own run of
+    # sequential_sgd ends at 0.022 for seed 3195, at most 0.0055 over 104 other seeds),
+    # while final/first stayed below 1e-9 on every seed tried.
+    assert losses[-1] < 1e-7 * losses[0]
 
 
 @pytest.mark.parametrize("name", ["module_params", "module_linear"])
