@@ -93,7 +93,9 @@ def main() -> None:
     ext_kwargs = {"include_dirs": include_dirs, "extra_link_args": ["-fopenmp"]}
     if os.environ.get("TWOLAYER_EXT_SANITIZE") == "1":
         if with_cuda:
-            raise RuntimeError("TWOLAYER_EXT_SANITIZE=1 needs a CPU-only build: TWOLAYER_EXT_CUDA=0")
+            raise RuntimeError(
+                "TWOLAYER_EXT_SANITIZE=1 needs a CPU-only build: TWOLAYER_EXT_CUDA=0"
+            )
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
         cxx_flags = [f for f in cxx_flags if f != "-O3"] + ["-O1", *san]
         ext_kwargs["extra_link_args"] += san
