@@ -1,8 +1,11 @@
-"""Input builders for the op tests."""
+"""Input builders and shared checks for the op tests."""
 
 from __future__ import annotations
 
 import torch
+from conftest import assert_close
+
+from twolayer_ext import reference
 
 
 def make_x(shape, dtype, device, layout: str = "contiguous") -> torch.Tensor:
@@ -29,3 +32,31 @@ def make_weight(out_f, in_f, dtype, device, transposed: bool = False) -> torch.T
     if transposed:
         return torch.randn(in_f, out_f, dtype=dtype, device=device).t()
     return torch.randn(out_f, in_f, dtype=dtype, device=device)
+
+
+def _double(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.double()
+
+
+def check_two_layer_ops(x, w1, b1, w2, b2, output_mask: list[bool], dtype) -> None:
+    """two_layer_forward / two_layer_backward against the float64 reference.
+
+    Layer 2 and the backward are checked on the op's own (rounded) hidden activation, so a
+    16-bit hidden does not count against layer 2's tolerance. grad_out is fresh random data.
+    """
+    out, hidden = torch.ops.twolayer_ext.two_layer_forward(x, w1, b1, w2, b2)
+    ref_hidden = reference.linear_relu(_double(x), _double(w1), _double(b1))
+    assert_close(hidden, ref_hidden, dtype, "hidden")
+    ref_out = torch.nn.functional.linear(hidden.double(), _double(w2), _double(b2))
+    assert_close(out, ref_out, dtype, "out")
+
+    grad_out = torch.randn_like(out)
+    got = torch.ops.twolayer_ext.two_layer_backward(grad_out, x, w1, w2, hidden, output_mask)
+    want = reference.two_layer_backward(
+        grad_out.double(), x.double(), w1.double(), w2.double(), hidden.double(), output_mask
+    )
+    for g, r, name in zip(got, want, ["x", "w1", "b1", "w2", "b2"]):
+        if r is None:
+            assert g is None, name
+        else:
+            assert_close(g, r, dtype, f"grad_{name}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import HAS_CUDA, assert_close
+from helpers import check_two_layer_ops
 
 import twolayer_ext
 from twolayer_ext import reference
@@ -161,18 +162,4 @@ def test_pipelined_two_layer_matches_reference(dtype, om):
     w2 = torch.randn(72, 136, device="cuda", dtype=dtype) / 136**0.5
     b1 = torch.randn(136, device="cuda", dtype=dtype)
     b2 = torch.randn(72, device="cuda", dtype=dtype)
-    out, hidden = torch.ops.twolayer_ext.two_layer_forward(x, w1, b1, w2, b2)
-    ref_hidden = reference.linear_relu(x.double(), w1.double(), b1.double())
-    assert_close(hidden, ref_hidden, dtype, "hidden")
-    ref_out = torch.nn.functional.linear(hidden.double(), w2.double(), b2.double())
-    assert_close(out, ref_out, dtype, "out")
-    g = torch.randn_like(out)
-    got = torch.ops.twolayer_ext.two_layer_backward(g, x, w1, w2, hidden, om)
-    want = reference.two_layer_backward(
-        g.double(), x.double(), w1.double(), w2.double(), hidden.double(), om
-    )
-    for a, r, name in zip(got, want, ["x", "w1", "b1", "w2", "b2"]):
-        if r is None:
-            assert a is None, name
-        else:
-            assert_close(a, r, dtype, f"grad_{name}")
+    check_two_layer_ops(x, w1, b1, w2, b2, om, dtype)
