@@ -6,11 +6,11 @@
 //
 // 128x128x32 block tiles, 8 warps of 64x32 on WMMA (fp32 accumulation), and a
 // 4-stage cp.async pipeline: the tiles for steps k+1..k+3 are in flight while
-// step k is multiplied; two blocks per SM (128 registers per thread). Measured
-// on an H100 against 128x128x64 with 3 stages and against 4 warps of 64x64:
-// both were slower (docs/gpu-verification.md). Each tile keeps its global layout in shared memory, so
-// a 16-byte global piece is a 16-byte shared piece and WMMA reads the tile as
-// row- or column-major accordingly. Out-of-range pieces are zero-filled by
+// step k is multiplied; two blocks per SM (128 registers per thread). On an
+// H100, 128x128x64 tiles with 3 stages and 4 warps of 64x64 were both slower
+// (docs/gpu-verification.md). Each tile keeps its global layout in shared
+// memory, so a 16-byte global piece is a 16-byte shared piece and WMMA reads
+// the tile as row- or column-major accordingly. Out-of-range pieces are zero-filled by
 // cp.async itself (src-size < 16), which also serves ragged K, M and N.
 //
 // Backward prologue: once a grad_y tile has landed, each thread clears the
