@@ -22,11 +22,22 @@ namespace twolayer_ext::autograd {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The typed dispatcher handle of a twolayer_ext op (looked up once per call site).
+// The typed dispatcher handle of a twolayer_ext op.
 template <typename Signature>
 c10::TypedOperatorHandle<Signature> op_handle(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
+
+// The forward op of an autograd kernel and its backward op. Each kernel keeps
+// one in a function-local static, so the schemas are looked up once.
+template <typename ForwardSig, typename BackwardSig>
+struct OpPair {
+  c10::TypedOperatorHandle<ForwardSig> forward;
+  c10::TypedOperatorHandle<BackwardSig> backward;
+  OpPair(const char* forward_name, const char* backward_name)
+      : forward(op_handle<ForwardSig>(forward_name)),
+        backward(op_handle<BackwardSig>(backward_name)) {}
+};
 
 inline bool requires_grad(const at::Tensor& t) { return t.defined() && t.requires_grad(); }
 inline bool requires_grad(const std::optional<at::Tensor>& t) {

@@ -18,14 +18,10 @@ using BackwardSig = std::tuple<OptT, OptT, OptT>(const at::Tensor&, const at::Te
                                                  const at::Tensor&, const at::Tensor&,
                                                  std::array<bool, 3>);
 
-const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
-  static const auto op = op_handle<ForwardSig>("twolayer_ext::linear_relu");
-  return op;
-}
-
-const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
-  static const auto op = op_handle<BackwardSig>("twolayer_ext::linear_relu_backward");
-  return op;
+const OpPair<ForwardSig, BackwardSig>& ops() {
+  static const OpPair<ForwardSig, BackwardSig> pair("twolayer_ext::linear_relu",
+                                                    "twolayer_ext::linear_relu_backward");
+  return pair;
 }
 
 // Arguments: x, weight, bias (optional).
@@ -36,7 +32,7 @@ class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> 
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                                const OptT& bias) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [y, mask] = forward_op().call(x, weight, bias);
+    auto [y, mask] = ops().forward.call(x, weight, bias);
     const auto e = edges(present(bias));
     save_needed(ctx, {e.needs(ctx, 1), e.needs(ctx, 0), true}, {x, weight, mask});
     ctx->saved_data["has_bias"] = present(bias);
@@ -50,7 +46,7 @@ class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> 
     if (!grad_y.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
     const auto e = edges(ctx->saved_data["has_bias"].toBool());
     const variable_list s = saved_or_standins(ctx);  // x, weight, mask
-    auto [gx, gw, gb] = call_backward_op(backward_op(), grad_y, s[0], s[1], s[2],
+    auto [gx, gw, gb] = call_backward_op(ops().backward, grad_y, s[0], s[1], s[2],
                                          std::array<bool, 3>{e.needs(ctx, 0), e.needs(ctx, 1),
                                                              e.needs(ctx, 2)});
     return {or_undefined(gx), or_undefined(gw), or_undefined(gb)};
@@ -62,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_autograd(const at::Tensor& x,
                                                         const OptT& bias) {
   if (!should_record(x, weight, bias)) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op().call(x, weight, bias);
+    return ops().forward.call(x, weight, bias);
   }
   variable_list out = LinearReLUFunction::apply(x, weight, bias);
   return {out[0], out[1]};

@@ -10,35 +10,31 @@ namespace {
 using UnarySig = at::Tensor(const at::Tensor&);
 using BackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&);
 
-const c10::TypedOperatorHandle<UnarySig>& forward_op() {
-  static const auto op = op_handle<UnarySig>("twolayer_ext::relu");
-  return op;
-}
-
-const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
-  static const auto op = op_handle<BackwardSig>("twolayer_ext::relu_backward");
-  return op;
+const OpPair<UnarySig, BackwardSig>& ops() {
+  static const OpPair<UnarySig, BackwardSig> pair("twolayer_ext::relu",
+                                                  "twolayer_ext::relu_backward");
+  return pair;
 }
 
 class ReLUFunction : public torch::autograd::Function<ReLUFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    at::Tensor y = forward_op().call(x);
+    at::Tensor y = ops().forward.call(x);
     ctx->save_for_backward({y});
     return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const at::Tensor y = ctx->get_saved_variables()[0];
-    return {call_backward_op(backward_op(), grads[0], y)};
+    return {call_backward_op(ops().backward, grads[0], y)};
   }
 };
 
 at::Tensor relu_autograd(const at::Tensor& x) {
   if (!should_record(x)) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op().call(x);
+    return ops().forward.call(x);
   }
   return ReLUFunction::apply(x);
 }

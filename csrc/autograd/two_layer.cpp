@@ -19,14 +19,10 @@ using BackwardSig = std::tuple<OptT, OptT, OptT, OptT, OptT>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
     const at::Tensor&, std::array<bool, 5>);
 
-const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
-  static const auto op = op_handle<ForwardSig>("twolayer_ext::two_layer_forward");
-  return op;
-}
-
-const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
-  static const auto op = op_handle<BackwardSig>("twolayer_ext::two_layer_backward");
-  return op;
+const OpPair<ForwardSig, BackwardSig>& ops() {
+  static const OpPair<ForwardSig, BackwardSig> pair("twolayer_ext::two_layer_forward",
+                                                    "twolayer_ext::two_layer_backward");
+  return pair;
 }
 
 // Arguments: x, w1, b1 (optional), w2, b2 (optional).
@@ -39,7 +35,7 @@ class TwoLayerFunction : public torch::autograd::Function<TwoLayerFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1,
                                const OptT& b1, const at::Tensor& w2, const OptT& b2) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [out, hidden] = forward_op().call(x, w1, b1, w2, b2);
+    auto [out, hidden] = ops().forward.call(x, w1, b1, w2, b2);
     const auto e = edges(present(b1), present(b2));
     const bool need_x = e.needs(ctx, 0), need_w1 = e.needs(ctx, 1), need_b1 = e.needs(ctx, 2);
     save_needed(ctx, {need_w1, need_x, need_x || need_w1 || need_b1, true}, {x, w1, w2, hidden});
@@ -58,7 +54,7 @@ class TwoLayerFunction : public torch::autograd::Function<TwoLayerFunction> {
     std::array<bool, 5> need{};
     for (size_t i = 0; i < 5; ++i) need[i] = e.needs(ctx, i);
     auto [gx, gw1, gb1, gw2, gb2] =
-        call_backward_op(backward_op(), grad_out, s[0], s[1], s[2], s[3], need);
+        call_backward_op(ops().backward, grad_out, s[0], s[1], s[2], s[3], need);
     return {or_undefined(gx), or_undefined(gw1), or_undefined(gb1), or_undefined(gw2),
             or_undefined(gb2)};
   }
@@ -71,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward_autograd(const at::Tensor& 
                                                               const OptT& b2) {
   if (!should_record(x, w1, b1, w2, b2)) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op().call(x, w1, b1, w2, b2);
+    return ops().forward.call(x, w1, b1, w2, b2);
   }
   variable_list out = TwoLayerFunction::apply(x, w1, b1, w2, b2);
   return {out[0], out[1]};
