@@ -83,7 +83,10 @@ def main() -> None:
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     sources = sorted(
-        glob.glob("csrc/*.cpp") + glob.glob("csrc/autograd/*.cpp") + glob.glob("csrc/cpu/*.cpp")
+        glob.glob("csrc/*.cpp")
+        + glob.glob("csrc/autograd/*.cpp")
+        + glob.glob("csrc/composite/*.cpp")
+        + glob.glob("csrc/cpu/*.cpp")
     )
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     # -fopenmp: at::parallel_for is an inline OpenMP region; without it the

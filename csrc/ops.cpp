@@ -35,6 +35,12 @@ TORCH_LIBRARY(twolayer_ext, m) {
   m.def(
       "two_layer_backward(Tensor grad_out, Tensor x, Tensor w1, Tensor w2, Tensor hidden, "
       "bool[5] output_mask) -> (Tensor?, Tensor?, Tensor?, Tensor?, Tensor?)");
+  // One SGD training step of the network above, in place: out = two_layer_forward(x, ...),
+  // loss = mse_loss(out, y, reduction), then every parameter p -= lr * d loss / d p.
+  // Returns the loss (computed before the update). Not differentiable; no .grad is written.
+  m.def(
+      "two_layer_sgd_step(Tensor x, Tensor y, Tensor(a!) w1, Tensor(b!)? b1, Tensor(c!) w2, "
+      "Tensor(d!)? b2, float lr, str reduction=\"sum\") -> Tensor");
   // y = relu(x): the tutorial's MyReLU as a C++ op.
   m.def("relu(Tensor x) -> Tensor");
   // grad_x = grad_y where y > 0 (or y is NaN), else 0: torch's threshold_backward.

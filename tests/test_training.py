@@ -61,6 +61,7 @@ def test_twolayernet_on_atens_blas_is_bitwise_torch(cfg, monkeypatch):
         "mseloss",
         "sequential",
         "sequential_sgd",
+        "fused_step",
     ],
 )
 def test_sgd_schemes_reach_the_tutorials_magnitude(name, cfg):
@@ -155,11 +156,16 @@ def test_bench_harness_smoke(tmp_path, capsys):
     report = json.loads(out.read_text())
     cases = [r["case"] for r in report["results"]]
     assert any(c.startswith("LinearReLU fwd+bwd") for c in cases)
-    assert cases[-1].startswith("seed training step")
-    assert cases[-2].startswith("same step, 1-unit net")
+    rows = {r["key"]: r for r in report["results"]}
+    assert set(rows) == {"layer", "tiny_step", "tiny_step_fused", "seed_step", "seed_step_fused"}
+    assert rows["seed_step"]["case"].startswith("seed training step")
+    assert rows["tiny_step"]["case"].startswith("same step, 1-unit net")
+    assert "sgd_step" in rows["seed_step_fused"]["case"]
     for r in report["results"]:
         assert r["timings_ms"]["ext"] > 0 and r["timings_ms"]["torch"] > 0
-    seed = report["results"][-1]
+        assert r["ratios"]["ext"] > 0
+    seed = rows["seed_step"]
     assert seed["saved_bytes"]["ext"] <= seed["saved_bytes"]["torch"]
     printed = capsys.readouterr().out
     assert "FLOP floor" in printed and "without arithmetic" in printed
+    assert "fused step vs the numpy scheme" in printed

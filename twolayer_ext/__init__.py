@@ -3,7 +3,8 @@
 Importing the package loads the compiled operators into ``torch.ops.twolayer_ext``
 and registers their fake kernels and autograd formulas. The public API:
 
-* functions: :func:`linear_relu`, :func:`relu`
+* functions: :func:`linear_relu`, :func:`relu`, :func:`two_layer_mlp`, and
+  :func:`two_layer_sgd_step` (a whole training step in one op call)
 * autograd Functions: :class:`LinearReLUFunction`, :class:`ReLUFunction`
 * modules: :class:`LinearReLU`, :class:`ReLU`
 * the tutorial's network: :class:`TwoLayerNet` and its state-dict converters
@@ -18,7 +19,7 @@ load_extension()
 
 from . import ops
 from .autograd import LinearReLUFunction, ReLUFunction, TwoLayerMLPFunction
-from .functional import linear_relu, relu, two_layer_mlp
+from .functional import linear_relu, relu, two_layer_mlp, two_layer_sgd_step
 from .fusion import fuse_modules, load_unfused_state_dict
 from .info import build_info
 from .models import (
@@ -44,5 +45,6 @@ __all__ = [
     "relu",
     "sequential_state_dict_to_twolayer",
     "two_layer_mlp",
+    "two_layer_sgd_step",
     "twolayer_state_dict_to_sequential",
 ]

@@ -7,6 +7,7 @@ per call within a round. Ratios are torch-eager time / extension time (> 1: fast
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -29,6 +30,7 @@ LAYER_SIZES = [SEED_SIZE, (512, 1024, 1024), (2048, 2048, 2048)]
 class Result:
     case: str
     timings_ms: dict[str, float]
+    key: str = ""  # "layer", or the step rows': "tiny_step[_fused]", "seed_step[_fused]"
     ratios: dict[str, float] = field(default_factory=dict)
     saved_bytes: dict[str, int] = field(default_factory=dict)
 
@@ -97,7 +99,11 @@ def bench_layer(n: int, d_in: int, d_out: int, rounds: int, use_compile: bool) -
         fns = {"ext": lambda: layer(x), "torch": torch_fwd}
         if torch_compiled is not None:
             fns["torch.compile"] = lambda: torch_compiled(x)
-        out.append(Result(f"LinearReLU fwd {n}x{d_in}->{d_out}", time_interleaved(fns, rounds)))
+        out.append(
+            Result(
+                f"LinearReLU fwd {n}x{d_in}->{d_out}", time_interleaved(fns, rounds), key="layer"
+            )
+        )
 
     fns = {
         "ext": lambda: torch.autograd.grad(layer(x), (layer.weight, layer.bias), g),
@@ -105,7 +111,9 @@ def bench_layer(n: int, d_in: int, d_out: int, rounds: int, use_compile: bool) -
     }
     if torch_compiled is not None:
         fns["torch.compile"] = lambda: torch.autograd.grad(torch_compiled(x), params, g)
-    res = Result(f"LinearReLU fwd+bwd {n}x{d_in}->{d_out}", time_interleaved(fns, rounds))
+    res = Result(
+        f"LinearReLU fwd+bwd {n}x{d_in}->{d_out}", time_interleaved(fns, rounds), key="layer"
+    )
     res.saved_bytes = {"ext": saved_bytes(lambda: layer(x)), "torch": saved_bytes(torch_fwd)}
     out.append(res)
     return out
@@ -119,12 +127,18 @@ TINY_NET = (1, 1, 1, 1)
 
 def bench_seed_step(
     rounds: int, use_compile: bool, lr: float = 1e-6, sizes: tuple[int, ...] = SEED_NET
-) -> Result:
-    """One training step of the seed's network: forward, sum-MSE loss, backward, SGD update."""
+) -> list[Result]:
+    """One training step of the seed's network: forward, sum-MSE loss, backward, SGD update.
+
+    Two rows from one interleaved run: the extension as a drop-in (TwoLayerNet in the
+    step torch users write, with torch.optim.SGD), and the same step fused into one op
+    call (TwoLayerNet.sgd_step). Both are compared with the seed's nn.Sequential + SGD.
+    """
     N, D_in, H, D_out = sizes
     torch.manual_seed(0)
     x, y = torch.randn(N, D_in), torch.randn(N, D_out)
     net = TwoLayerNet(D_in, H, D_out)
+    net_fused = copy.deepcopy(net)
     seq = nn.Sequential(nn.Linear(D_in, H), nn.ReLU(), nn.Linear(H, D_out))
     seq.load_state_dict(twolayer_state_dict_to_sequential(net.state_dict()))
     opt_ext = torch.optim.SGD(net.parameters(), lr=lr)
@@ -151,13 +165,16 @@ def bench_seed_step(
 
     fns = {
         "ext": lambda: step(net, opt_ext),
+        "ext fused": lambda: net_fused.sgd_step(x, y, lr),
         "torch": lambda: step(seq, opt_torch),
     }
     seq_c = _compiled(seq, use_compile)
     if seq_c is not None:
         opt_c = torch.optim.SGD(seq.parameters(), lr=lr)
         fns["torch.compile"] = lambda: step(seq_c, opt_c)
-    label = "seed training step" if sizes == SEED_NET else "same step, 1-unit net"
+    seed = sizes == SEED_NET
+    label = "seed training step" if seed else "same step, 1-unit net"
+    key = "seed_step" if seed else "tiny_step"
     timings = time_interleaved(fns, rounds)
     # numpy is timed on its own, after the torch variants: its BLAS (OpenBLAS) has a
     # thread pool of its own, and interleaving it with torch's OpenMP pool on the
@@ -165,9 +182,14 @@ def bench_seed_step(
     # step took 1-10 ms when numpy rounds ran in between).
     timings.update(time_interleaved({"numpy": numpy_step}, rounds))
     time.sleep(0.2)  # let OpenBLAS's threads stop spinning before anything else is timed
-    res = Result(f"{label} ({N}x{D_in}->{H}->{D_out}, SGD)", timings)
+    fused_ms = timings.pop("ext fused")
+    shape = f"({N}x{D_in}->{H}->{D_out}, SGD)"
+    res = Result(f"{label} {shape}", timings, key=key)
     res.saved_bytes = {"ext": saved_bytes(lambda: net(x)), "torch": saved_bytes(lambda: seq(x))}
-    return res
+    fused = Result(
+        "  fused: TwoLayerNet.sgd_step", {**timings, "ext": fused_ms}, key=key + "_fused"
+    )
+    return [res, fused]
 
 
 def gemm_peak_gflops(size: int = 1024) -> float:
@@ -183,8 +205,8 @@ def run(sizes=None, rounds: int = 15, use_compile: bool = True) -> dict:
     results: list[Result] = []
     for n, d_in, d_out in sizes:
         results += bench_layer(n, d_in, d_out, rounds, use_compile)
-    results.append(bench_seed_step(rounds, use_compile, sizes=TINY_NET))
-    results.append(bench_seed_step(rounds, use_compile))
+    results += bench_seed_step(rounds, use_compile, sizes=TINY_NET)
+    results += bench_seed_step(rounds, use_compile)
     for r in results:
         base = r.timings_ms.get("torch")
         r.ratios = {k: base / v for k, v in r.timings_ms.items() if k != "torch" and base}
@@ -222,14 +244,19 @@ def format_table(report: dict) -> str:
         sb = r["saved_bytes"]
         row += f"{sb['ext'] / 1024:>12.0f} / {sb['torch'] / 1024:<8.0f}" if sb else ""
         lines.append(row)
-    seed = report["results"][-1]["timings_ms"]
-    tiny = report["results"][-2]["timings_ms"]
+    rows = {r["key"]: r["timings_ms"] for r in report["results"]}
+    seed, tiny = rows["seed_step"], rows["tiny_step"]
+    fused, tiny_fused = rows["seed_step_fused"]["ext"], rows["tiny_step_fused"]["ext"]
     floor = report["seed_step_floor_ms"]
     lines.append(
         f"seed step FLOP floor {floor:.3f} ms "
         f"({report['seed_step_flop'] / 1e6:.1f} MFLOP at the 1024^3 GEMM rate); ext reaches "
-        f"{100 * floor / seed['ext']:.0f}% of it, torch eager "
-        f"{100 * floor / seed['torch']:.0f}%"
+        f"{100 * floor / seed['ext']:.0f}% of it, ext fused {100 * floor / fused:.0f}%, "
+        f"torch eager {100 * floor / seed['torch']:.0f}%"
+    )
+    lines.append(
+        f"fused step vs the numpy scheme: {seed['numpy'] / fused:.2f}x; "
+        f"fused step without arithmetic (1-unit net): {tiny_fused:.3f} ms"
     )
     lines.append(
         f"seed step without arithmetic (1-unit net): ext {tiny['ext']:.3f} ms, torch "

@@ -48,3 +48,40 @@ def two_layer_mlp(
     Weights in nn.Linear's layout: w1 ``[hidden, in]``, w2 ``[out, hidden]``.
     """
     return torch.ops.twolayer_ext.two_layer_forward.default(x, w1, b1, w2, b2)[0]
+
+
+def two_layer_sgd_step(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+    lr: float,
+    reduction: str = "sum",
+) -> torch.Tensor:
+    """One SGD training step of the two-layer network, fused into a single op call.
+
+    Computes ``out = two_layer_mlp(x, w1, b1, w2, b2)`` and
+    ``loss = F.mse_loss(out, y, reduction=reduction)``, then updates every given
+    parameter in place, ``p -= lr * d loss / d p``. This is the step
+    ``loss.backward(); torch.optim.SGD(params, lr).step()`` takes (no momentum, no weight
+    decay), with the same products and roundings, but with no autograd graph and no
+    ``.grad`` written.
+
+    Args:
+        x: input ``[..., in_features]``.
+        y: target, the network's output shape ``[..., out_features]``.
+        w1, b1, w2, b2: parameters in nn.Linear's layout (biases optional); updated in place.
+        lr: learning rate.
+        reduction: ``"sum"`` (the tutorial's loss) or ``"mean"``.
+
+    Returns:
+        The loss before the update (a 0-d tensor that does not require grad).
+    """
+    # Under no_grad, as torch.optim steps run: nothing here is recorded, and
+    # torch.compile traces the step as an inference graph.
+    with torch.no_grad():
+        return torch.ops.twolayer_ext.two_layer_sgd_step.default(
+            x, y, w1, b1, w2, b2, lr, reduction
+        )

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .functional import two_layer_mlp
+from .functional import two_layer_mlp, two_layer_sgd_step
 from .nn import LinearReLU
 
 # TwoLayerNet key -> key in the seed's nn.Sequential(Linear, ReLU, Linear).
@@ -44,6 +44,32 @@ class TwoLayerNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Both layers in one op each way (two_layer_forward / two_layer_backward).
         return two_layer_mlp(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+
+    def sgd_step(
+        self, x: torch.Tensor, y: torch.Tensor, lr: float, reduction: str = "sum"
+    ) -> torch.Tensor:
+        """One whole training step in one op call; returns the loss before the update.
+
+        The same update as::
+
+            loss = F.mse_loss(self(x), y, reduction=reduction)
+            loss.backward()
+            torch.optim.SGD(self.parameters(), lr=lr).step()
+
+        (bitwise, for float32 and float64 on the CPU), but without an autograd graph:
+        ``.grad`` is neither read nor written. Every parameter is updated, so all of them
+        must require grad (a frozen layer would be updated here but not by SGD).
+        See :func:`twolayer_ext.functional.two_layer_sgd_step`.
+        """
+        frozen = [name for name, p in self.named_parameters() if not p.requires_grad]
+        if frozen:
+            raise ValueError(
+                f"TwoLayerNet.sgd_step updates every parameter, but {frozen} do not require "
+                "grad (frozen); use loss.backward() and an optimizer instead"
+            )
+        return two_layer_sgd_step(
+            x, y, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, lr, reduction
+        )
 
     @classmethod
     def from_sequential(cls, seq: nn.Sequential) -> TwoLayerNet:

@@ -28,6 +28,7 @@ linear_relu = torch.ops.twolayer_ext.linear_relu.default
 linear_relu_backward = torch.ops.twolayer_ext.linear_relu_backward.default
 two_layer_forward = torch.ops.twolayer_ext.two_layer_forward.default
 two_layer_backward = torch.ops.twolayer_ext.two_layer_backward.default
+two_layer_sgd_step = torch.ops.twolayer_ext.two_layer_sgd_step.default
 relu = torch.ops.twolayer_ext.relu.default
 relu_backward = torch.ops.twolayer_ext.relu_backward.default
 
@@ -134,6 +135,35 @@ def _two_layer_backward_fake(
         else None
         for i, (wanted, shape) in enumerate(zip(output_mask, shapes))
     )
+
+
+@torch.library.register_fake("twolayer_ext::two_layer_sgd_step")
+def _two_layer_sgd_step_fake(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+    lr: float,
+    reduction: str = "sum",
+) -> torch.Tensor:
+    out, _ = _two_layer_forward_fake(x, w1, b1, w2, b2)
+    torch._check(
+        y.shape == out.shape,
+        lambda: (
+            f"twolayer_ext::two_layer_sgd_step: y must have the network's output shape "
+            f"{list(out.shape)}, but got {list(y.shape)}"
+        ),
+    )
+    torch._check(
+        reduction in ("sum", "mean"),
+        lambda: (
+            f"twolayer_ext::two_layer_sgd_step: reduction must be 'sum' or 'mean', "
+            f"but got {reduction!r}"
+        ),
+    )
+    return x.new_empty(())  # the loss; the parameters are updated in place
 
 
 @torch.library.register_fake("twolayer_ext::relu")

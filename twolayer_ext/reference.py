@@ -98,6 +98,35 @@ def two_layer_backward(
     return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
 
 
+def two_layer_sgd_step(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+    lr: float,
+    reduction: str = "sum",
+) -> torch.Tensor:
+    """Reference for ``torch.ops.twolayer_ext.two_layer_sgd_step``: the tutorial's step.
+
+    ``nn.Sequential(Linear, ReLU, Linear)`` semantics in plain torch: forward, ``mse_loss``,
+    autograd for the gradients of every given parameter, then ``p -= lr * grad`` in place.
+    Returns the loss computed before the update.
+    """
+    params = [p for p in (w1, b1, w2, b2) if p is not None]
+    with torch.enable_grad():
+        leaves = [p.detach().requires_grad_() for p in params]
+        lw1, lb1, lw2, lb2 = (leaves.pop(0) if p is not None else None for p in (w1, b1, w2, b2))
+        out = F.linear(linear_relu(x, lw1, lb1), lw2, lb2)
+        loss = F.mse_loss(out, y, reduction=reduction)
+        grads = torch.autograd.grad(loss, [p for p in (lw1, lb1, lw2, lb2) if p is not None])
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.add_(g, alpha=-lr)
+    return loss.detach()
+
+
 def relu(x: torch.Tensor) -> torch.Tensor:
     """Reference for ``torch.ops.twolayer_ext.relu``."""
     return torch.relu(x)

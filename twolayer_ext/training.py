@@ -68,6 +68,15 @@ SCHEMES: dict[str, Scheme] = {
             1e-4,
         ),
         Scheme("module_linear", "nn.Module of nn.Linear, Adam, sum MSE", "mse_sum", "adam", 1e-4),
+        # Not one of the tutorial's schemes: its nn.Sequential + MSELoss(sum) + SGD step,
+        # which the extension runs as one op call (TwoLayerNet.sgd_step).
+        Scheme(
+            "fused_step",
+            "nn.Sequential + sum MSE + SGD; ext: the whole step in one op (sgd_step)",
+            "mse_sum",
+            "sgd",
+            1e-6,
+        ),
     ]
 }
 
@@ -115,8 +124,8 @@ def _updater(params: list[torch.Tensor], optim: str, lr: float) -> Callable[[], 
 def _init_weights(scheme: str, cfg: TrainConfig) -> dict[str, torch.Tensor] | nn.Module:
     """Initial weights as the tutorial makes them, from cfg.seed only (float64, CPU)."""
     with _seeded(cfg.seed + 1):
-        if scheme in ("sequential", "sequential_sgd", "module_linear"):
-            bias = scheme == "sequential"
+        if scheme in ("sequential", "sequential_sgd", "module_linear", "fused_step"):
+            bias = scheme in ("sequential", "fused_step")
             seq = nn.Sequential(
                 nn.Linear(cfg.D_in, cfg.H, bias=bias),
                 nn.ReLU(),
@@ -213,6 +222,14 @@ def run_scheme(name: str, impl: str, cfg: TrainConfig) -> Iterator[float]:
     x, y = x64.to(**to), y64.to(**to)
     if name == "tensors":
         yield from _tensors_run(x, y, init["w1"].to(**to), init["w2"].to(**to), lr, cfg.steps, impl)
+        return
+
+    if name == "fused_step" and impl == "ext":
+        if optim != "sgd":
+            raise ValueError(f"scheme fused_step runs plain SGD only, not optim={optim!r}")
+        net = TwoLayerNet.from_sequential(init.to(**to))
+        for _ in range(cfg.steps):
+            yield net.sgd_step(x, y, lr).item()
         return
 
     if isinstance(init, nn.Module):

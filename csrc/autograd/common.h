@@ -8,7 +8,6 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -17,16 +16,12 @@
 #include <string>
 #include <vector>
 
+#include "twolayer_ext/op_handle.h"
+
 namespace twolayer_ext::autograd {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// The typed dispatcher handle of a twolayer_ext op.
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> op_handle(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
 
 // The forward op of an autograd kernel and its backward op. Each kernel keeps
 // one in a function-local static, so the schemas are looked up once.

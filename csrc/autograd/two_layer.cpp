@@ -12,15 +12,8 @@ namespace twolayer_ext::autograd {
 namespace {
 
 using OptT = std::optional<at::Tensor>;
-using ForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                      const OptT&, const at::Tensor&,
-                                                      const OptT&);
-using BackwardSig = std::tuple<OptT, OptT, OptT, OptT, OptT>(
-    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-    const at::Tensor&, std::array<bool, 5>);
-
-const OpPair<ForwardSig, BackwardSig>& ops() {
-  static const OpPair<ForwardSig, BackwardSig> pair("twolayer_ext::two_layer_forward",
+const OpPair<TwoLayerForwardSig, TwoLayerBackwardSig>& ops() {
+  static const OpPair<TwoLayerForwardSig, TwoLayerBackwardSig> pair("twolayer_ext::two_layer_forward",
                                                     "twolayer_ext::two_layer_backward");
   return pair;
 }

@@ -1,0 +1,175 @@
+"""two_layer_sgd_step: a whole training step (forward, MSE loss, backward, SGD) in one op.
+
+It must leave the parameters exactly where the usual step leaves them, on the same
+fresh random data: TwoLayerNet + loss.backward() + torch.optim.SGD (the same
+kernels; bitwise for float32/float64 on the CPU), and the pure-torch reference
+(nn.Sequential semantics, within the dtype's tolerance).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import DEVICE_DTYPES, DEVICES, assert_close
+from torch import nn
+
+import twolayer_ext
+from twolayer_ext import reference
+
+STEP = torch.ops.twolayer_ext.two_layer_sgd_step.default
+
+
+def _net(d_in, hidden, d_out, bias, dtype, device):
+    return twolayer_ext.TwoLayerNet(d_in, hidden, d_out, bias=bias).to(device, dtype)
+
+
+def _autograd_step(net, x, y, lr, reduction):
+    """The step as users write it, on the extension's autograd ops."""
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    loss = F.mse_loss(net(x), y, reduction=reduction)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("lead", [(64,), (3, 5), (1,)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_matches_autograd_step(device, dtype, lead, bias, reduction):
+    net = _net(37, 19, 6, bias, dtype, device)
+    twin = copy.deepcopy(net)
+    x = torch.randn(*lead, 37, device=device, dtype=dtype)
+    y = torch.randn(*lead, 6, device=device, dtype=dtype)
+    lr = 0.05
+    for _ in range(3):  # later steps start from weights the step itself produced
+        loss = net.sgd_step(x, y, lr, reduction)
+        want = _autograd_step(twin, x, y, lr, reduction)
+        exact = device == "cpu" and dtype in (torch.float32, torch.float64)
+        for (name, a), (_, b) in zip(net.named_parameters(), twin.named_parameters()):
+            if exact:  # the same kernels and roundings as the autograd path
+                assert torch.equal(a, b), name
+            else:
+                assert_close(a, b, dtype, name)
+        assert_close(loss, want, dtype, "loss")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_reference_float64(device, bias, reduction):
+    """Against pure torch (nn.Sequential's graph and autograd), with an update as large as w."""
+    net = _net(23, 11, 4, bias, torch.float64, device)
+    ours = [net.fc1.weight, net.fc1.bias, net.fc2.weight, net.fc2.bias]
+    w1, b1, w2, b2 = params = [None if p is None else p.detach().clone() for p in ours]
+    x = torch.randn(9, 23, dtype=torch.float64, device=device)
+    y = torch.randn(9, 4, dtype=torch.float64, device=device)
+    lr = 1.0  # the gradient is not lost in the rounding of w - lr * grad
+    loss = net.sgd_step(x, y, lr, reduction)
+    want = reference.two_layer_sgd_step(x, y, w1, b1, w2, b2, lr, reduction)
+    torch.testing.assert_close(loss, want, rtol=1e-12, atol=0)
+    for name, a, b in zip(["w1", "b1", "w2", "b2"], ours, params):
+        if b is None:
+            assert a is None, name
+        else:
+            torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_trains_like_the_seeds_sequential_sgd():
+    """The tutorial's loop, 30 steps: fused steps vs nn.Sequential + MSELoss(sum) + optim.SGD."""
+    seq = nn.Sequential(nn.Linear(100, 30), nn.ReLU(), nn.Linear(30, 10)).double()
+    net = twolayer_ext.TwoLayerNet.from_sequential(seq)
+    x, y = torch.randn(64, 100, dtype=torch.float64), torch.randn(64, 10, dtype=torch.float64)
+    opt = torch.optim.SGD(seq.parameters(), lr=1e-3)
+    losses = []
+    for step in range(30):
+        loss_t = nn.MSELoss(reduction="sum")(seq(x), y)
+        opt.zero_grad()
+        loss_t.backward()
+        opt.step()
+        loss_e = net.sgd_step(x, y, 1e-3)
+        torch.testing.assert_close(loss_e, loss_t.detach(), rtol=1e-10, atol=0, msg=str(step))
+        losses.append(loss_e.item())
+    assert losses[-1] < 0.5 * losses[0]  # it trained
+    state = twolayer_ext.twolayer_state_dict_to_sequential(net.state_dict())
+    for k, v in seq.state_dict().items():
+        torch.testing.assert_close(state[k], v, rtol=1e-10, atol=1e-12, msg=k)
+
+
+def test_autograd_contract():
+    """Updates leaves in place in any grad mode, bumps versions, writes no .grad, no graph."""
+    net = _net(8, 5, 3, True, torch.float32, "cpu")
+    x, y = torch.randn(4, 8), torch.randn(4, 3)
+    before = {n: (p.detach().clone(), p._version) for n, p in net.named_parameters()}
+    net.fc2.bias.grad = marker = torch.randn(3)
+    loss = net.sgd_step(x, y, 0.1)  # grad mode on, parameters require grad
+    assert not loss.requires_grad and loss.grad_fn is None and loss.dim() == 0
+    for n, p in net.named_parameters():
+        old, version = before[n]
+        assert p._version > version, n
+        assert not torch.equal(p.detach(), old), n
+        assert p.grad is (marker if n == "fc2.bias" else None), n  # .grad not written
+
+    # A graph that saved the old weights must refuse to backprop through the new ones.
+    out = net(x)
+    net.sgd_step(x, y, 0.1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_errors():
+    net = _net(8, 5, 3, True, torch.float32, "cpu")
+    x, y = torch.randn(4, 8), torch.randn(4, 3)
+    w1, b1, w2, b2 = net.fc1.weight, net.fc1.bias, net.fc2.weight, net.fc2.bias
+    versions = [p._version for p in net.parameters()]
+    with pytest.raises(
+        ValueError, match=r"y must have the network's output shape \[4, 3\], but got \[4, 2\]"
+    ):
+        net.sgd_step(x, y[:, :2], 0.1)
+    with pytest.raises(ValueError, match="reduction must be 'sum' or 'mean', but got 'max'"):
+        net.sgd_step(x, y, 0.1, "max")
+    with pytest.raises(RuntimeError, match="expected y to have the same dtype as x"):
+        net.sgd_step(x, y.double(), 0.1)
+    with pytest.raises(ValueError, match="in_features mismatch"):
+        net.sgd_step(x[:, :7], y, 0.1)
+    with pytest.raises(RuntimeError, match="w1 is updated in place, so it must be a leaf"):
+        STEP(x, y, w1 * 1, b1, w2, b2, 0.1)
+    net.fc1.weight.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"\['fc1.weight'\] do not require grad"):
+        net.sgd_step(x, y, 0.1)
+    # Nothing was updated by the calls that failed.
+    assert [p._version for p in net.parameters()] == versions
+
+
+def test_fake_and_compile():
+    """Shape inference without data, and a compiled training loop without graph breaks."""
+    torch.library.opcheck(
+        STEP,
+        (
+            torch.randn(6, 8),
+            torch.randn(6, 3),
+            torch.randn(5, 8),
+            torch.randn(5),
+            torch.randn(3, 5),
+            None,
+            0.1,
+            "mean",
+        ),
+    )
+    net = _net(8, 5, 3, True, torch.float32, "cpu")
+    twin = copy.deepcopy(net)
+    x, y = torch.randn(4, 8), torch.randn(4, 3)
+
+    def loop(x, y):
+        return [net.sgd_step(x, y, 0.05) for _ in range(2)]
+
+    torch._dynamo.reset()
+    losses = torch.compile(loop, fullgraph=True)(x, y)
+    want = [twin.sgd_step(x, y, 0.05) for _ in range(2)]
+    torch.testing.assert_close(losses, want)
+    for a, b in zip(net.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b)
