@@ -37,7 +37,7 @@ def _autograd_step(net, x, y, lr, reduction):
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
-@pytest.mark.parametrize("lead", [(64,), (3, 5), (1,)])
+@pytest.mark.parametrize("lead", [(64,), (3, 5), (1,), (), (0,)])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_matches_autograd_step(device, dtype, lead, bias, reduction):
@@ -136,6 +136,8 @@ def test_errors():
         net.sgd_step(x, y.double(), 0.1)
     with pytest.raises(ValueError, match="in_features mismatch"):
         net.sgd_step(x[:, :7], y, 0.1)
+    with pytest.raises(RuntimeError, match="two_layer_sgd_step: x has unsupported dtype Long"):
+        STEP(x.long(), y.long(), w1.long(), None, w2.long(), None, 0.1)
     with pytest.raises(RuntimeError, match="w1 is updated in place, so it must be a leaf"):
         STEP(x, y, w1 * 1, b1, w2, b2, 0.1)
     net.fc1.weight.requires_grad_(False)

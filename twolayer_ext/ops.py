@@ -150,6 +150,13 @@ def _two_layer_sgd_step_fake(
 ) -> torch.Tensor:
     out, _ = _two_layer_forward_fake(x, w1, b1, w2, b2)
     torch._check(
+        y.dtype == x.dtype,
+        lambda: (
+            f"twolayer_ext::two_layer_sgd_step: expected y to have the same dtype as x "
+            f"({x.dtype}), but got {y.dtype}"
+        ),
+    )
+    torch._check(
         y.shape == out.shape,
         lambda: (
             f"twolayer_ext::two_layer_sgd_step: y must have the network's output shape "

@@ -39,8 +39,7 @@ int64_t reduction_enum(std::string_view reduction) {
 at::Tensor two_layer_sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w1,
                               const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2, double lr,
                               c10::string_view reduction) {
-  // Dtypes are the forward op's to check (they differ per device).
-  check_two_layer_args(kOp, x, w1, b1, w2, b2, {x.scalar_type()});
+  check_two_layer_args(kOp, x, w1, b1, w2, b2, x.is_cuda() ? kCudaDtypes : kCpuDtypes);
   check_same(kOp, "y", y, "x", x);
   auto out_shape = x.sizes().vec();
   out_shape.back() = w2.size(0);
