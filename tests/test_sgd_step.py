@@ -2,7 +2,7 @@
 
 It must leave the parameters exactly where the usual step leaves them, on the same
 fresh random data: TwoLayerNet + loss.backward() + torch.optim.SGD (the same
-kernels; bitwise for float32/float64 on the CPU), and the pure-torch reference
+kernels; bitwise on the CPU, every dtype), and the pure-torch reference
 (nn.Sequential semantics, within the dtype's tolerance).
 """
 
@@ -45,13 +45,14 @@ def test_matches_autograd_step(device, dtype, lead, bias, reduction):
     twin = copy.deepcopy(net)
     x = torch.randn(*lead, 37, device=device, dtype=dtype)
     y = torch.randn(*lead, 6, device=device, dtype=dtype)
-    lr = 0.05
+    # Sum-reduced gradients grow with the batch: scale lr so float16 stays finite.
+    lr = 0.05 if reduction == "mean" else 0.05 / max(1, y.numel())
     for _ in range(3):  # later steps start from weights the step itself produced
         loss = net.sgd_step(x, y, lr, reduction)
         want = _autograd_step(twin, x, y, lr, reduction)
-        exact = device == "cpu" and dtype in (torch.float32, torch.float64)
         for (name, a), (_, b) in zip(net.named_parameters(), twin.named_parameters()):
-            if exact:  # the same kernels and roundings as the autograd path
+            assert a.isfinite().all(), name
+            if device == "cpu":  # the same kernels and roundings as the autograd path
                 assert torch.equal(a, b), name
             else:
                 assert_close(a, b, dtype, name)

@@ -56,20 +56,19 @@ class TwoLayerNet(nn.Module):
             loss.backward()
             torch.optim.SGD(self.parameters(), lr=lr).step()
 
-        (bitwise, for float32 and float64 on the CPU), but without an autograd graph:
+        (bitwise on the CPU, every dtype), but without an autograd graph:
         ``.grad`` is neither read nor written. Every parameter is updated, so all of them
         must require grad (a frozen layer would be updated here but not by SGD).
         See :func:`twolayer_ext.functional.two_layer_sgd_step`.
         """
-        frozen = [name for name, p in self.named_parameters() if not p.requires_grad]
-        if frozen:
+        params = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        if not all(p.requires_grad for p in params if p is not None):  # per-step cost: ~1 us
+            frozen = [name for name, p in self.named_parameters() if not p.requires_grad]
             raise ValueError(
                 f"TwoLayerNet.sgd_step updates every parameter, but {frozen} do not require "
                 "grad (frozen); use loss.backward() and an optimizer instead"
             )
-        return two_layer_sgd_step(
-            x, y, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, lr, reduction
-        )
+        return two_layer_sgd_step(x, y, *params, lr, reduction)
 
     @classmethod
     def from_sequential(cls, seq: nn.Sequential) -> TwoLayerNet:

@@ -9,12 +9,14 @@
 // It is composed of the two-layer ops and ATen, for every device at once
 // (CompositeExplicitAutograd): the products are exactly the ones
 // two_layer_forward/two_layer_backward run under autograd, and the loss
-// gradient and update are computed as torch's mse_loss_backward and SGD do, so
+// gradient and update are torch's own mse_loss_backward and SGD arithmetic, so
 // the new weights are bitwise those of TwoLayerNet + loss.backward() +
 // torch.optim.SGD (tests/test_sgd_step.py).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/mse_loss.h>
+#include <ATen/ops/mse_loss_backward.h>
+#include <ATen/ops/ones.h>
 #include <torch/library.h>
 
 #include <string_view>
@@ -55,10 +57,9 @@ at::Tensor two_layer_sgd_step(const at::Tensor& x, const at::Tensor& y, const at
   // and bumps the updated tensors' versions once the step is done).
   auto [out, hidden] = forward.call(x, w1, b1, w2, b2);
   at::Tensor loss = at::mse_loss(out, y, red);
-  // d loss / d out = norm * (out - y) with norm = 2 (sum) or 2 / numel (mean): the
-  // order in which torch's mse_loss_backward rounds it. `out` is ours to overwrite.
-  const double norm = red == 2 ? 2.0 : 2.0 / static_cast<double>(out.numel());
-  at::Tensor grad_out = out.sub_(y).mul_(norm);
+  // d loss / d out exactly as loss.backward() computes it: mse_loss_backward
+  // seeded with d loss / d loss = 1.
+  const at::Tensor grad_out = at::mse_loss_backward(at::ones({}, loss.options()), out, y, red);
   auto [gx, gw1, gb1, gw2, gb2] =
       backward.call(grad_out, x, w1, w2, hidden, {false, true, has_b1, true, has_b2});
   std::vector<at::Tensor> params{w1, w2}, grads{*gw1, *gw2};
