@@ -99,3 +99,66 @@ def test_relu_matches_reference(device, dtype, shape, kind, data):
     g = _layout(data.draw, tuple(shape), dtype, device, "contiguous")
     gx = torch.ops.twolayer_ext.relu_backward(g, y)
     assert_close(gx, reference.relu_backward(g.double(), y.double()), dtype, "grad_x")
+
+
+@st.composite
+def step_case(draw):
+    """Sizes, layouts and a seed for one training step; build() makes fresh equal copies."""
+    device = draw(st.sampled_from(DEVICES))
+    dtype = draw(st.sampled_from(DTYPES))
+    lead = tuple(draw(st.lists(st.integers(0, 40), min_size=0, max_size=2)))
+    d_in, hidden, d_out = (draw(st.integers(1, n)) for n in (200, 120, 30))
+    kinds = st.sampled_from(["contiguous", "sliced", "transposed"])
+    x_kind, w1_kind, w2_kind = draw(kinds), draw(kinds), draw(kinds)
+    bias = draw(st.booleans())
+    reduction = draw(st.sampled_from(["sum", "mean"]))
+    seed = draw(st.integers(0, 2**31 - 1))
+
+    def build():
+        # Re-seeded per call: the same values and the same strides every time.
+        seeds = iter(range(seed, seed + 8))
+        again = lambda _strategy: next(seeds)  # _layout draws its seed through this
+        x = _layout(again, (*lead, d_in), dtype, device, x_kind)
+        y = _layout(again, (*lead, d_out), dtype, device, "contiguous")
+        w1 = _layout(again, (hidden, d_in), dtype, device, w1_kind) / d_in**0.5
+        w2 = _layout(again, (d_out, hidden), dtype, device, w2_kind) / hidden**0.5
+        b1 = _layout(again, (hidden,), dtype, device, "contiguous") if bias else None
+        b2 = _layout(again, (d_out,), dtype, device, "contiguous") if bias else None
+        return x, y, w1, b1, w2, b2
+
+    build.__name__ = build.__qualname__ = (  # what hypothesis prints for a failing case
+        f"build(device={device}, dtype={dtype}, lead={lead}, sizes={(d_in, hidden, d_out)}, "
+        f"layouts={(x_kind, w1_kind, w2_kind)}, bias={bias}, seed={seed})"
+    )
+    return build, reduction
+
+
+@SETTINGS
+@given(step_case())
+def test_sgd_step_matches_the_autograd_step(case):
+    """two_layer_sgd_step == forward, mse_loss, loss.backward(), p -= lr * p.grad."""
+    build, reduction = case
+    x, y, *params = build()
+    lr = 0.01 / max(1, y.numel()) if reduction == "sum" else 0.01
+    loss = torch.ops.twolayer_ext.two_layer_sgd_step(x, y, *params, lr, reduction)
+
+    x, y, *twin = build()
+    leaves = [None if p is None else p.requires_grad_() for p in twin]
+    out = torch.ops.twolayer_ext.two_layer_forward(x, *leaves)[0]
+    want = torch.nn.functional.mse_loss(out, y, reduction=reduction)
+    want.backward()
+    with torch.no_grad():
+        for p in leaves:
+            if p is not None:
+                p.add_(p.grad, alpha=-lr)
+    exact = x.device.type == "cpu"  # the same kernels; CUDA: within the dtype's tolerance
+    for name, a, b in zip(["w1", "b1", "w2", "b2"], params, leaves):
+        if a is None:
+            continue
+        if exact:
+            torch.testing.assert_close(a, b.detach(), rtol=0, atol=0, equal_nan=True, msg=name)
+        else:
+            assert_close(a, b, a.dtype, name)
+    torch.testing.assert_close(
+        loss, want.detach(), rtol=0 if exact else 1e-2, atol=0, equal_nan=True
+    )

@@ -17,6 +17,7 @@
 #include <ATen/ops/mse_loss.h>
 #include <ATen/ops/mse_loss_backward.h>
 #include <ATen/ops/ones.h>
+#include <torch/csrc/autograd/utils/grad_layout_contract.h>
 #include <torch/library.h>
 
 #include <string_view>
@@ -65,6 +66,15 @@ at::Tensor two_layer_sgd_step(const at::Tensor& x, const at::Tensor& y, const at
   std::vector<at::Tensor> params{w1, w2}, grads{*gw1, *gw2};
   if (has_b1) params.push_back(*b1), grads.push_back(*gb1);
   if (has_b2) params.push_back(*b2), grads.push_back(*gb2);
+  // Each gradient in the layout AccumulateGrad would give p.grad (a transposed
+  // weight gets a transposed grad), so that the update below takes the same
+  // ATen kernel path as SGD's: for 16-bit dtypes, add_ rounds differently on
+  // its vectorised (same strides) and strided paths.
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!torch::autograd::utils::obeys_layout_contract(grads[i], params[i])) {
+      grads[i] = torch::autograd::utils::clone_obey_contract(grads[i], params[i]);
+    }
+  }
   at::_foreach_add_(params, grads, -lr);  // torch.optim.SGD: p.add_(grad, alpha=-lr)
   return loss;
 }
