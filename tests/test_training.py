@@ -131,6 +131,17 @@ def test_cli_train_prints_the_tutorials_format(capsys):
     assert all(float(s[1]) > 0 for s in step_lines)
 
 
+def test_cli_fused_step_is_sgd_only(capsys):
+    """--optim adam: an explicit fused_step is refused; under --scheme all it is skipped."""
+    args = ["train", "--steps", "2", "--device", "cpu", "--optim", "adam"]
+    assert cli_main([*args, "--scheme", "fused_step"]) == 2
+    assert "fused_step runs SGD only, not --optim adam" in capsys.readouterr().err
+    assert cli_main([*args, "--scheme", "all", "--compare"]) == 0
+    out = capsys.readouterr().out
+    assert "fused_step skipped" in out and "## module_linear" in out
+    assert "## fused_step" not in out
+
+
 def test_cli_info(capsys):
     assert cli_main(["info"]) == 0
     assert '"torch_built_against"' in capsys.readouterr().out

@@ -44,6 +44,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=device,
     )
     names = list(SCHEMES) if args.scheme == "all" else [args.scheme]
+    if cfg.optim not in (None, "sgd") and "fused_step" in names:
+        # The fused step is SGD itself; another optimizer has no fused counterpart.
+        if args.scheme == "fused_step":
+            print(
+                f"error: scheme fused_step runs SGD only, not --optim {cfg.optim}", file=sys.stderr
+            )
+            return 2
+        names.remove("fused_step")
+        print(f"# fused_step skipped: it runs SGD only, not --optim {cfg.optim}")
     impls = list(IMPLS) if args.compare else [args.impl]
     shown = _report_steps(cfg.steps, args.every)
     curves: dict[tuple[str, str], list[float]] = {}

@@ -13,8 +13,8 @@ namespace {
 
 using OptT = std::optional<at::Tensor>;
 const OpPair<TwoLayerForwardSig, TwoLayerBackwardSig>& ops() {
-  static const OpPair<TwoLayerForwardSig, TwoLayerBackwardSig> pair("twolayer_ext::two_layer_forward",
-                                                    "twolayer_ext::two_layer_backward");
+  static const OpPair<TwoLayerForwardSig, TwoLayerBackwardSig> pair(
+      "twolayer_ext::two_layer_forward", "twolayer_ext::two_layer_backward");
   return pair;
 }
 
@@ -54,8 +54,7 @@ class TwoLayerFunction : public torch::autograd::Function<TwoLayerFunction> {
 };
 
 std::tuple<at::Tensor, at::Tensor> two_layer_forward_autograd(const at::Tensor& x,
-                                                              const at::Tensor& w1,
-                                                              const OptT& b1,
+                                                              const at::Tensor& w1, const OptT& b1,
                                                               const at::Tensor& w2,
                                                               const OptT& b2) {
   if (!should_record(x, w1, b1, w2, b2)) {

@@ -40,15 +40,15 @@ int64_t reduction_enum(std::string_view reduction) {
 }
 
 at::Tensor two_layer_sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w1,
-                              const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2, double lr,
-                              c10::string_view reduction) {
+                              const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2,
+                              double lr, c10::string_view reduction) {
   check_two_layer_args(kOp, x, w1, b1, w2, b2, x.is_cuda() ? kCudaDtypes : kCpuDtypes);
   check_same(kOp, "y", y, "x", x);
   auto out_shape = x.sizes().vec();
   out_shape.back() = w2.size(0);
   TORCH_CHECK_VALUE(y.sizes() == at::IntArrayRef(out_shape), kOp,
-                    ": y must have the network's output shape ", shape_str(out_shape),
-                    ", but got ", shape_str(y.sizes()));
+                    ": y must have the network's output shape ", shape_str(out_shape), ", but got ",
+                    shape_str(y.sizes()));
   const int64_t red = reduction_enum(reduction);
   const bool has_b1 = b1.has_value() && b1->defined(), has_b2 = b2.has_value() && b2->defined();
 

@@ -15,9 +15,11 @@ namespace twolayer_ext {
 using OptTensor = std::optional<at::Tensor>;
 
 // C++ signatures of the schemas in csrc/ops.cpp that other C++ code calls.
-using TwoLayerForwardSig = std::tuple<at::Tensor, at::Tensor>(
-    const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1, const at::Tensor& w2,
-    const OptTensor& b2);
+using TwoLayerForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& x,
+                                                              const at::Tensor& w1,
+                                                              const OptTensor& b1,
+                                                              const at::Tensor& w2,
+                                                              const OptTensor& b2);
 using TwoLayerBackwardSig = std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor>(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
     const at::Tensor& hidden, std::array<bool, 5> output_mask);
