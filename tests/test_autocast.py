@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import HAS_CUDA, assert_close
 from torch import nn
 
@@ -49,3 +52,30 @@ def test_relu_keeps_input_dtype_under_autocast():
     x = torch.randn(5, 6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert twolayer_ext.relu(x).dtype == torch.float32 == torch.relu(x).dtype
+
+
+@pytest.mark.parametrize("device,dtype", CASES)
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_sgd_step_under_autocast_is_the_autocast_autograd_step(device, dtype, reduction, bias):
+    """Mixed precision: float32 parameters updated in float32 from the autocast-dtype
+    network, as TwoLayerNet + loss.backward() + SGD under autocast (bitwise on the CPU)."""
+    net = twolayer_ext.TwoLayerNet(37, 19, 6, bias=bias).to(device)
+    with torch.no_grad():  # a transposed weight too (the seed's W2.t() style)
+        net.fc2.weight = nn.Parameter(net.fc2.weight.t().contiguous().t())
+    twin = copy.deepcopy(net)
+    x, y = torch.randn(64, 37, device=device), torch.randn(64, 6, device=device)
+    lr = 1e-3
+    with torch.autocast(device, dtype=dtype):
+        loss = net.sgd_step(x, y, lr, reduction)
+        want = F.mse_loss(twin(x), y, reduction=reduction)
+    want.backward()
+    torch.optim.SGD(twin.parameters(), lr=lr).step()
+    assert loss.dtype == want.dtype == torch.float32
+    for (name, a), (_, b) in zip(net.named_parameters(), twin.named_parameters()):
+        assert a.dtype == torch.float32 and a.stride() == b.stride(), name
+        if device == "cpu":
+            assert torch.equal(a, b), name
+        else:
+            assert_close(a, b, dtype, name)
+    assert_close(loss, want, dtype, "loss")

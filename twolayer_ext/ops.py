@@ -232,3 +232,54 @@ for _name, _op in [("linear_relu", linear_relu), ("two_layer_forward", two_layer
         _autocast_lib.impl(
             _name, _autocast_kernel(_op, _device, getattr(torch._C.DispatchKey, _key)), _key
         )
+
+
+def _sgd_step_autocast_kernel(device_type: str, key: torch._C.DispatchKey):
+    """two_layer_sgd_step under autocast: the mixed-precision step, as autograd would run it.
+
+    The parameters stay in their own dtype and are updated there; the network runs on
+    autocast-dtype copies of them (as two_layer_forward does under autocast), the loss in
+    float32 (autocast's policy for mse_loss), and each gradient is cast back to its
+    parameter's dtype before the SGD update: the casts' own backward, then AccumulateGrad.
+    """
+    reductions = {"sum": 2, "mean": 1}
+
+    def kernel(x, y, w1, b1, w2, b2, lr: float, reduction: str = "sum") -> torch.Tensor:
+        torch._check(
+            reduction in reductions,
+            lambda: (
+                f"twolayer_ext::two_layer_sgd_step: reduction must be 'sum' or 'mean', "
+                f"but got {reduction!r}"
+            ),
+        )
+        dtype = torch.get_autocast_dtype(device_type)
+        params = [w1, b1, w2, b2]
+        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)), torch.no_grad():
+            low = [None if p is None else p.to(dtype) for p in params]
+            x_low = x.to(dtype) if x.is_floating_point() else x
+            out, hidden = two_layer_forward(x_low, *low)
+            loss = torch.ops.aten.mse_loss(out.float(), y.float(), reductions[reduction])
+            one = torch.ones((), dtype=loss.dtype, device=loss.device)
+            grad_out = torch.ops.aten.mse_loss_backward(
+                one, out.float(), y.float(), reductions[reduction]
+            ).to(dtype)
+            mask = [False, True, b1 is not None, True, b2 is not None]
+            grads = two_layer_backward(grad_out, x_low, low[0], low[2], hidden, mask)
+            updated = [(p, g) for p, g in zip(params, grads[1:]) if p is not None]
+            for p, g in updated:
+                # p.grad as autograd would leave it: in p's dtype (the cast's backward) and
+                # p's layout (AccumulateGrad), so that add_ takes SGD's code path.
+                if g.dtype != p.dtype or g.stride() != p.stride():
+                    g = torch.empty_like(p).copy_(g)
+                p.add_(g, alpha=-lr)
+        return loss
+
+    return kernel
+
+
+for _device, _key in [("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")]:
+    _autocast_lib.impl(
+        "two_layer_sgd_step",
+        _sgd_step_autocast_kernel(_device, getattr(torch._C.DispatchKey, _key)),
+        _key,
+    )
