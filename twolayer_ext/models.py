@@ -58,7 +58,10 @@ class TwoLayerNet(nn.Module):
 
         (bitwise on the CPU, every dtype), but without an autograd graph:
         ``.grad`` is neither read nor written. Every parameter is updated, so all of them
-        must require grad (a frozen layer would be updated here but not by SGD).
+        must require grad (a frozen layer would be updated here but not by SGD). Nothing
+        can run between backward and the update (gradient clipping) and no backward hook
+        fires (DDP's gradient all-reduce): under DDP or FSDP use ``loss.backward()`` and an
+        optimizer.
         See :func:`twolayer_ext.functional.two_layer_sgd_step`.
         """
         params = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
