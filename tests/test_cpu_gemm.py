@@ -1,9 +1,11 @@
-"""The CPU float32 GEMM paths: the AVX-512 kernels (csrc/cpu/gemm_f32.cpp) and ATen's BLAS.
+"""The CPU float32 GEMM paths: the AVX-512 and AVX2 kernels (csrc/cpu/gemm_f32*.cpp) and
+ATen's BLAS.
 
-TWOLAYER_EXT_CPU_GEMM=aten forces ATen's BLAS; the variable is read on every call, so
-both paths run in one process. On a CPU without AVX-512 both runs take the ATen path.
-Shapes straddle the kernels' tile edges (4x6 output tiles forward, 6x64 backward, k in
-steps of 16), strides cover the layouts the kernels accept and those they hand to ATen.
+TWOLAYER_EXT_CPU_GEMM=aten forces ATen's BLAS, =avx2 the AVX2 kernels even where AVX-512
+exists; the variable is read on every call, so every path runs in one process. A path the
+CPU lacks falls back to the next (AVX-512 -> AVX2 -> ATen). Shapes straddle the kernels'
+tile edges (AVX-512: 4x6 output tiles forward, 6x64 backward, k in steps of 16; AVX2: 3x4,
+6x16, steps of 8), strides cover the layouts the kernels accept and those they hand to ATen.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from helpers import make_weight, make_x
 
 from twolayer_ext import reference
 
-PATHS = ["kernels", "aten"]
+PATHS = ["kernels", "avx2", "aten"]
 
 # (rows, in_features, out_features)
 SHAPES = [
@@ -26,6 +28,7 @@ SHAPES = [
     (5, 15, 7),
     (67, 65, 13),
     (130, 33, 129),
+    (7, 24, 17),  # AVX2: k a multiple of 8, a 17-wide output (two vectors and one lane)
     (7, 0, 3),  # no inputs: y = bias
     (0, 9, 4),  # empty batch: zero grad_weight
 ]
@@ -33,8 +36,8 @@ SHAPES = [
 
 @pytest.fixture(params=PATHS)
 def gemm_path(request, monkeypatch):
-    if request.param == "aten":
-        monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", "aten")
+    if request.param in ("aten", "avx2"):
+        monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", request.param)
     else:
         monkeypatch.delenv("TWOLAYER_EXT_CPU_GEMM", raising=False)
     return request.param
@@ -60,8 +63,13 @@ def test_linear_relu_float32_both_gemm_paths(gemm_path, shape, layout, w_t):
 
 
 @pytest.mark.parametrize("shape", [(64, 1000, 100), (67, 65, 13)], ids=str)
-def test_kernels_do_not_depend_on_thread_count(shape):
+@pytest.mark.parametrize("isa", ["best", "avx2"])
+def test_kernels_do_not_depend_on_thread_count(monkeypatch, isa, shape):
     """Each output is summed by one thread in a fixed order: bitwise equal for 1 and 2 threads."""
+    if isa == "avx2":
+        monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", "avx2")
+    else:
+        monkeypatch.delenv("TWOLAYER_EXT_CPU_GEMM", raising=False)
     rows, d_in, d_out = shape
     x, w, b = torch.randn(rows, d_in), torch.randn(d_out, d_in), torch.randn(d_out)
     g = torch.randn(rows, d_out)
@@ -80,16 +88,32 @@ def test_kernels_do_not_depend_on_thread_count(shape):
 
 
 def test_seed_network_matches_between_paths(monkeypatch):
-    """The whole seed network (two_layer ops) agrees between the kernels and ATen's BLAS."""
+    """The whole seed network (two_layer ops) agrees between the kernel paths and ATen's BLAS."""
     x, w1, b1 = torch.randn(64, 1000), torch.randn(100, 1000) / 30, torch.randn(100)
     w2, b2 = torch.randn(10, 100) / 10, torch.randn(10)
     g = torch.randn(64, 10)
     results = []
     for path in PATHS:
-        if path == "aten":
-            monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", "aten")
+        if path == "kernels":
+            monkeypatch.delenv("TWOLAYER_EXT_CPU_GEMM", raising=False)
+        else:
+            monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", path)
         out, hidden = torch.ops.twolayer_ext.two_layer_forward(x, w1, b1, w2, b2)
         grads = torch.ops.twolayer_ext.two_layer_backward(g, x, w1, w2, hidden, [True] * 5)
         results.append((out, hidden, *grads))
-    for a, b in zip(*results):
-        assert_close(a, b.double(), torch.float32)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert_close(a, b.double(), torch.float32)
+
+
+def test_gemm_paths_benchmark_runs():
+    """benchmarks/cpu_gemm_paths.py on one round, so it cannot rot (no timing is asserted)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "cpu_gemm_paths.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "grad_weight + grad_bias" in out and "sgd_step" in out

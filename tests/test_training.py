@@ -15,7 +15,7 @@ from twolayer_ext.training import SCHEMES, TrainConfig, train
 # ext vs torch, same weights and data, 500 float32 steps: at every step
 #   |ext - torch| <= REL_TOL * |torch| + abs_tol * loss[0].
 # The schemes on torch ops plus the extension's ReLU agree bitwise. TwoLayerNet's
-# products (AVX-512 kernels, csrc/cpu/gemm_f32.cpp) and its bias gradients sum in
+# products (AVX-512/AVX2 kernels, csrc/cpu/gemm_f32*) and its bias gradients sum in
 # another order than MKL and torch's sum(0): last-bit differences, which training
 # amplifies once the loss is many orders below its start. With SGD they stay small
 # (the update is lr * grad). Adam divides each gradient by its running RMS, so

@@ -1,8 +1,8 @@
 // float32 GEMM kernels for the shapes of the tutorial's layers, where they beat
-// the BLAS that ATen calls (measurements: docs/BENCHMARKS.md). AVX-512,
-// chosen at run time; everything else (other dtypes, other CPUs, large
+// the BLAS that ATen calls (measurements: docs/BENCHMARKS.md). AVX-512 or AVX2,
+// chosen at run time; everything else (other dtypes, CPUs without AVX2, large
 // shapes, odd strides) goes through ATen as before. Defined in
-// csrc/cpu/gemm_f32.cpp.
+// csrc/cpu/gemm_f32.cpp (dispatch) and gemm_f32_tiles.h (the kernels).
 #pragma once
 
 #include <cstdint>
@@ -10,10 +10,11 @@
 namespace twolayer_ext::cpu {
 
 // Whether the kernels below should run a product with m x n outputs and
-// reduction length k: the CPU has AVX-512F, the environment does not set
-// TWOLAYER_EXT_CPU_GEMM=aten, and the shape is one they were measured to win
-// on (reduction ≤ 1024, at most 2^29 multiply-adds; MKL's packed, cache-blocked
-// GEMM is faster beyond that).
+// reduction length k: the CPU has AVX-512F or AVX2+FMA, the environment does
+// not set TWOLAYER_EXT_CPU_GEMM=aten, and the shape is one they were measured
+// to win on (reduction ≤ 1024, at most 2^29 multiply-adds; MKL's packed,
+// cache-blocked GEMM is faster beyond that). TWOLAYER_EXT_CPU_GEMM=avx2 runs
+// the AVX2 kernels on an AVX-512 CPU (tests, benchmarks/cpu_gemm_paths.py).
 bool use_fast_gemm(int64_t m, int64_t n, int64_t k);
 
 // Y[i, j] = bias[j] + sum_k X[i*ldx + k] * W[j*ldw + k] for i < M, j < N
@@ -26,7 +27,7 @@ void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const
 // B is read row by row with unit stride; A is read one scalar at a time, so any
 // strides work: A = grad^T (sat = out, saa = 1) gives grad_weight = grad^T @ x,
 // A = grad (sat = 1, saa = out) gives grad_x = grad @ W.
-void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
-                    float* C, int64_t ldc, int64_t M, int64_t N, int64_t T);
+void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb, float* C,
+                    int64_t ldc, int64_t M, int64_t N, int64_t T);
 
 }  // namespace twolayer_ext::cpu

@@ -1,0 +1,158 @@
+// The float32 GEMM micro-kernels of cpu_gemm.h, written once over a SIMD
+// traits type V and compiled once per instruction set: gemm_f32_avx512.cpp and
+// gemm_f32_avx2.cpp include this header inside their own `#pragma GCC target`
+// region and namespace, with V wrapping that ISA's intrinsics. V provides
+//   Vec, kWidth (floats per vector), zero(), load(p) / load(p, n) (first n lanes,
+//   the rest 0, nothing read beyond), set1(s), fmadd(a, b, c) = a * b + c,
+//   store(p, v) / store(p, v, n), reduce_add(v);
+// and the tile shapes kNtRows x kNtCols (nt) and kBcRows x kBcVecs (bcast),
+// sized so the accumulators fit the ISA's vector registers.
+//
+// Two register-blocked micro-kernels, no packing (at the tutorial's sizes,
+// copying 256-400 KB of operands would cost as much as the arithmetic):
+//   * nt:    kNtRows x kNtCols tile of dot products along k (x rows by W rows,
+//            both k-contiguous), one accumulator vector per output, reduced once
+//            at the end;
+//   * bcast: kBcRows x (kBcVecs * kWidth) tile, one broadcast scalar of A times
+//            kBcVecs vectors of a B row per step, accumulators stored directly.
+// Each output element is computed in a fixed order, so results do not depend on
+// the thread count (tests/test_cpu_gemm.py).
+//
+// Defines the ISA namespace's entry points of gemm_f32_isa.h (nt_range,
+// bcast_range, kShape). No include guard and no #includes: included once per
+// ISA, into that ISA's namespace, after <algorithm>, <cstdint> and the traits V.
+
+template <int MR, int NR>
+__attribute__((noinline)) void nt_tile(const float* X, int64_t ldx, const float* W, int64_t ldw,
+                                       const float* bias, float* Y, int64_t ldy, int64_t K) {
+  typename V::Vec acc[MR][NR];
+#pragma GCC unroll 8
+  for (int a = 0; a < MR; ++a)
+#pragma GCC unroll 8
+    for (int b = 0; b < NR; ++b) acc[a][b] = V::zero();
+  int64_t k = 0;
+  for (; k + V::kWidth <= K; k += V::kWidth) {
+    typename V::Vec w[NR];
+#pragma GCC unroll 8
+    for (int b = 0; b < NR; ++b) w[b] = V::load(W + b * ldw + k);
+#pragma GCC unroll 8
+    for (int a = 0; a < MR; ++a) {
+      const typename V::Vec x = V::load(X + a * ldx + k);
+#pragma GCC unroll 8
+      for (int b = 0; b < NR; ++b) acc[a][b] = V::fmadd(x, w[b], acc[a][b]);
+    }
+  }
+  if (k < K) {  // the last K % kWidth floats (masked loads read nothing beyond)
+    const int n = static_cast<int>(K - k);
+    typename V::Vec w[NR];
+#pragma GCC unroll 8
+    for (int b = 0; b < NR; ++b) w[b] = V::load(W + b * ldw + k, n);
+#pragma GCC unroll 8
+    for (int a = 0; a < MR; ++a) {
+      const typename V::Vec x = V::load(X + a * ldx + k, n);
+#pragma GCC unroll 8
+      for (int b = 0; b < NR; ++b) acc[a][b] = V::fmadd(x, w[b], acc[a][b]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int a = 0; a < MR; ++a)
+#pragma GCC unroll 8
+    for (int b = 0; b < NR; ++b) Y[a * ldy + b] = V::reduce_add(acc[a][b]) + (bias ? bias[b] : 0.f);
+}
+
+// Column counts 1..kNtCols as template arguments (the edge tiles of a product).
+template <int MR, int NR = V::kNtCols>
+void nt_tile_cols(int nr, const float* X, int64_t ldx, const float* W, int64_t ldw,
+                  const float* bias, float* Y, int64_t ldy, int64_t K) {
+  if constexpr (NR > 1) {
+    if (nr < NR) return nt_tile_cols<MR, NR - 1>(nr, X, ldx, W, ldw, bias, Y, ldy, K);
+  }
+  nt_tile<MR, NR>(X, ldx, W, ldw, bias, Y, ldy, K);
+}
+
+template <int MR = V::kNtRows>
+void nt_tile_rows(int mr, int nr, const float* X, int64_t ldx, const float* W, int64_t ldw,
+                  const float* bias, float* Y, int64_t ldy, int64_t K) {
+  if constexpr (MR > 1) {
+    if (mr < MR) return nt_tile_rows<MR - 1>(mr, nr, X, ldx, W, ldw, bias, Y, ldy, K);
+  }
+  nt_tile_cols<MR>(nr, X, ldx, W, ldw, bias, Y, ldy, K);
+}
+
+// Tiles [t0, t1) of the nt product (gemm_f32_isa.h), numbered W-block-major so
+// one thread's run of tiles re-reads the same kNtCols W rows from cache.
+void nt_range(const GemmNt& g, int64_t t0, int64_t t1) {
+  const int64_t row_blocks = (g.M + V::kNtRows - 1) / V::kNtRows;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t j0 = (t / row_blocks) * V::kNtCols, i0 = (t % row_blocks) * V::kNtRows;
+    const int nr = static_cast<int>(std::min<int64_t>(V::kNtCols, g.N - j0));
+    const int mr = static_cast<int>(std::min<int64_t>(V::kNtRows, g.M - i0));
+    nt_tile_rows(mr, nr, g.X + i0 * g.ldx, g.ldx, g.W + j0 * g.ldw, g.ldw,
+                 g.bias ? g.bias + j0 : nullptr, g.Y + i0 * g.ldy + j0, g.ldy, g.K);
+  }
+}
+
+// `tail` = floats used of the last of the NV vectors (1..kWidth).
+template <int MR, int NV>
+__attribute__((noinline)) void bcast_tile(const float* A, int64_t sat, int64_t saa, const float* B,
+                                          int64_t ldb, float* C, int64_t ldc, int64_t T, int tail) {
+  typename V::Vec acc[MR][NV];
+#pragma GCC unroll 8
+  for (int a = 0; a < MR; ++a)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[a][v] = V::zero();
+  for (int64_t t = 0; t < T; ++t) {
+    typename V::Vec b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV - 1; ++v) b[v] = V::load(B + t * ldb + v * V::kWidth);
+    b[NV - 1] = V::load(B + t * ldb + (NV - 1) * V::kWidth, tail);
+#pragma GCC unroll 8
+    for (int a = 0; a < MR; ++a) {
+      const typename V::Vec s = V::set1(A[t * sat + a * saa]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[a][v] = V::fmadd(s, b[v], acc[a][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int a = 0; a < MR; ++a) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV - 1; ++v) V::store(C + a * ldc + v * V::kWidth, acc[a][v]);
+    V::store(C + a * ldc + (NV - 1) * V::kWidth, acc[a][NV - 1], tail);
+  }
+}
+
+template <int MR, int NV = V::kBcVecs>
+void bcast_tile_vecs(int nv, const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
+                     float* C, int64_t ldc, int64_t T, int tail) {
+  if constexpr (NV > 1) {
+    if (nv < NV) return bcast_tile_vecs<MR, NV - 1>(nv, A, sat, saa, B, ldb, C, ldc, T, tail);
+  }
+  bcast_tile<MR, NV>(A, sat, saa, B, ldb, C, ldc, T, tail);
+}
+
+template <int MR = V::kBcRows>
+void bcast_tile_rows(int mr, int nv, const float* A, int64_t sat, int64_t saa, const float* B,
+                     int64_t ldb, float* C, int64_t ldc, int64_t T, int tail) {
+  if constexpr (MR > 1) {
+    if (mr < MR) return bcast_tile_rows<MR - 1>(mr, nv, A, sat, saa, B, ldb, C, ldc, T, tail);
+  }
+  bcast_tile_vecs<MR>(nv, A, sat, saa, B, ldb, C, ldc, T, tail);
+}
+
+// Tiles [t0, t1) of the bcast product (gemm_f32_isa.h), numbered
+// column-panel-major so one thread's run of tiles re-reads the same panel of B.
+void bcast_range(const GemmBcast& g, int64_t t0, int64_t t1) {
+  constexpr int64_t kPanel = V::kBcVecs * V::kWidth;
+  const int64_t row_blocks = (g.M + V::kBcRows - 1) / V::kBcRows;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t k0 = (t / row_blocks) * kPanel, a0 = (t % row_blocks) * V::kBcRows;
+    const int64_t width = std::min<int64_t>(kPanel, g.N - k0);
+    const int nv = static_cast<int>((width + V::kWidth - 1) / V::kWidth);
+    const int tail = static_cast<int>(width - (nv - 1) * V::kWidth);
+    const int mr = static_cast<int>(std::min<int64_t>(V::kBcRows, g.M - a0));
+    bcast_tile_rows(mr, nv, g.A + a0 * g.saa, g.sat, g.saa, g.B + k0, g.ldb, g.C + a0 * g.ldc + k0,
+                    g.ldc, g.T, tail);
+  }
+}
+
+const TileShape kShape{V::kNtRows, V::kNtCols, V::kBcRows, V::kBcVecs * V::kWidth};
