@@ -27,8 +27,13 @@ sys.exit(0 if f.startswith('$WORK') else 'the sanitized build was not the one im
 # distributed (subprocesses), and the 10k-call leak test (time).
 "$PY" -m pytest -q -p no:cacheprovider ${ASAN_TESTS:-tests} -x \
   --deselect tests/test_compile.py --deselect tests/test_distributed.py \
-  -k "not no_memory_growth" 2>&1 | tee pytest.log | tail -5
+  -k "not no_memory_growth" >pytest.log 2>&1 && status=0 || status=$?
+tail -5 pytest.log
+if [ "$status" -ne 0 ]; then  # what failed, and the seed to replay it
+  grep -E "^E |^FAILED|TWOLAYER_TEST_SEED" pytest.log | head -40
+fi
 if grep -qE "ERROR: AddressSanitizer|runtime error:" pytest.log; then
   echo "SANITIZER REPORTS FOUND"; exit 1
 fi
 echo "sanitizers: no reports"
+exit "$status"

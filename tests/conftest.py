@@ -41,6 +41,12 @@ def pytest_report_header(config):
     return f"twolayer_ext tests: TWOLAYER_TEST_SEED={SESSION_SEED}"
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    # Also at the end, where `pytest -q ... | tail` (CI, scripts/sanitize_cpu.sh) shows it.
+    if exitstatus != 0:
+        terminalreporter.write_line(f"replay with TWOLAYER_TEST_SEED={SESSION_SEED}")
+
+
 @pytest.fixture(autouse=True)
 def _seed(request):
     seed = (SESSION_SEED + zlib.crc32(request.node.nodeid.encode())) % 2**31
