@@ -13,17 +13,23 @@ from twolayer_ext.cli import main as cli_main
 from twolayer_ext.training import SCHEMES, TrainConfig, train
 
 # ext vs torch, same weights and data, 500 float32 steps: at every step
-#   |ext - torch| <= REL_TOL * |torch| + abs_tol * loss[0].
+#   |ext - torch| <= REL_TOL * |torch| + ABS_TOL * loss[0].
 # The schemes on torch ops plus the extension's ReLU agree bitwise. TwoLayerNet's
 # products (AVX-512/AVX2 kernels, csrc/cpu/gemm_f32*) and its bias gradients sum in
 # another order than MKL and torch's sum(0): last-bit differences, which training
 # amplifies once the loss is many orders below its start. With SGD they stay small
-# (the update is lr * grad). Adam divides each gradient by its running RMS, so
-# near convergence rounding-level gradient differences become lr-sized update
-# differences in the loss's jitter floor (measured: up to 1.5e-9 * loss[0] over 40
-# seeds, about 10 % of seeds above the SGD bound), hence its wider absolute term.
+# (the update is lr * grad). Adam divides each gradient by its running RMS, so near
+# convergence rounding-level gradient differences become lr-sized steps in different
+# directions and the two runs follow different paths down: over 300 seeds of
+# module_linear (TwoLayerNet + Adam) the largest relative gap was 1.1e-3 while
+# torch's loss was above 1e-3 * loss[0], 1e-2 above 1e-4 * loss[0], and 0.93 below
+# (57 of 300 seeds past 1e-2). So Adam runs are compared step by step down to
+# ADAM_TRACKED * loss[0]; below it test_adam_schemes_learn checks that both converge.
+# (With ATen's BLAS the same run is bitwise torch's:
+# test_twolayernet_on_atens_blas_is_bitwise_torch.)
 REL_TOL = 1e-2
-ABS_TOL = {"manual": 1e-12, "sgd": 1e-12, "adam": 1e-8}
+ABS_TOL = {"manual": 1e-12, "sgd": 1e-12, "adam": 0.0}
+ADAM_TRACKED = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +41,16 @@ def cfg() -> TrainConfig:
 def test_ext_matches_torch_for_500_steps(name, cfg):
     ext, ref = train(name, "ext", cfg), train(name, "torch", cfg)
     assert len(ext) == len(ref) == 500
+    optim = SCHEMES[name].optim
+    compared = 0
     for step, (a, b) in enumerate(zip(ext, ref)):
         assert math.isfinite(a), f"step {step}: ext loss {a}"
-        tol = REL_TOL * abs(b) + ABS_TOL[SCHEMES[name].optim] * ref[0]
+        if optim == "adam" and abs(b) <= ADAM_TRACKED * ref[0]:
+            continue  # Adam's chaotic tail (above)
+        tol = REL_TOL * abs(b) + ABS_TOL[optim] * ref[0]
         assert abs(a - b) <= tol, f"{name} step {step}: ext {a} vs torch {b}"
+        compared += 1
+    assert compared >= 50, f"{name}: only {compared} steps compared"
 
 
 def test_twolayernet_on_atens_blas_is_bitwise_torch(cfg, monkeypatch):
