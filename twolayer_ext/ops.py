@@ -258,15 +258,15 @@ def _sgd_step_autocast_kernel(device_type: str, key: torch._C.DispatchKey):
             low = [None if p is None else p.to(dtype) for p in params]
             x_low = x.to(dtype) if x.is_floating_point() else x
             out, hidden = two_layer_forward(x_low, *low)
-            loss = torch.ops.aten.mse_loss(out.float(), y.float(), reductions[reduction])
+            out32, y32, red = out.float(), y.float(), reductions[reduction]
+            loss = torch.ops.aten.mse_loss(out32, y32, red)
             one = torch.ones((), dtype=loss.dtype, device=loss.device)
-            grad_out = torch.ops.aten.mse_loss_backward(
-                one, out.float(), y.float(), reductions[reduction]
-            ).to(dtype)
+            grad_out = torch.ops.aten.mse_loss_backward(one, out32, y32, red).to(dtype)
             mask = [False, True, b1 is not None, True, b2 is not None]
             grads = two_layer_backward(grad_out, x_low, low[0], low[2], hidden, mask)
-            updated = [(p, g) for p, g in zip(params, grads[1:]) if p is not None]
-            for p, g in updated:
+            for p, g in zip(params, grads[1:]):
+                if p is None:
+                    continue
                 # p.grad as autograd would leave it: in p's dtype (the cast's backward) and
                 # p's layout (AccumulateGrad), so that add_ takes SGD's code path.
                 if g.dtype != p.dtype or g.stride() != p.stride():

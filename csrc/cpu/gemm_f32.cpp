@@ -44,6 +44,14 @@ int64_t grain(int64_t macs_per_tile) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Whether this call runs the AVX-512 kernels (else AVX2); callers have checked
+// use_fast_gemm, so one of them exists.
+bool use_avx512(const char* fn) {
+  const Isa isa = kernel_isa();
+  TORCH_INTERNAL_ASSERT(isa != Isa::kNone, fn, ": no kernel for this CPU");
+  return isa == Isa::kAvx512;
+}
+
 }  // namespace
 
 bool use_fast_gemm(int64_t m, int64_t n, int64_t k) {
@@ -54,8 +62,7 @@ bool use_fast_gemm(int64_t m, int64_t n, int64_t k) {
 
 void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const float* bias,
                  float* Y, int64_t ldy, int64_t M, int64_t N, int64_t K) {
-  const bool wide = kernel_isa() == Isa::kAvx512;
-  TORCH_INTERNAL_ASSERT(wide || kernel_isa() == Isa::kAvx2, "gemm_nt_f32: no kernel for this CPU");
+  const bool wide = use_avx512("gemm_nt_f32");
   const TileShape& s = wide ? avx512::kShape : avx2::kShape;
   const GemmNt g{X, ldx, W, ldw, bias, Y, ldy, M, N, K};
   const int64_t tiles = ceil_div(M, s.nt_rows) * ceil_div(N, s.nt_cols);
@@ -66,9 +73,7 @@ void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const
 
 void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb, float* C,
                     int64_t ldc, int64_t M, int64_t N, int64_t T) {
-  const bool wide = kernel_isa() == Isa::kAvx512;
-  TORCH_INTERNAL_ASSERT(wide || kernel_isa() == Isa::kAvx2,
-                        "gemm_bcast_f32: no kernel for this CPU");
+  const bool wide = use_avx512("gemm_bcast_f32");
   const TileShape& s = wide ? avx512::kShape : avx2::kShape;
   const GemmBcast g{A, sat, saa, B, ldb, C, ldc, M, N, T};
   const int64_t tiles = ceil_div(M, s.bcast_rows) * ceil_div(N, s.bcast_cols);
