@@ -79,3 +79,14 @@ def test_sgd_step_under_autocast_is_the_autocast_autograd_step(device, dtype, re
         else:
             assert_close(a, b, dtype, name)
     assert_close(loss, want, dtype, "loss")
+
+
+def test_sgd_step_under_autocast_rejects_what_the_op_rejects():
+    """The autocast kernel checks y and reduction as the op does (mse_loss would broadcast)."""
+    net = twolayer_ext.TwoLayerNet(8, 5, 3)
+    x, y = torch.randn(4, 8), torch.randn(4, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(ValueError, match=r"y must have the network's output shape \[4, 3\]"):
+            net.sgd_step(x, y[:1], 0.1)
+        with pytest.raises(ValueError, match="reduction must be 'sum' or 'mean', but got 'max'"):
+            net.sgd_step(x, y, 0.1, "max")

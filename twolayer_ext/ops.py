@@ -137,6 +137,31 @@ def _two_layer_backward_fake(
     )
 
 
+def _check_sgd_step_args(
+    x: torch.Tensor, y: torch.Tensor, w2: torch.Tensor, reduction: str, check_value=torch._check
+) -> None:
+    """two_layer_sgd_step's own checks (the network's are the forward op's), worded as the C++
+    composite words them, for the fake kernel and the autocast kernel. check_value: the check
+    for shape and reduction errors (the autocast kernel raises ValueError, as the op does;
+    fake kernels raise RuntimeError, docs/errors.md)."""
+    op = "twolayer_ext::two_layer_sgd_step"
+    torch._check(
+        y.dtype == x.dtype,
+        lambda: f"{op}: expected y to have the same dtype as x ({x.dtype}), but got {y.dtype}",
+    )
+    out_shape = [*x.shape[:-1], w2.shape[0]]
+    check_value(
+        list(y.shape) == out_shape,
+        lambda: (
+            f"{op}: y must have the network's output shape {out_shape}, but got {list(y.shape)}"
+        ),
+    )
+    check_value(
+        reduction in ("sum", "mean"),
+        lambda: f"{op}: reduction must be 'sum' or 'mean', but got {reduction!r}",
+    )
+
+
 @torch.library.register_fake("twolayer_ext::two_layer_sgd_step")
 def _two_layer_sgd_step_fake(
     x: torch.Tensor,
@@ -148,28 +173,8 @@ def _two_layer_sgd_step_fake(
     lr: float,
     reduction: str = "sum",
 ) -> torch.Tensor:
-    out, _ = _two_layer_forward_fake(x, w1, b1, w2, b2)
-    torch._check(
-        y.dtype == x.dtype,
-        lambda: (
-            f"twolayer_ext::two_layer_sgd_step: expected y to have the same dtype as x "
-            f"({x.dtype}), but got {y.dtype}"
-        ),
-    )
-    torch._check(
-        y.shape == out.shape,
-        lambda: (
-            f"twolayer_ext::two_layer_sgd_step: y must have the network's output shape "
-            f"{list(out.shape)}, but got {list(y.shape)}"
-        ),
-    )
-    torch._check(
-        reduction in ("sum", "mean"),
-        lambda: (
-            f"twolayer_ext::two_layer_sgd_step: reduction must be 'sum' or 'mean', "
-            f"but got {reduction!r}"
-        ),
-    )
+    _two_layer_forward_fake(x, w1, b1, w2, b2)
+    _check_sgd_step_args(x, y, w2, reduction)
     return x.new_empty(())  # the loss; the parameters are updated in place
 
 
@@ -245,13 +250,7 @@ def _sgd_step_autocast_kernel(device_type: str, key: torch._C.DispatchKey):
     reductions = {"sum": 2, "mean": 1}
 
     def kernel(x, y, w1, b1, w2, b2, lr: float, reduction: str = "sum") -> torch.Tensor:
-        torch._check(
-            reduction in reductions,
-            lambda: (
-                f"twolayer_ext::two_layer_sgd_step: reduction must be 'sum' or 'mean', "
-                f"but got {reduction!r}"
-            ),
-        )
+        _check_sgd_step_args(x, y, w2, reduction, check_value=torch._check_value)
         dtype = torch.get_autocast_dtype(device_type)
         params = [w1, b1, w2, b2]
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)), torch.no_grad():
