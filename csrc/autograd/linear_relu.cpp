@@ -11,10 +11,9 @@
 namespace twolayer_ext::autograd {
 namespace {
 
-using OptT = std::optional<at::Tensor>;
 using ForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                      const OptT&);
-using BackwardSig = std::tuple<OptT, OptT, OptT>(const at::Tensor&, const at::Tensor&,
+                                                      const OptTensor&);
+using BackwardSig = std::tuple<OptTensor, OptTensor, OptTensor>(const at::Tensor&, const at::Tensor&,
                                                  const at::Tensor&, const at::Tensor&,
                                                  std::array<bool, 3>);
 
@@ -30,7 +29,7 @@ EdgeMap<3> edges(bool has_bias) { return EdgeMap<3>({true, true, has_bias}); }
 class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                               const OptT& bias) {
+                               const OptTensor& bias) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [y, mask] = ops().forward.call(x, weight, bias);
     const auto e = edges(present(bias));
@@ -55,7 +54,7 @@ class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> 
 
 std::tuple<at::Tensor, at::Tensor> linear_relu_autograd(const at::Tensor& x,
                                                         const at::Tensor& weight,
-                                                        const OptT& bias) {
+                                                        const OptTensor& bias) {
   if (!should_record(x, weight, bias)) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return ops().forward.call(x, weight, bias);

@@ -11,7 +11,6 @@
 namespace twolayer_ext::autograd {
 namespace {
 
-using OptT = std::optional<at::Tensor>;
 const OpPair<TwoLayerForwardSig, TwoLayerBackwardSig>& ops() {
   static const OpPair<TwoLayerForwardSig, TwoLayerBackwardSig> pair(
       "twolayer_ext::two_layer_forward", "twolayer_ext::two_layer_backward");
@@ -26,7 +25,7 @@ EdgeMap<5> edges(bool has_b1, bool has_b2) {
 class TwoLayerFunction : public torch::autograd::Function<TwoLayerFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1,
-                               const OptT& b1, const at::Tensor& w2, const OptT& b2) {
+                               const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [out, hidden] = ops().forward.call(x, w1, b1, w2, b2);
     const auto e = edges(present(b1), present(b2));
@@ -54,9 +53,9 @@ class TwoLayerFunction : public torch::autograd::Function<TwoLayerFunction> {
 };
 
 std::tuple<at::Tensor, at::Tensor> two_layer_forward_autograd(const at::Tensor& x,
-                                                              const at::Tensor& w1, const OptT& b1,
+                                                              const at::Tensor& w1, const OptTensor& b1,
                                                               const at::Tensor& w2,
-                                                              const OptT& b2) {
+                                                              const OptTensor& b2) {
   if (!should_record(x, w1, b1, w2, b2)) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return ops().forward.call(x, w1, b1, w2, b2);

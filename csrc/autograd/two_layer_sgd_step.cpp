@@ -38,8 +38,8 @@ at::Tensor two_layer_sgd_step_autograd(const at::Tensor& x, const at::Tensor& y,
                                        const at::Tensor& w2, const OptTensor& b2, double lr,
                                        c10::string_view reduction) {
   std::vector<std::pair<const char*, at::Tensor>> updated{{"w1", w1}, {"w2", w2}};
-  if (b1.has_value() && b1->defined()) updated.emplace_back("b1", *b1);
-  if (b2.has_value() && b2->defined()) updated.emplace_back("b2", *b2);
+  if (present(b1)) updated.emplace_back("b1", *b1);
+  if (present(b2)) updated.emplace_back("b2", *b2);
   for (const auto& [name, t] : updated) check_updatable(name, t);
   static const auto step = op_handle<StepSig>(kOp);
   at::Tensor loss;

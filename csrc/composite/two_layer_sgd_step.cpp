@@ -44,13 +44,12 @@ at::Tensor two_layer_sgd_step(const at::Tensor& x, const at::Tensor& y, const at
                               double lr, c10::string_view reduction) {
   check_two_layer_args(kOp, x, w1, b1, w2, b2, x.is_cuda() ? kCudaDtypes : kCpuDtypes);
   check_same(kOp, "y", y, "x", x);
-  auto out_shape = x.sizes().vec();
-  out_shape.back() = w2.size(0);
+  const auto out_shape = with_last_dim(x, w2.size(0));
   TORCH_CHECK_VALUE(y.sizes() == at::IntArrayRef(out_shape), kOp,
                     ": y must have the network's output shape ", shape_str(out_shape), ", but got ",
                     shape_str(y.sizes()));
   const int64_t red = reduction_enum(reduction);
-  const bool has_b1 = b1.has_value() && b1->defined(), has_b2 = b2.has_value() && b2->defined();
+  const bool has_b1 = present(b1), has_b2 = present(b2);
 
   static const auto forward = op_handle<TwoLayerForwardSig>("twolayer_ext::two_layer_forward");
   static const auto backward = op_handle<TwoLayerBackwardSig>("twolayer_ext::two_layer_backward");

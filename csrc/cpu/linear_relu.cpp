@@ -104,10 +104,10 @@ namespace {
 
 // y = relu(x @ W.T + b), and its packed ReLU mask when keep_mask (else undefined).
 std::tuple<at::Tensor, at::Tensor> linear_relu_impl(const at::Tensor& x, const at::Tensor& weight,
-                                                    const std::optional<at::Tensor>& bias,
+                                                    const OptTensor& bias,
                                                     bool keep_mask) {
   check_linear_relu_args(kFwd, x, weight, bias, kCpuDtypes);
-  TORCH_CHECK(x.device().is_cpu(), kFwd, ": expected CPU tensors, got x on ", x.device());
+  TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   // The GEMM calls below are implementation details, not graph nodes.
   at::AutoDispatchBelowADInplaceOrView below_autograd;
 
@@ -131,20 +131,18 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_impl(const at::Tensor& x, const a
                                                                    nr, out_features);
                                     });
   }
-  auto out_sizes = x.sizes().vec();
-  out_sizes.back() = out_features;
-  return {y.view(out_sizes), mask};
+  return {y.view(with_last_dim(x, out_features)), mask};
 }
 
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Tensor& weight,
-                                               const std::optional<at::Tensor>& bias) {
+                                               const OptTensor& bias) {
   return linear_relu_impl(x, weight, bias, /*keep_mask=*/true);
 }
 
 at::Tensor linear_relu_output(const at::Tensor& x, const at::Tensor& weight,
-                              const std::optional<at::Tensor>& bias) {
+                              const OptTensor& bias) {
   return std::get<0>(linear_relu_impl(x, weight, bias, /*keep_mask=*/false));
 }
 
@@ -252,13 +250,11 @@ void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep
   }
 }
 
-using OptT = std::optional<at::Tensor>;
-
 // The GEMMs of the backward pass, given the masked gradient gm [rows, out].
-std::tuple<OptT, OptT> input_and_weight_grads(const at::Tensor& gm, const at::Tensor& x,
+std::tuple<OptTensor, OptTensor> input_and_weight_grads(const at::Tensor& gm, const at::Tensor& x,
                                               const at::Tensor& weight, bool need_gx,
                                               bool need_gw) {
-  OptT grad_x, grad_w;
+  OptTensor grad_x, grad_w;
   if (need_gx) grad_x = cpu::mm_nn(gm, weight).view(x.sizes());  // [rows, out] @ [out, in]
   if (need_gw) grad_w = cpu::mm_tn(gm, x.reshape({gm.size(0), weight.size(1)}));
   return {grad_x, grad_w};
@@ -268,12 +264,12 @@ std::tuple<OptT, OptT> input_and_weight_grads(const at::Tensor& gm, const at::Te
 
 namespace cpu {
 
-std::tuple<OptT, OptT, OptT> linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x,
+std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x,
                                                   const at::Tensor& weight,
                                                   const at::Tensor& mask,
                                                   std::array<bool, 3> output_mask) {
   check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCpuDtypes);
-  TORCH_CHECK(x.device().is_cpu(), kBwd, ": expected CPU tensors, got x on ", x.device());
+  TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
 
   const int64_t out_features = weight.size(0);
@@ -295,10 +291,10 @@ std::tuple<OptT, OptT, OptT> linear_relu_backward(const at::Tensor& grad_y, cons
         });
   }
   auto [grad_x, grad_w] = input_and_weight_grads(gm, x, weight, need_gx, need_gw);
-  return {grad_x, grad_w, need_gb ? OptT(gb) : std::nullopt};
+  return {grad_x, grad_w, need_gb ? OptTensor(gb) : std::nullopt};
 }
 
-std::tuple<OptT, OptT, OptT> linear_relu_backward_from_output_(at::Tensor& grad_y,
+std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(at::Tensor& grad_y,
                                                                const at::Tensor& x,
                                                                const at::Tensor& weight,
                                                                const at::Tensor& y,
@@ -322,7 +318,7 @@ std::tuple<OptT, OptT, OptT> linear_relu_backward_from_output_(at::Tensor& grad_
         });
   }
   auto [grad_x, grad_w] = input_and_weight_grads(gm, x, weight, need_gx, need_gw);
-  return {grad_x, grad_w, need_gb ? OptT(gb) : std::nullopt};
+  return {grad_x, grad_w, need_gb ? OptTensor(gb) : std::nullopt};
 }
 
 }  // namespace cpu

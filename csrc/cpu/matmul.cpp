@@ -1,5 +1,5 @@
-// The CPU ops' matrix products: each picks the AVX-512 float32 kernels of
-// csrc/cpu/gemm_f32.cpp where they apply and win (cpu_gemm.h), and ATen's
+// The CPU ops' matrix products: each picks the float32 kernels (AVX-512 or
+// AVX2) of csrc/cpu/gemm_f32.cpp where they apply and win (cpu_gemm.h), and ATen's
 // BLAS (MKL/oneDNN) everywhere else: other dtypes, other CPUs, large shapes,
 // operands whose rows are not contiguous.
 #include <ATen/core/Tensor.h>
@@ -22,9 +22,9 @@ bool rows_contiguous(const at::Tensor& t) { return t.stride(1) == 1 || t.size(1)
 }  // namespace
 
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
-                const std::optional<at::Tensor>& bias) {
+                const OptTensor& bias) {
   const int64_t m = x.size(0), n = w.size(0), k = w.size(1);
-  const bool has_bias = bias.has_value() && bias->defined();
+  const bool has_bias = present(bias);
   if (is_float(x) && rows_contiguous(x) && rows_contiguous(w) && out.is_contiguous() &&
       use_fast_gemm(m, n, k)) {
     const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();

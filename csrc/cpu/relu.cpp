@@ -21,7 +21,7 @@ constexpr int64_t kGrain = 32768;
 
 at::Tensor relu_cpu(const at::Tensor& x) {
   check_floating(kFwd, "x", x, kCpuDtypes);
-  TORCH_CHECK(x.device().is_cpu(), kFwd, ": expected a CPU tensor, got x on ", x.device());
+  TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key
   const at::Tensor xc = x.contiguous();
   at::Tensor y = at::empty(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "relu_cpu", [&] {
@@ -39,7 +39,7 @@ at::Tensor relu_cpu(const at::Tensor& x) {
 
 at::Tensor relu_backward_cpu(const at::Tensor& grad_y, const at::Tensor& y) {
   check_relu_backward_args(kBwd, grad_y, y, kCpuDtypes);
-  TORCH_CHECK(y.device().is_cpu(), kBwd, ": expected CPU tensors, got y on ", y.device());
+  TORCH_INTERNAL_ASSERT(y.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   const at::Tensor gc = grad_y.contiguous(), yc = y.contiguous();
   at::Tensor gx = at::empty(y.sizes(), y.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "relu_backward_cpu",

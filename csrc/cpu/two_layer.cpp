@@ -22,33 +22,29 @@ constexpr const char* kFwd = "twolayer_ext::two_layer_forward";
 constexpr const char* kBwd = "twolayer_ext::two_layer_backward";
 
 std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const at::Tensor& w1,
-                                                     const std::optional<at::Tensor>& b1,
+                                                     const OptTensor& b1,
                                                      const at::Tensor& w2,
-                                                     const std::optional<at::Tensor>& b2) {
+                                                     const OptTensor& b2) {
   check_two_layer_args(kFwd, x, w1, b1, w2, b2, kCpuDtypes);
-  TORCH_CHECK(x.device().is_cpu(), kFwd, ": expected CPU tensors, got x on ", x.device());
+  TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t rows = leading_rows(x), hidden = w1.size(0), out_features = w2.size(0);
   at::Tensor h = linear_relu_output(x, w1, b1);  // no mask: backward reads hidden (above)
   const at::Tensor h2 = h.reshape({rows, hidden});
   at::Tensor out = at::empty({rows, out_features}, x.options());
   linear_out(out, h2, w2, b2);
-  auto out_sizes = x.sizes().vec();
-  out_sizes.back() = out_features;
-  return {out.view(out_sizes), h};
+  return {out.view(with_last_dim(x, out_features)), h};
 }
 
-using OptT = std::optional<at::Tensor>;
-
-std::tuple<OptT, OptT, OptT, OptT, OptT> two_layer_backward(
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
     const at::Tensor& hidden, std::array<bool, 5> output_mask) {
   check_two_layer_backward_args(kBwd, grad_out, x, w1, w2, hidden, kCpuDtypes);
-  TORCH_CHECK(x.device().is_cpu(), kBwd, ": expected CPU tensors, got x on ", x.device());
+  TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t rows = leading_rows(x), hidden_f = w1.size(0), out_features = w2.size(0);
   const at::Tensor g2 = grad_out.reshape({rows, out_features});
-  OptT gx, gw1, gb1, gw2, gb2;
+  OptTensor gx, gw1, gb1, gw2, gb2;
   if (output_mask[3]) gw2 = mm_tn(g2, hidden.reshape({rows, hidden_f}));
   if (output_mask[4]) gb2 = at::sum(g2, {0});
   if (output_mask[0] || output_mask[1] || output_mask[2]) {

@@ -8,10 +8,11 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
-#include <c10/util/irange.h>
 
 #include <initializer_list>
 #include <optional>
+
+#include "twolayer_ext/tensor_util.h"
 
 namespace twolayer_ext {
 
@@ -20,17 +21,6 @@ inline const std::initializer_list<at::ScalarType> kCpuDtypes = {at::kFloat, at:
                                                                  at::kBFloat16, at::kHalf};
 inline const std::initializer_list<at::ScalarType> kCudaDtypes = {at::kFloat, at::kDouble,
                                                                   at::kHalf, at::kBFloat16};
-
-// The ReLU mask saved by linear_relu is packed eight columns to a byte:
-// bit (j % 8) of byte mask[row][j / 8] is 1 where the output was kept.
-inline int64_t mask_bytes(int64_t out_features) { return (out_features + 7) / 8; }
-
-// Number of rows of x viewed as a matrix [prod(x.shape[:-1]), in_features].
-inline int64_t leading_rows(const at::Tensor& x) {
-  int64_t rows = 1;
-  for (const auto d : c10::irange(x.dim() - 1)) rows *= x.size(d);
-  return rows;
-}
 
 // Messages are assembled from strings only: on the H100 machine (torch 2.11,
 // built there) streaming an int64_t or an IntArrayRef into TORCH_CHECK crashed
@@ -80,7 +70,7 @@ inline void check_same(const char* op, const char* name, const at::Tensor& t,
 
 // x: [..., in_features], weight: [out_features, in_features], bias: [out_features].
 inline void check_linear_relu_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
-                                   const std::optional<at::Tensor>& bias,
+                                   const OptTensor& bias,
                                    std::initializer_list<at::ScalarType> allowed) {
   check_floating(op, "x", x, allowed);
   check_same(op, "weight", weight, "x", x);
@@ -93,7 +83,7 @@ inline void check_linear_relu_args(const char* op, const at::Tensor& x, const at
   TORCH_CHECK_VALUE(x.size(-1) == weight.size(1), op, ": in_features mismatch: x has shape ",
                     shape_str(x.sizes()), " (last dim ", num(x.size(-1)), ") but weight has shape ",
                     shape_str(weight.sizes()), " (in_features ", num(weight.size(1)), ")");
-  if (bias.has_value() && bias->defined()) {
+  if (present(bias)) {
     check_same(op, "bias", *bias, "x", x);
     check_floating(op, "bias", *bias, allowed);
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
@@ -104,15 +94,15 @@ inline void check_linear_relu_args(const char* op, const at::Tensor& x, const at
 
 // The whole two-layer network: layer 1 as linear_relu, then w2: [out, hidden], b2: [out].
 inline void check_two_layer_args(const char* op, const at::Tensor& x, const at::Tensor& w1,
-                                 const std::optional<at::Tensor>& b1, const at::Tensor& w2,
-                                 const std::optional<at::Tensor>& b2,
+                                 const OptTensor& b1, const at::Tensor& w2,
+                                 const OptTensor& b2,
                                  std::initializer_list<at::ScalarType> allowed) {
   check_linear_relu_args(op, x, w1, b1, allowed);
   check_same(op, "w2", w2, "x", x);
   TORCH_CHECK_VALUE(w2.dim() == 2 && w2.size(1) == w1.size(0), op,
                     ": w2 must have shape [out_features, hidden] with hidden = w1.size(0) = ",
                     num(w1.size(0)), ", but got shape ", shape_str(w2.sizes()));
-  if (b2.has_value() && b2->defined()) {
+  if (present(b2)) {
     check_same(op, "b2", *b2, "x", x);
     TORCH_CHECK_VALUE(b2->dim() == 1 && b2->size(0) == w2.size(0), op,
                       ": b2 must have shape [", num(w2.size(0)), "], but got shape ",
@@ -128,9 +118,7 @@ inline void check_two_layer_backward_args(const char* op, const at::Tensor& grad
   check_two_layer_args(op, x, w1, std::nullopt, w2, std::nullopt, allowed);
   check_same(op, "grad_out", grad_out, "x", x);
   check_same(op, "hidden", hidden, "x", x);
-  auto out_shape = x.sizes().vec(), hid_shape = x.sizes().vec();
-  out_shape.back() = w2.size(0);
-  hid_shape.back() = w1.size(0);
+  const auto out_shape = with_last_dim(x, w2.size(0)), hid_shape = with_last_dim(x, w1.size(0));
   TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef(out_shape), op,
                     ": grad_out must have shape ", shape_str(out_shape), ", but got ",
                     shape_str(grad_out.sizes()));
@@ -146,8 +134,7 @@ inline void check_linear_relu_backward_args(const char* op, const at::Tensor& gr
                                             std::initializer_list<at::ScalarType> allowed) {
   check_linear_relu_args(op, x, weight, std::nullopt, allowed);
   check_same(op, "grad_y", grad_y, "x", x);
-  auto expected = x.sizes().vec();
-  expected.back() = weight.size(0);
+  const auto expected = with_last_dim(x, weight.size(0));
   TORCH_CHECK_VALUE(grad_y.sizes() == at::IntArrayRef(expected), op,
                     ": grad_y must have shape ", shape_str(expected), ", but got ",
                     shape_str(grad_y.sizes()));

@@ -1,7 +1,7 @@
 // float32 GEMM kernels for the shapes of the tutorial's layers, where they beat
 // the BLAS that ATen calls (measurements: docs/BENCHMARKS.md). AVX-512 or AVX2,
 // chosen at run time; everything else (other dtypes, CPUs without AVX2, large
-// shapes, odd strides) goes through ATen as before. Defined in
+// shapes, odd strides) goes through ATen's BLAS. Defined in
 // csrc/cpu/gemm_f32.cpp (dispatch) and gemm_f32_tiles.h (the kernels).
 #pragma once
 

@@ -5,30 +5,31 @@
 #include <ATen/core/Tensor.h>
 
 #include <array>
-#include <optional>
 #include <tuple>
+
+#include "twolayer_ext/tensor_util.h"
 
 namespace twolayer_ext::cpu {
 
-// Matrix products (csrc/cpu/matmul.cpp): the AVX-512 float32 kernels where they
-// apply (cpu_gemm.h), ATen's BLAS otherwise. All operands 2-D, any strides.
+// Matrix products (csrc/cpu/matmul.cpp): the extension's float32 kernels (AVX-512
+// or AVX2) where they apply (cpu_gemm.h), ATen's BLAS otherwise. All operands 2-D, any strides.
 // out[m, n] = x[m, k] @ w[n, k].T + bias[n] (bias optional); out contiguous.
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
-                const std::optional<at::Tensor>& bias);
+                const OptTensor& bias);
 // a[t, m].T @ b[t, n] -> [m, n]  (grad_weight = grad.T @ x)
 at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b);
 // a[m, t] @ b[t, n] -> [m, n]  (grad_x = grad @ weight)
 at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b);
 
 std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Tensor& weight,
-                                               const std::optional<at::Tensor>& bias);
+                                               const OptTensor& bias);
 
 // linear_relu's output alone, without building the packed mask (for callers that
 // keep the output itself for backward, such as two_layer_forward).
 at::Tensor linear_relu_output(const at::Tensor& x, const at::Tensor& weight,
-                              const std::optional<at::Tensor>& bias);
+                              const OptTensor& bias);
 
-std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
+std::tuple<OptTensor, OptTensor, OptTensor>
 linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
                      const at::Tensor& mask, std::array<bool, 3> output_mask);
 
@@ -36,7 +37,7 @@ linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Te
 // where y > 0 or NaN) instead of a packed mask. Arguments are not checked (the
 // caller has), and grad_y is overwritten with the masked gradient: for callers
 // that own grad_y (two_layer_backward), this saves a pass and a buffer.
-std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
+std::tuple<OptTensor, OptTensor, OptTensor>
 linear_relu_backward_from_output_(at::Tensor& grad_y, const at::Tensor& x,
                                   const at::Tensor& weight, const at::Tensor& y,
                                   std::array<bool, 3> output_mask);

@@ -7,12 +7,11 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <array>
-#include <optional>
 #include <tuple>
 
-namespace twolayer_ext {
+#include "twolayer_ext/tensor_util.h"
 
-using OptTensor = std::optional<at::Tensor>;
+namespace twolayer_ext {
 
 // C++ signatures of the schemas in csrc/ops.cpp that other C++ code calls.
 using TwoLayerForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& x,
