@@ -107,13 +107,14 @@ def test_seed_network_matches_between_paths(monkeypatch):
 
 
 def test_gemm_paths_benchmark_runs():
-    """benchmarks/cpu_gemm_paths.py on one round, so it cannot rot (no timing is asserted)."""
-    import pathlib
+    """twolayer_ext.bench.gemm_paths on one round, so it cannot rot (no timing is asserted)."""
     import subprocess
     import sys
 
-    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "cpu_gemm_paths.py"
     out = subprocess.run(
-        [sys.executable, str(script), "--rounds", "1"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "twolayer_ext.bench.gemm_paths", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "grad_weight + grad_bias" in out and "sgd_step" in out

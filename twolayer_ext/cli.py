@@ -1,6 +1,7 @@
 """Command-line interface: ``python -m twolayer_ext`` / ``twolayer-ext``.
 
 train   train the tutorial's two-layer network, any scheme or all, on the extension or torch
+bench   time the extension against torch side by side (--device cpu|cuda)
 info    print build_info() as JSON
 """
 
@@ -124,7 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="print build_info() as JSON")
     from .training import SCHEMES
 
-    b = sub.add_parser("bench", help="CPU benchmark: extension vs torch eager vs torch.compile")
+    b = sub.add_parser(
+        "bench", help="benchmark: extension vs torch eager vs torch.compile, side by side"
+    )
+    b.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cpu: the CPU ops (default); cuda: the CUDA ops on both GEMM paths",
+    )
     b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     b.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
@@ -172,8 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from . import bench
 
-        sizes = [(8, 16, 8)] if args.quick else None
-        bench.main(args.json, rounds=args.rounds, use_compile=not args.no_compile, sizes=sizes)
+        bench.main(
+            args.json,
+            rounds=args.rounds,
+            use_compile=not args.no_compile,
+            quick=args.quick,
+            device=args.device,
+        )
         return 0
     if args.steps < 1:
         raise SystemExit("--steps must be at least 1")

@@ -1,15 +1,12 @@
-"""CPU benchmark harness: the extension vs torch eager vs torch.compile, side by side.
+"""CPU benchmark: the extension vs torch eager vs torch.compile, side by side.
 
 All variants of one case are timed in the same process, interleaved round by round
-(so drift hits them alike); each number is the median over rounds of the mean time
-per call within a round. Ratios are torch-eager time / extension time (> 1: faster).
+(timing.time_interleaved). Ratios are torch-eager time / extension time (> 1: faster).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import TwoLayerNet, twolayer_state_dict_to_sequential
-from .nn import LinearReLU
-from .training import _numpy_run
+from ..models import TwoLayerNet, twolayer_state_dict_to_sequential
+from ..nn import LinearReLU
+from ..training import _numpy_run
+from .timing import saved_bytes, time_interleaved
 
 SEED_SIZE = (64, 1000, 100)
 LAYER_SIZES = [SEED_SIZE, (512, 1024, 1024), (2048, 2048, 2048)]
@@ -33,42 +31,6 @@ class Result:
     key: str = ""  # "layer", or the step rows': "tiny_step[_fused]", "seed_step[_fused]"
     ratios: dict[str, float] = field(default_factory=dict)
     saved_bytes: dict[str, int] = field(default_factory=dict)
-
-
-def time_interleaved(
-    fns: dict[str, Callable[[], object]], rounds: int, min_round_s: float = 0.02
-) -> dict[str, float]:
-    """Median over rounds of ms per call; calls per round sized so a round takes min_round_s."""
-    for fn in fns.values():  # warm-up (allocations, compilation, caches)
-        for _ in range(3):
-            fn()
-    calls = {}
-    for name, fn in fns.items():
-        start = time.perf_counter()
-        fn()
-        calls[name] = max(1, int(min_round_s / max(time.perf_counter() - start, 1e-7)))
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            n = calls[name]
-            start = time.perf_counter()
-            for _ in range(n):
-                fn()
-            samples[name].append((time.perf_counter() - start) / n * 1e3)
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
-def saved_bytes(fn: Callable[[], object]) -> int:
-    """Bytes of the distinct storages autograd saves for backward while running fn()."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
 
 
 def _compiled(fn: Callable, use_compile: bool) -> Callable | None:
@@ -199,9 +161,12 @@ def gemm_peak_gflops(size: int = 1024) -> float:
     return 2 * size**3 / (ms * 1e-3) / 1e9
 
 
-def run(sizes=None, rounds: int = 15, use_compile: bool = True) -> dict:
+QUICK_SIZES = [(8, 16, 8)]
+
+
+def run(rounds: int = 15, use_compile: bool = True, quick: bool = False, sizes=None) -> dict:
     """Run every case; returns a JSON-able dict (results, machine info, FLOP floor)."""
-    sizes = LAYER_SIZES if sizes is None else sizes
+    sizes = sizes or (QUICK_SIZES if quick else LAYER_SIZES)
     results: list[Result] = []
     for n, d_in, d_out in sizes:
         results += bench_layer(n, d_in, d_out, rounds, use_compile)
@@ -266,14 +231,3 @@ def format_table(report: dict) -> str:
         f"{seed['torch'] / (tiny['ext'] + floor):.2f}"
     )
     return "\n".join(lines)
-
-
-def main(
-    json_path: str | None = None, rounds: int = 15, use_compile: bool = True, sizes=None
-) -> dict:
-    report = run(sizes=sizes, rounds=rounds, use_compile=use_compile)
-    print(format_table(report))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=2)
-    return report

@@ -1,8 +1,8 @@
-"""The seed's float32 products on each CPU GEMM path, side by side in one process.
+"""The tutorial's float32 products on each CPU GEMM path, side by side in one process.
 
 Paths (TWOLAYER_EXT_CPU_GEMM, read on every call): the AVX-512 kernels (unset), the AVX2
 kernels ("avx2"), ATen's BLAS ("aten"). On a CPU without AVX-512 the first two columns are
-both the AVX2 kernels. Usage: python benchmarks/cpu_gemm_paths.py [--rounds N]
+both the AVX2 kernels. Usage: python -m twolayer_ext.bench.gemm_paths [--rounds N]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 import twolayer_ext
-from twolayer_ext.bench import time_interleaved
+from twolayer_ext.bench.timing import time_interleaved
 
 PATHS = {"avx512": None, "avx2": "avx2", "aten": "aten"}
 

@@ -1,0 +1,33 @@
+"""Benchmarks, run as ``python -m twolayer_ext bench [--device cpu|cuda]`` (docs/BENCHMARKS.md).
+
+* :mod:`.cpu`: the CPU ops, the tutorial's training step and the numpy scheme;
+* :mod:`.cuda`: the CUDA ops on both GEMM paths and the tutorial step on the GPU;
+* :mod:`.gemm_paths`: the CPU GEMM kernels per instruction set (a developer's tool);
+* :mod:`.timing`: interleaved timing (wall clock, CUDA events) and saved-tensor bytes.
+
+Speed is measured here, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def main(
+    json_path: str | None = None,
+    rounds: int = 15,
+    use_compile: bool = True,
+    quick: bool = False,
+    device: str = "cpu",
+) -> dict:
+    """Run the benchmark for ``device``, print its table, optionally write the JSON record."""
+    if device == "cuda":
+        from . import cuda as suite
+    else:
+        from . import cpu as suite
+    report = suite.run(rounds=rounds, use_compile=use_compile, quick=quick)
+    print(suite.format_table(report))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
