@@ -53,7 +53,7 @@ step "register / spill report"
 bash scripts/cuda_resource_usage.sh | tee "$LOG/resource_usage.txt" | tail -20
 
 step "benchmark"
-(cd /tmp && $PY "$ROOT/benchmarks/gpu_bench.py" --json "$LOG/bench.json") | tee "$LOG/bench.txt"
+(cd /tmp && $PY -m twolayer_ext bench --device cuda --json "$LOG/gpu-bench.json") | tee "$LOG/bench.txt"
 
 echo
 [ $status -eq 0 ] && echo "GPU CHECK: PASS" || echo "GPU CHECK: FAIL"

@@ -27,6 +27,11 @@ DEVICE_DTYPES = [pytest.param("cpu", dt, id=f"cpu-{str(dt)[6:]}") for dt in CPU_
 ]
 DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
 
+# The CUDA ops run their products on cuBLAS ("vendor") or on the extension's own GEMM
+# ("custom"), chosen per call (csrc/cuda/layer.cu); TWOLAYER_EXT_CUDA_GEMM forces one.
+# On a machine with a GPU every test that touches CUDA runs once per path.
+CUDA_GEMM_PATHS = ["vendor", "custom"]
+
 # Max error relative to the largest reference magnitude, against a float64
 # reference computed from the same (rounded) inputs.
 TOLERANCE = {
@@ -45,6 +50,32 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     # Also at the end, where `pytest -q ... | tail` (CI, scripts/sanitize_cpu.sh) shows it.
     if exitstatus != 0:
         terminalreporter.write_line(f"replay with TWOLAYER_TEST_SEED={SESSION_SEED}")
+
+
+if HAS_CUDA:
+
+    @pytest.fixture(autouse=True, params=CUDA_GEMM_PATHS)
+    def cuda_gemm_path(request, monkeypatch):
+        monkeypatch.setenv("TWOLAYER_EXT_CUDA_GEMM", request.param)
+        return request.param
+
+    def pytest_collection_modifyitems(config, items):
+        """Keep the custom-GEMM copy of a test only where the test touches CUDA."""
+        keep, drop = [], []
+        for item in items:
+            params = getattr(item, "callspec", None)
+            params = params.params if params else {}
+            path = params.get("cuda_gemm_path")
+            only = item.get_closest_marker("gemm_path")
+            touches_cuda = "cuda" in item.nodeid.lower() or params.get("device") == "cuda"
+            if only is not None:
+                wanted = path == only.args[0]
+            else:
+                wanted = path != "custom" or touches_cuda
+            (keep if wanted else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
 
 
 @pytest.fixture(autouse=True)

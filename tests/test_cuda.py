@@ -6,6 +6,8 @@ test_linear_relu.py / test_relu.py / test_gradcheck.py / test_opcheck.py.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import HAS_CUDA, assert_close
@@ -121,6 +123,7 @@ def _cuda_kernel_names(fn) -> list[str]:
     return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
 
 
+@pytest.mark.gemm_path("custom")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", PIPELINED_CASES, ids=str)
 @pytest.mark.parametrize("x_t", [False, True], ids=["x", "xT"])
@@ -154,6 +157,7 @@ def test_pipelined_gemm_matches_reference(dtype, case, x_t):
         assert_close(got, ref, dtype, f"grad_{name}")
 
 
+@pytest.mark.gemm_path("custom")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("om", [[True] * 5, [False, True, True, False, True]], ids=str)
 def test_pipelined_two_layer_matches_reference(dtype, om):
@@ -163,3 +167,93 @@ def test_pipelined_two_layer_matches_reference(dtype, om):
     b1 = torch.randn(136, device="cuda", dtype=dtype)
     b2 = torch.randn(72, device="cuda", dtype=dtype)
     check_two_layer_ops(x, w1, b1, w2, b2, om, dtype)
+
+
+CUSTOM_GEMM_KERNELS = ("pipelined_gemm_kernel", "tiled_gemm_kernel")
+
+
+@pytest.mark.gemm_path("vendor")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_vendor_path_runs_cublas_and_one_fused_pass_each_way(dtype):
+    """Products on cuBLAS; around them exactly one pass forward (bias is cuBLAS's,
+    ReLU + mask ours) and one backward (masked grad + bias grad)."""
+    x = torch.randn(300, 200, device="cuda", dtype=dtype)
+    w = torch.randn(150, 200, device="cuda", dtype=dtype) / 15
+    b = torch.randn(150, device="cuda", dtype=dtype)
+    g = torch.randn(300, 150, device="cuda", dtype=dtype)
+    results = {}
+
+    def forward():
+        results["y"], results["mask"] = torch.ops.twolayer_ext.linear_relu(x, w, b)
+
+    def backward():
+        results["grads"] = torch.ops.twolayer_ext.linear_relu_backward(
+            g, x, w, results["mask"], [True, True, True]
+        )
+
+    fwd, bwd = _cuda_kernel_names(forward), _cuda_kernel_names(backward)
+    for names in (fwd, bwd):
+        assert not any(k in n for n in names for k in CUSTOM_GEMM_KERNELS), names
+    assert sum("relu_mask_kernel" in n for n in fwd) == 1, fwd
+    assert sum("masked_grad_kernel" in n for n in bwd) == 1, bwd
+    xd, wd, bd = x.double(), w.double(), b.double()
+    assert_close(results["y"], reference.linear_relu(xd, wd, bd), dtype, "y")
+    want = reference.linear_relu_backward(g.double(), xd, wd, results["mask"], [True] * 3)
+    for got, ref, name in zip(results["grads"], want, ["x", "w", "b"]):
+        assert_close(got, ref, dtype, f"grad_{name}")
+
+
+def test_cuda_gemm_env_rejects_unknown_path(monkeypatch):
+    monkeypatch.setenv("TWOLAYER_EXT_CUDA_GEMM", "cutlass")
+    x = torch.randn(4, 8, device="cuda")
+    with pytest.raises(ValueError, match="TWOLAYER_EXT_CUDA_GEMM must be 'custom' or 'vendor'"):
+        twolayer_ext.linear_relu(x, torch.randn(3, 8, device="cuda"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_sgd_step_replayed_from_a_cuda_graph_equals_eager_steps(dtype):
+    """k steps captured once and replayed on new batches leave the same weights as k eager
+    sgd_step calls on the same batches."""
+    steps, lr = 4, 1e-3
+    net_eager = twolayer_ext.TwoLayerNet(64, 48, 8, device="cuda", dtype=dtype)
+    net_graph = copy.deepcopy(net_eager)
+    xs = [torch.randn(32, 64, device="cuda", dtype=dtype) for _ in range(steps)]
+    ys = [torch.randn(32, 8, device="cuda", dtype=dtype) for _ in range(steps)]
+    static_x, static_y = xs[0].clone(), ys[0].clone()
+
+    warm = copy.deepcopy(net_graph)  # warm-up outside the capture, on weights we discard
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            warm.sgd_step(static_x, static_y, lr)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = net_graph.sgd_step(static_x, static_y, lr)
+
+    for x, y in zip(xs, ys):
+        static_x.copy_(x)
+        static_y.copy_(y)
+        graph.replay()
+        loss = net_eager.sgd_step(x, y, lr)
+        torch.cuda.synchronize()
+        assert_close(static_loss, loss, dtype, "loss")
+    for (name, a), b in zip(net_graph.named_parameters(), net_eager.parameters()):
+        assert_close(a, b, dtype, name)
+
+
+def test_cli_gpu_bench_runs(tmp_path):
+    """`bench --device cuda` on tiny sizes, so the harness cannot rot (no timing is asserted)."""
+    import json
+
+    from twolayer_ext.cli import main as cli_main
+
+    out = tmp_path / "gpu-bench.json"
+    args = ["bench", "--device", "cuda", "--quick", "--rounds", "1", "--no-compile"]
+    assert cli_main([*args, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {"commit", "device", "torch", "cases"} <= report.keys()
+    for case in report["cases"]:
+        assert case["ratio"] == case["torch_ms"] / case["ext_ms"]
+    assert any("sgd_step" in case["case"] for case in report["cases"])

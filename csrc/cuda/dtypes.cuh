@@ -22,35 +22,36 @@ struct DeviceType<c10::BFloat16> {
   using type = __nv_bfloat16;
 };
 
-// Conv<T>::acc is the accumulation type; to/from convert with round-to-nearest.
+// Numeric<T>: arithmetic of device type T. acc is the accumulation type (float for the
+// 16-bit types); to_acc/from_acc convert to and from it, rounding to nearest.
 template <typename T>
-struct Conv;
+struct Numeric;
 template <>
-struct Conv<float> {
+struct Numeric<float> {
   using acc = float;
-  static __device__ __forceinline__ float to(float v) { return v; }
-  static __device__ __forceinline__ float from(float v) { return v; }
+  static __device__ __forceinline__ float to_acc(float v) { return v; }
+  static __device__ __forceinline__ float from_acc(float v) { return v; }
   static __device__ __forceinline__ float zero() { return 0.f; }
 };
 template <>
-struct Conv<double> {
+struct Numeric<double> {
   using acc = double;
-  static __device__ __forceinline__ double to(double v) { return v; }
-  static __device__ __forceinline__ double from(double v) { return v; }
+  static __device__ __forceinline__ double to_acc(double v) { return v; }
+  static __device__ __forceinline__ double from_acc(double v) { return v; }
   static __device__ __forceinline__ double zero() { return 0.0; }
 };
 template <>
-struct Conv<__half> {
+struct Numeric<__half> {
   using acc = float;
-  static __device__ __forceinline__ float to(__half v) { return __half2float(v); }
-  static __device__ __forceinline__ __half from(float v) { return __float2half_rn(v); }
+  static __device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half from_acc(float v) { return __float2half_rn(v); }
   static __device__ __forceinline__ __half zero() { return __ushort_as_half(0); }
 };
 template <>
-struct Conv<__nv_bfloat16> {
+struct Numeric<__nv_bfloat16> {
   using acc = float;
-  static __device__ __forceinline__ float to(__nv_bfloat16 v) { return __bfloat162float(v); }
-  static __device__ __forceinline__ __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
+  static __device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 from_acc(float v) { return __float2bfloat16_rn(v); }
   static __device__ __forceinline__ __nv_bfloat16 zero() { return __ushort_as_bfloat16(0); }
 };
 

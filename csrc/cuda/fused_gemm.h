@@ -5,7 +5,7 @@
 // with the Linear+ReLU prologue/epilogue options in GemmParams. Defined, and
 // instantiated for the four dtypes, in fused_gemm.cu, which picks the kernel
 // (pipelined_gemm.cuh where the operands allow it, else tiled_gemm.cuh). Only
-// this declaration is included by the op files, so each kernel is compiled once.
+// this declaration is included elsewhere (layer.cu), so each kernel is compiled once.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -34,16 +34,19 @@ struct GemmParams {
   uint8_t* mask_out = nullptr;
   int64_t mask_out_ld = 0;
   // If set: bias_grad[m] = sum_k A'(m, k), the row sums of the masked A, i.e.
-  // grad_bias when A' is the masked grad_yᵀ of a grad_weight product. Reduced
-  // inside the GEMM by the pipelined kernel; a separate pass otherwise, which
-  // needs mask_a == nullptr or mask_a_t.
+  // grad_bias when A' is the masked grad_yᵀ of a grad_weight product. Only the
+  // pipelined kernel reduces it (inside the GEMM); launch_fused_gemm says whether
+  // it did, and the caller runs the separate pass (fused_passes.h) when not.
   void* bias_grad = nullptr;
 };
 
 // Enqueues C = A' @ B.T on `stream` (a no-op when M == 0). T is float, double,
 // __half or __nv_bfloat16; `tf32` allows TF32 tensor cores for float
-// (torch.backends.cuda.matmul.allow_tf32).
+// (torch.backends.cuda.matmul.allow_tf32). The tensor-core kernels (16-bit types,
+// TF32) need compute capability 8.0+: on an older current device this raises a
+// clear error instead of launching. Returns whether p.bias_grad was written
+// (true when it is null or M == 0).
 template <typename T>
-void launch_fused_gemm(const GemmParams& p, bool tf32, cudaStream_t stream);
+bool launch_fused_gemm(const GemmParams& p, bool tf32, cudaStream_t stream);
 
 }  // namespace twolayer_ext::cuda

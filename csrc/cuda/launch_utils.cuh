@@ -4,25 +4,33 @@
 #include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime.h>
+
+#include <string>
 
 namespace twolayer_ext::cuda {
 
-// float32 GEMMs use TF32 tensor cores only when torch would
-// (torch.backends.cuda.matmul.allow_tf32).
+// float32 products use TF32 tensor cores only when torch's would
+// (torch.backends.cuda.matmul.allow_tf32); cuBLAS through ATen reads the flag itself.
 inline bool use_tf32(const at::Tensor& t) {
   return t.scalar_type() == at::kFloat && at::globalContext().allowTF32CuBLAS();
 }
 
-// The WMMA (tensor-core) paths need compute capability 8.0 or newer.
-inline void check_tensor_core_arch(const char* op, const at::Tensor& t, bool tensor_cores) {
-  if (!tensor_cores) return;
-  int major = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor,
-                                        t.device().index()));
-  TORCH_CHECK(major >= 8, op, ": ", t.scalar_type(),
-              " (or TF32) kernels need a GPU of compute capability 8.0 or newer, but ", t.device(),
-              " has ", std::to_string(major), ".x");
+// The custom GEMM's tensor-core (WMMA, cp.async) kernels need compute capability 8.0
+// or newer; on an older current device this raises instead of a device-side trap.
+inline void check_tensor_core_arch(const char* what) {
+  // (Attributes, not ATen's cached device properties: <ATen/cuda/CUDAContext.h> needs
+  // the cuSPARSE headers, which a bare toolkit lacks.)
+  const c10::DeviceIndex device = c10::cuda::current_device();
+  int major = 0, minor = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  TORCH_CHECK(major >= 8, "twolayer_ext: the custom GEMM's ", what,
+              " kernels need a GPU of compute capability 8.0 or newer, but cuda:",
+              std::to_string(device), " has ", std::to_string(major), ".",
+              std::to_string(minor),
+              "; unset TWOLAYER_EXT_CUDA_GEMM=custom to run these products on cuBLAS");
 }
 
 }  // namespace twolayer_ext::cuda

@@ -33,19 +33,19 @@
 
 namespace twolayer_ext::cuda::pipelined {
 
-constexpr int kBM = 128, kBN = 128, kBK = 32, kStages = 4, kThreads = 256;
+constexpr int kTileM = 128, kTileN = 128, kTileK = 32, kStages = 4, kThreads = 256;
 constexpr int kPad = 8;          // elements; keeps rows 16-byte aligned, staggers banks
-constexpr int kLdc = kBN + 4;    // fp32 accumulator tile pitch
-static_assert(kThreads == 2 * kBM, "row sums: two threads per row of A");
+constexpr int kLdc = kTileN + 4;    // fp32 accumulator tile pitch
+static_assert(kThreads == 2 * kTileM, "row sums: two threads per row of A");
 
-// One kRows x kBK operand tile in shared memory. kKContig: stored [row][k]
+// One kRows x kTileK operand tile in shared memory. kKContig: stored [row][k]
 // (k contiguous, as in global memory); else [k][row].
 template <bool kKContig, int kRows>
 struct Tile {
-  static constexpr int kLd = kKContig ? kBK + kPad : kRows + kPad;
-  static constexpr int kElems = kKContig ? kRows * kLd : kBK * kLd;
-  static constexpr int kPerLine = (kKContig ? kBK : kRows) / 8;  // 16-byte pieces per line
-  static constexpr int kPieces = kRows * kBK / 8;
+  static constexpr int kLd = kKContig ? kTileK + kPad : kRows + kPad;
+  static constexpr int kElems = kKContig ? kRows * kLd : kTileK * kLd;
+  static constexpr int kPerLine = (kKContig ? kTileK : kRows) / 8;  // 16-byte pieces per line
+  static constexpr int kPieces = kRows * kTileK / 8;
   static __device__ __forceinline__ int at(int row, int k) {
     return kKContig ? row * kLd + k : k * kLd + row;
   }
@@ -61,15 +61,15 @@ struct Tile {
   }
 };
 
-template <bool kAK, bool kBKc>
+template <bool kAKContig, bool kBKContig>
 struct Smem {
-  using TA = Tile<kAK, kBM>;
-  using TB = Tile<kBKc, kBN>;
+  using TA = Tile<kAKContig, kTileM>;
+  using TB = Tile<kBKContig, kTileN>;
   static constexpr int kStageElems = TA::kElems + TB::kElems;
   static constexpr int kPipeBytes = kStages * kStageElems * 2;
-  static constexpr int kCBytes = kBM * kLdc * 4;  // reuses the pipeline buffers
+  static constexpr int kCBytes = kTileM * kLdc * 4;  // reuses the pipeline buffers
   static constexpr int kRowSumOffset = kPipeBytes > kCBytes ? kPipeBytes : kCBytes;
-  static constexpr int kBytes = kRowSumOffset + 2 * kBM * 4;
+  static constexpr int kBytes = kRowSumOffset + 2 * kTileM * 4;
 };
 
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
@@ -115,30 +115,30 @@ __device__ __forceinline__ void load_tile_async(T* s, const T* x, int64_t s_row,
 // Clears the elements of a landed A tile whose ReLU mask bit is clear. The
 // mask's packed index runs along the tile's lines (checked on the host), so
 // each 16-byte piece takes one mask byte.
-template <typename T, bool kAK>
+template <typename T, bool kAKContig>
 __device__ __forceinline__ void mask_tile(T* s, const GemmParams& p, int64_t m0, int64_t k0) {
-  using TL = Tile<kAK, kBM>;
+  using TL = Tile<kAKContig, kTileM>;
 #pragma unroll
   for (int i = 0; i < TL::kPieces / kThreads; ++i) {
     int r, k;
     TL::piece(threadIdx.x + i * kThreads, r, k);
     const int64_t gm = m0 + r, gk = k0 + k;
     if (gm >= p.M || gk >= p.K) continue;  // zero-filled already
-    const uint8_t bits = kAK ? p.mask_a[gm * p.mask_a_ld + (gk >> 3)]
+    const uint8_t bits = kAKContig ? p.mask_a[gm * p.mask_a_ld + (gk >> 3)]
                              : p.mask_a[gk * p.mask_a_ld + (gm >> 3)];
     if (bits == 0xFF) continue;
     T* line = s + TL::at(r, k);
 #pragma unroll
     for (int j = 0; j < 8; ++j)
-      if (!((bits >> j) & 1)) line[j] = Conv<T>::zero();
+      if (!((bits >> j) & 1)) line[j] = Numeric<T>::zero();
   }
 }
 
-template <typename T, bool kAK, bool kBKc>
+template <typename T, bool kAKContig, bool kBKContig>
 __global__ void __launch_bounds__(kThreads, 2) pipelined_gemm_kernel(const GemmParams p) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
-  using L = Smem<kAK, kBKc>;
+  using L = Smem<kAKContig, kBKContig>;
   using TA = typename L::TA;
   using TB = typename L::TB;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -146,14 +146,14 @@ __global__ void __launch_bounds__(kThreads, 2) pipelined_gemm_kernel(const GemmP
   float* Cs = reinterpret_cast<float*>(smem);
   float* row_part = reinterpret_cast<float*>(smem + L::kRowSumOffset);
 
-  const int64_t m0 = int64_t(blockIdx.x) * kBM, n0 = int64_t(blockIdx.y) * kBN;
+  const int64_t m0 = int64_t(blockIdx.x) * kTileM, n0 = int64_t(blockIdx.y) * kTileN;
   const T* A = static_cast<const T*>(p.a);
   const T* B = static_cast<const T*>(p.b);
-  const int64_t k_tiles = (p.K + kBK - 1) / kBK;
+  const int64_t k_tiles = (p.K + kTileK - 1) / kTileK;
   const auto load = [&](int64_t kt) {
     T* s = pipe + int(kt % kStages) * L::kStageElems;
-    load_tile_async<T, kAK, kBM>(s, A, p.a_sm, p.a_sk, p.M, p.K, m0, kt * kBK);
-    load_tile_async<T, kBKc, kBN>(s + TA::kElems, B, p.b_sn, p.b_sk, p.N, p.K, n0, kt * kBK);
+    load_tile_async<T, kAKContig, kTileM>(s, A, p.a_sm, p.a_sk, p.M, p.K, m0, kt * kTileK);
+    load_tile_async<T, kBKContig, kTileN>(s + TA::kElems, B, p.b_sn, p.b_sk, p.N, p.K, n0, kt * kTileK);
   };
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
@@ -162,11 +162,11 @@ __global__ void __launch_bounds__(kThreads, 2) pipelined_gemm_kernel(const GemmP
   }
 
   const bool row_sums = p.bias_grad != nullptr && blockIdx.y == 0;
-  const int sum_row = threadIdx.x % kBM, sum_k0 = (threadIdx.x / kBM) * (kBK / 2);
+  const int sum_row = threadIdx.x % kTileM, sum_k0 = (threadIdx.x / kTileM) * (kTileK / 2);
   float row_sum = 0.f;
 
-  using LayoutA = std::conditional_t<kAK, wmma::row_major, wmma::col_major>;
-  using LayoutB = std::conditional_t<kBKc, wmma::col_major, wmma::row_major>;
+  using LayoutA = std::conditional_t<kAKContig, wmma::row_major, wmma::col_major>;
+  using LayoutB = std::conditional_t<kBKContig, wmma::col_major, wmma::row_major>;
   const int warp = threadIdx.x / 32, wm = warp / 4, wn = warp % 4;  // 2 x 4 warps, 64 x 32 each
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][2];
 #pragma unroll
@@ -180,17 +180,17 @@ __global__ void __launch_bounds__(kThreads, 2) pipelined_gemm_kernel(const GemmP
     T* As = pipe + int(kt % kStages) * L::kStageElems;
     const T* Bs = As + TA::kElems;
     if (p.mask_a != nullptr) {
-      mask_tile<T, kAK>(As, p, m0, kt * kBK);
+      mask_tile<T, kAKContig>(As, p, m0, kt * kTileK);
       __syncthreads();
     }
     if (kt + kStages - 1 < k_tiles) load(kt + kStages - 1);  // into tile kt-1's buffer
     cp_async_commit();
     if (row_sums) {
 #pragma unroll
-      for (int k = 0; k < kBK / 2; ++k) row_sum += Conv<T>::to(As[TA::at(sum_row, sum_k0 + k)]);
+      for (int k = 0; k < kTileK / 2; ++k) row_sum += Numeric<T>::to_acc(As[TA::at(sum_row, sum_k0 + k)]);
     }
 #pragma unroll
-    for (int kk = 0; kk < kBK; kk += 16) {
+    for (int kk = 0; kk < kTileK; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, T, LayoutA> af[4];
       wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LayoutB> bf[2];
 #pragma unroll
@@ -214,12 +214,12 @@ __global__ void __launch_bounds__(kThreads, 2) pipelined_gemm_kernel(const GemmP
                               wmma::mem_row_major);
   if (row_sums) row_part[threadIdx.x] = row_sum;
   __syncthreads();
-  if (row_sums && threadIdx.x < kBM && m0 + threadIdx.x < p.M) {
+  if (row_sums && threadIdx.x < kTileM && m0 + threadIdx.x < p.M) {
     // The two halves in a fixed order: deterministic.
     static_cast<T*>(p.bias_grad)[m0 + threadIdx.x] =
-        Conv<T>::from(row_part[threadIdx.x] + row_part[threadIdx.x + kBM]);
+        Numeric<T>::from_acc(row_part[threadIdx.x] + row_part[threadIdx.x + kTileM]);
   }
-  gemm_epilogue<T, kBM, kBN, kLdc>(Cs, p, m0, n0);
+  gemm_epilogue<T, kTileM, kTileN, kLdc>(Cs, p, m0, n0);
 #else
   __trap();  // sm_80+ only; the host never launches it on older GPUs
 #endif
@@ -234,10 +234,10 @@ inline int operand_layout(const void* ptr, int64_t s_row, int64_t s_k) {
   return -1;
 }
 
-template <typename T, bool kAK, bool kBKc>
+template <typename T, bool kAKContig, bool kBKContig>
 void launch(const GemmParams& p, dim3 grid, cudaStream_t stream) {
-  constexpr int bytes = Smem<kAK, kBKc>::kBytes;
-  const auto kernel = pipelined_gemm_kernel<T, kAK, kBKc>;
+  constexpr int bytes = Smem<kAKContig, kBKContig>::kBytes;
+  const auto kernel = pipelined_gemm_kernel<T, kAKContig, kBKContig>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   kernel<<<grid, kThreads, bytes, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -256,7 +256,7 @@ bool try_launch(const GemmParams& p, cudaStream_t stream) {
     if (a < 0 || b < 0 || p.M <= 0 || p.N <= 0) return false;
     // The mask's packed index must run along A's contiguous index.
     if (p.mask_a != nullptr && p.mask_a_t == (a == 1)) return false;
-    const int64_t m_tiles = (p.M + kBM - 1) / kBM, n_tiles = (p.N + kBN - 1) / kBN;
+    const int64_t m_tiles = (p.M + kTileM - 1) / kTileM, n_tiles = (p.N + kTileN - 1) / kTileN;
     if (m_tiles > int64_t(INT32_MAX) || n_tiles > 65535) return false;
     const dim3 grid{unsigned(m_tiles), unsigned(n_tiles)};
     if (a == 1 && b == 1) launch<T, true, true>(p, grid, stream);

@@ -25,7 +25,7 @@ __global__ void relu_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t 
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const T v = x[i];
-    y[i] = Conv<T>::to(v) <= 0 ? Conv<T>::zero() : v;
+    y[i] = Numeric<T>::to_acc(v) <= 0 ? Numeric<T>::zero() : v;
   }
 }
 
@@ -34,7 +34,7 @@ __global__ void relu_backward_kernel(const T* __restrict__ g, const T* __restric
                                      T* __restrict__ out, int64_t n) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    out[i] = Conv<T>::to(y[i]) <= 0 ? Conv<T>::zero() : g[i];
+    out[i] = Numeric<T>::to_acc(y[i]) <= 0 ? Numeric<T>::zero() : g[i];
   }
 }
 

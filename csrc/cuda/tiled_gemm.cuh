@@ -25,22 +25,22 @@
 
 namespace twolayer_ext::cuda::tiled {
 
-constexpr int kBM = 64, kBN = 64, kBK = 32, kThreads = 256;
-static_assert(kBM == kBN, "load_tile serves both operands");
+constexpr int kTileM = 64, kTileN = 64, kTileK = 32, kThreads = 256;
+static_assert(kTileM == kTileN, "load_tile serves both operands");
 
 template <typename T, bool kWmma>
 struct TileCfg {
-  using acc_t = typename Conv<T>::acc;
+  using acc_t = typename Numeric<T>::acc;
   // Row pitch of the A/B tiles: WMMA wants a multiple of 16 bytes; the FMA
   // path pads by one element to keep column reads free of bank conflicts.
-  static constexpr int kLds = kWmma ? kBK + 16 / int(sizeof(T)) : kBK + 1;
-  static constexpr int kLdc = kWmma ? kBN + 4 : kBN + 1;
-  static constexpr int kTileBytes = 2 * kBM * kLds * int(sizeof(T));
-  static constexpr int kCBytes = kBM * kLdc * int(sizeof(acc_t));
+  static constexpr int kLds = kWmma ? kTileK + 16 / int(sizeof(T)) : kTileK + 1;
+  static constexpr int kLdc = kWmma ? kTileN + 4 : kTileN + 1;
+  static constexpr int kTileBytes = 2 * kTileM * kLds * int(sizeof(T));
+  static constexpr int kCBytes = kTileM * kLdc * int(sizeof(acc_t));
   static constexpr int kSmemBytes = kTileBytes > kCBytes ? kTileBytes : kCBytes;
 };
 
-// Loads a kBM x kBK tile of X(row, k) = x[row * s_row + k * s_k] into s[row][k].
+// Loads a kTileM x kTileK tile of X(row, k) = x[row * s_row + k * s_k] into s[row][k].
 // Consecutive threads walk whichever index has unit stride, so both row-major
 // and transposed operands are read coalesced.
 template <typename T>
@@ -49,11 +49,11 @@ __device__ __forceinline__ void load_tile(T* __restrict__ s, int lds, const T* _
                                           int64_t row0, int64_t k0, const uint8_t* mask,
                                           int64_t mask_ld, bool mask_t) {
   const bool row_fast = s_row == 1 && s_k != 1;
-  for (int i = threadIdx.x; i < kBM * kBK; i += kThreads) {
-    const int r = row_fast ? i % kBM : i / kBK;
-    const int c = row_fast ? i / kBM : i % kBK;
+  for (int i = threadIdx.x; i < kTileM * kTileK; i += kThreads) {
+    const int r = row_fast ? i % kTileM : i / kTileK;
+    const int c = row_fast ? i / kTileM : i % kTileK;
     const int64_t gr = row0 + r, gk = k0 + c;
-    T v = Conv<T>::zero();
+    T v = Numeric<T>::zero();
     if (gr < rows && gk < K) {
       const bool keep = mask == nullptr ||
                         (mask_t ? mask_bit(mask, mask_ld, gk, gr) : mask_bit(mask, mask_ld, gr, gk));
@@ -70,10 +70,10 @@ __global__ void __launch_bounds__(kThreads) tiled_gemm_kernel(const GemmParams p
   constexpr int kLds = Cfg::kLds, kLdc = Cfg::kLdc;
   __shared__ __align__(128) unsigned char smem[Cfg::kSmemBytes];
   T* As = reinterpret_cast<T*>(smem);
-  T* Bs = As + kBM * kLds;
+  T* Bs = As + kTileM * kLds;
   acc_t* Cs = reinterpret_cast<acc_t*>(smem);  // reused once the K loop is done
 
-  const int64_t m0 = int64_t(blockIdx.x) * kBM, n0 = int64_t(blockIdx.y) * kBN;
+  const int64_t m0 = int64_t(blockIdx.x) * kTileM, n0 = int64_t(blockIdx.y) * kTileN;
   const T* A = static_cast<const T*>(p.a);
   const T* B = static_cast<const T*>(p.b);
 
@@ -86,12 +86,12 @@ __global__ void __launch_bounds__(kThreads) tiled_gemm_kernel(const GemmParams p
     wmma::fragment<wmma::accumulator, 16, 16, kWk, float> acc[2];
     wmma::fill_fragment(acc[0], 0.f);
     wmma::fill_fragment(acc[1], 0.f);
-    for (int64_t k0 = 0; k0 < p.K; k0 += kBK) {
+    for (int64_t k0 = 0; k0 < p.K; k0 += kTileK) {
       load_tile(As, kLds, A, p.a_sm, p.a_sk, p.M, p.K, m0, k0, p.mask_a, p.mask_a_ld, p.mask_a_t);
       load_tile(Bs, kLds, B, p.b_sn, p.b_sk, p.N, p.K, n0, k0, nullptr, 0, false);
       __syncthreads();
 #pragma unroll
-      for (int kk = 0; kk < kBK; kk += kWk) {
+      for (int kk = 0; kk < kTileK; kk += kWk) {
         wmma::fragment<wmma::matrix_a, 16, 16, kWk, frag_t, wmma::row_major> af;
         wmma::load_matrix_sync(af, As + wm * 16 * kLds + kk, kLds);
         if constexpr (kTf32) {
@@ -119,17 +119,17 @@ __global__ void __launch_bounds__(kThreads) tiled_gemm_kernel(const GemmParams p
   } else {
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // 4x4 outputs per thread
     acc_t acc[4][4] = {};
-    for (int64_t k0 = 0; k0 < p.K; k0 += kBK) {
+    for (int64_t k0 = 0; k0 < p.K; k0 += kTileK) {
       load_tile(As, kLds, A, p.a_sm, p.a_sk, p.M, p.K, m0, k0, p.mask_a, p.mask_a_ld, p.mask_a_t);
       load_tile(Bs, kLds, B, p.b_sn, p.b_sk, p.N, p.K, n0, k0, nullptr, 0, false);
       __syncthreads();
 #pragma unroll 8
-      for (int k = 0; k < kBK; ++k) {
+      for (int k = 0; k < kTileK; ++k) {
         acc_t a[4], b[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) a[i] = Conv<T>::to(As[(ty + 16 * i) * kLds + k]);
+        for (int i = 0; i < 4; ++i) a[i] = Numeric<T>::to_acc(As[(ty + 16 * i) * kLds + k]);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) b[j] = Conv<T>::to(Bs[(tx + 16 * j) * kLds + k]);
+        for (int j = 0; j < 4; ++j) b[j] = Numeric<T>::to_acc(Bs[(tx + 16 * j) * kLds + k]);
 #pragma unroll
         for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kThreads) tiled_gemm_kernel(const GemmParams p
   }
   __syncthreads();
 
-  gemm_epilogue<T, kBM, kBN, kLdc>(Cs, p, m0, n0);
+  gemm_epilogue<T, kTileM, kTileN, kLdc>(Cs, p, m0, n0);
 }
 
 // Launches the right instantiation for T on `stream`; a no-op for empty outputs.
@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(kThreads) tiled_gemm_kernel(const GemmParams p
 template <typename T>
 void launch_tiled_gemm(const GemmParams& p, bool tf32, cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return;
-  const int64_t m_tiles = (p.M + kBM - 1) / kBM, n_tiles = (p.N + kBN - 1) / kBN;
+  const int64_t m_tiles = (p.M + kTileM - 1) / kTileM, n_tiles = (p.N + kTileN - 1) / kTileN;
   TORCH_CHECK(m_tiles <= int64_t(INT32_MAX) && n_tiles <= 65535,
               "twolayer_ext: GEMM of size ", std::to_string(p.M), " x ", std::to_string(p.N), " exceeds the CUDA grid limits");
   const dim3 grid{unsigned(m_tiles), unsigned(n_tiles)};
