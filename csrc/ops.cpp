@@ -1,8 +1,10 @@
 // The one place where the twolayer_ext operator schemas are declared.
 //
-// Kernels are registered per dispatch key next to their implementation
-// (csrc/cpu/*.cpp for CPU, csrc/cuda/*.cu for CUDA); fake kernels and autograd
-// formulas are registered from Python (twolayer_ext/ops.py).
+// Kernels are registered per dispatch key next to their implementation:
+// csrc/cpu/*.cpp (CPU), csrc/cuda/*.cu (CUDA), csrc/autograd/*.cpp (Autograd: the
+// forward ops' gradients), csrc/composite/ (the training step, any device). From
+// Python (twolayer_ext/ops.py): the fake kernels, the autocast kernels and the
+// backward ops' own derivatives (double backward).
 #include <Python.h>
 #include <torch/library.h>
 

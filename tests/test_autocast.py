@@ -33,7 +33,7 @@ def test_autocast_runs_in_autocast_dtype(device, dtype, entry):
         if entry == "module":
             y = layer(x)
         elif entry == "function":
-            y = twolayer_ext.LinearReLUFunction.apply(x, layer.weight, layer.bias)[0]
+            y = twolayer_ext.LinearReLUFunction.apply(x, layer.weight, layer.bias)
         else:
             y = torch.ops.twolayer_ext.linear_relu(x, layer.weight, layer.bias)[0]
         y_ref = torch.relu(lin(x))

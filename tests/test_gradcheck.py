@@ -113,9 +113,9 @@ def test_autograd_function_classes_gradcheck(device):
     for t in (x, w1, w2, b1, b2):
         t.requires_grad_()
     fns = [
-        (lambda x, w, b: twolayer_ext.LinearReLUFunction.apply(x, w, b)[0], (x, w1, b1)),
-        (lambda x: twolayer_ext.ReLUFunction.apply(x), (x,)),
-        (lambda *a: twolayer_ext.TwoLayerMLPFunction.apply(*a)[0], (x, w1, b1, w2, b2)),
+        (twolayer_ext.LinearReLUFunction.apply, (x, w1, b1)),
+        (twolayer_ext.ReLUFunction.apply, (x,)),
+        (twolayer_ext.TwoLayerMLPFunction.apply, (x, w1, b1, w2, b2)),
     ]
     for fn, args in fns:
         assert torch.autograd.gradcheck(fn, args)

@@ -180,15 +180,21 @@ def test_bench_harness_smoke(tmp_path, capsys):
     cases = [r["case"] for r in report["results"]]
     assert any(c.startswith("LinearReLU fwd+bwd") for c in cases)
     rows = {r["key"]: r for r in report["results"]}
-    assert set(rows) == {"layer", "tiny_step", "tiny_step_fused", "seed_step", "seed_step_fused"}
-    assert rows["seed_step"]["case"].startswith("seed training step")
+    assert set(rows) == {
+        "layer",
+        "tiny_step",
+        "tiny_step_fused",
+        "tutorial_step",
+        "tutorial_step_fused",
+    }
+    assert rows["tutorial_step"]["case"].startswith("tutorial training step")
     assert rows["tiny_step"]["case"].startswith("same step, 1-unit net")
-    assert "sgd_step" in rows["seed_step_fused"]["case"]
+    assert "sgd_step" in rows["tutorial_step_fused"]["case"]
     for r in report["results"]:
         assert r["timings_ms"]["ext"] > 0 and r["timings_ms"]["torch"] > 0
         assert r["ratios"]["ext"] > 0
-    seed = rows["seed_step"]
-    assert seed["saved_bytes"]["ext"] <= seed["saved_bytes"]["torch"]
+    step = rows["tutorial_step"]
+    assert step["saved_bytes"]["ext"] <= step["saved_bytes"]["torch"]
     printed = capsys.readouterr().out
     assert "FLOP floor" in printed and "without arithmetic" in printed
     assert "fused step vs the numpy scheme" in printed

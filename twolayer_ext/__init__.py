@@ -8,7 +8,7 @@ and registers their fake kernels and autograd formulas. The public API:
 * autograd Functions: :class:`LinearReLUFunction`, :class:`ReLUFunction`
 * modules: :class:`LinearReLU`, :class:`ReLU`
 * the tutorial's network: :class:`TwoLayerNet` and its state-dict converters
-* model conversion: :func:`fuse_modules`, :func:`load_unfused_state_dict`
+* model conversion: :func:`fuse_modules`
 * :func:`build_info` describes what the extension was compiled with.
 """
 
@@ -20,7 +20,7 @@ load_extension()
 from . import ops
 from .autograd import LinearReLUFunction, ReLUFunction, TwoLayerMLPFunction
 from .functional import linear_relu, relu, two_layer_mlp, two_layer_sgd_step
-from .fusion import fuse_modules, load_unfused_state_dict
+from .fusion import fuse_modules
 from .info import build_info
 from .models import (
     TwoLayerNet,
@@ -40,7 +40,6 @@ __all__ = [
     "build_info",
     "fuse_modules",
     "linear_relu",
-    "load_unfused_state_dict",
     "ops",
     "relu",
     "sequential_state_dict_to_twolayer",

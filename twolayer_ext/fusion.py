@@ -3,17 +3,13 @@
 State-dict keys do not change: the fused layer takes the Linear's place (and its
 ``weight``/``bias`` names) and the ReLU's slot becomes an ``nn.Identity`` with no
 state, so ``model.0.weight`` stays ``model.0.weight``. Checkpoints of the unfused
-model load into the fused one as they are (:func:`load_unfused_state_dict`), and
-the other way round.
+model load into the fused one with plain ``load_state_dict``, and the other way round.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
-from typing import Any
 
-import torch
 from torch import nn
 
 from .nn import LinearReLU
@@ -40,15 +36,3 @@ def fuse_modules(model: nn.Module) -> nn.Module:
                 module._modules[first] = LinearReLU.from_linear(a)
                 module._modules[second] = nn.Identity()
     return model
-
-
-def load_unfused_state_dict(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True
-) -> Any:
-    """Load a checkpoint saved from the unfused model into ``fuse_modules(model)``.
-
-    The key mapping is the identity (see the module docstring), so this is
-    ``model.load_state_dict`` with that guarantee spelled out; it returns what
-    ``load_state_dict`` returns (missing and unexpected keys).
-    """
-    return model.load_state_dict(state_dict, strict=strict)

@@ -32,7 +32,8 @@ def build_info() -> dict[str, Any]:
         "torch_cuda_version": _build_config.TORCH_CUDA_VERSION,
         "cuda_available": torch.cuda.is_available(),
         "openmp_threads": torch.get_num_threads(),
-        # GEMMs go through ATen's BLAS, which picks this ISA at run time; the
-        # extension's own elementwise loops are compiled for baseline x86-64.
+        # The ISA ATen picked at run time (its BLAS and vectorised kernels). The
+        # extension's own float32 GEMM kernels pick AVX-512 or AVX2 the same way
+        # (TWOLAYER_EXT_CPU_GEMM); the rest of it is compiled for baseline x86-64.
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
     }

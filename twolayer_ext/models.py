@@ -10,7 +10,7 @@ from torch import nn
 from .functional import two_layer_mlp, two_layer_sgd_step
 from .nn import LinearReLU
 
-# TwoLayerNet key -> key in the seed's nn.Sequential(Linear, ReLU, Linear).
+# TwoLayerNet key -> key in the tutorial's nn.Sequential(Linear, ReLU, Linear).
 _TO_SEQUENTIAL = {
     "fc1.weight": "0.weight",
     "fc1.bias": "0.bias",
@@ -90,7 +90,7 @@ class TwoLayerNet(nn.Module):
 
 
 def twolayer_state_dict_to_sequential(state: Mapping[str, torch.Tensor]) -> dict:
-    """Rename TwoLayerNet keys (``fc1.*``, ``fc2.*``) to the seed's ``nn.Sequential`` keys."""
+    """Rename TwoLayerNet keys (``fc1.*``, ``fc2.*``) to the tutorial's ``nn.Sequential`` keys."""
     return {_TO_SEQUENTIAL.get(k, k): v for k, v in state.items()}
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .autograd import (
+from .double_backward import (
     linear_relu_backward_backward,
     linear_relu_backward_setup_context,
     relu_backward_backward,
@@ -23,6 +23,7 @@ from .autograd import (
     two_layer_backward_backward,
     two_layer_backward_setup_context,
 )
+from .masks import mask_bytes
 
 linear_relu = torch.ops.twolayer_ext.linear_relu.default
 linear_relu_backward = torch.ops.twolayer_ext.linear_relu_backward.default
@@ -31,11 +32,6 @@ two_layer_backward = torch.ops.twolayer_ext.two_layer_backward.default
 two_layer_sgd_step = torch.ops.twolayer_ext.two_layer_sgd_step.default
 relu = torch.ops.twolayer_ext.relu.default
 relu_backward = torch.ops.twolayer_ext.relu_backward.default
-
-
-def mask_bytes(out_features: int) -> int:
-    """Bytes per row of the packed ReLU mask: eight output columns per byte."""
-    return (out_features + 7) // 8
 
 
 def _check_linear_args(op: str, x: torch.Tensor, weight: torch.Tensor) -> None:
@@ -138,25 +134,23 @@ def _two_layer_backward_fake(
 
 
 def _check_sgd_step_args(
-    x: torch.Tensor, y: torch.Tensor, w2: torch.Tensor, reduction: str, check_value=torch._check
+    x: torch.Tensor, y: torch.Tensor, w2: torch.Tensor, reduction: str
 ) -> None:
     """two_layer_sgd_step's own checks (the network's are the forward op's), worded as the C++
-    composite words them, for the fake kernel and the autocast kernel. check_value: the check
-    for shape and reduction errors (the autocast kernel raises ValueError, as the op does;
-    fake kernels raise RuntimeError, docs/errors.md)."""
+    composite words them (fake kernels raise RuntimeError, docs/errors.md)."""
     op = "twolayer_ext::two_layer_sgd_step"
     torch._check(
         y.dtype == x.dtype,
         lambda: f"{op}: expected y to have the same dtype as x ({x.dtype}), but got {y.dtype}",
     )
     out_shape = [*x.shape[:-1], w2.shape[0]]
-    check_value(
+    torch._check(
         list(y.shape) == out_shape,
         lambda: (
             f"{op}: y must have the network's output shape {out_shape}, but got {list(y.shape)}"
         ),
     )
-    check_value(
+    torch._check(
         reduction in ("sum", "mean"),
         lambda: f"{op}: reduction must be 'sum' or 'mean', but got {reduction!r}",
     )
@@ -214,7 +208,8 @@ torch.library.register_autograd(
 
 
 # Autocast: like nn.Linear, linear_relu and two_layer_forward run in the autocast dtype (its floating
-# inputs are cast to it); relu and the backward ops follow their inputs' dtype.
+# inputs are cast to it); relu and the backward ops follow their inputs' dtype. (The training
+# step's autocast kernel is C++, beside the step itself: csrc/composite/two_layer_sgd_step.cpp.)
 # The Autocast keys sit above Autograd in the dispatcher, so the casts are
 # recorded and the gradients come back in the parameters' own dtype.
 _autocast_lib = torch.library.Library("twolayer_ext", "IMPL")
@@ -237,48 +232,3 @@ for _name, _op in [("linear_relu", linear_relu), ("two_layer_forward", two_layer
         _autocast_lib.impl(
             _name, _autocast_kernel(_op, _device, getattr(torch._C.DispatchKey, _key)), _key
         )
-
-
-def _sgd_step_autocast_kernel(device_type: str, key: torch._C.DispatchKey):
-    """two_layer_sgd_step under autocast: the mixed-precision step, as autograd would run it.
-
-    The parameters stay in their own dtype and are updated there; the network runs on
-    autocast-dtype copies of them (as two_layer_forward does under autocast), the loss in
-    float32 (autocast's policy for mse_loss), and each gradient is cast back to its
-    parameter's dtype before the SGD update: the casts' own backward, then AccumulateGrad.
-    """
-    reductions = {"sum": 2, "mean": 1}
-
-    def kernel(x, y, w1, b1, w2, b2, lr: float, reduction: str = "sum") -> torch.Tensor:
-        _check_sgd_step_args(x, y, w2, reduction, check_value=torch._check_value)
-        dtype = torch.get_autocast_dtype(device_type)
-        params = [w1, b1, w2, b2]
-        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)), torch.no_grad():
-            low = [None if p is None else p.to(dtype) for p in params]
-            x_low = x.to(dtype) if x.is_floating_point() else x
-            out, hidden = two_layer_forward(x_low, *low)
-            out32, y32, red = out.float(), y.float(), reductions[reduction]
-            loss = torch.ops.aten.mse_loss(out32, y32, red)
-            one = torch.ones((), dtype=loss.dtype, device=loss.device)
-            grad_out = torch.ops.aten.mse_loss_backward(one, out32, y32, red).to(dtype)
-            mask = [False, True, b1 is not None, True, b2 is not None]
-            grads = two_layer_backward(grad_out, x_low, low[0], low[2], hidden, mask)
-            for p, g in zip(params, grads[1:]):
-                if p is None:
-                    continue
-                # p.grad as autograd would leave it: in p's dtype (the cast's backward) and
-                # p's layout (AccumulateGrad), so that add_ takes SGD's code path.
-                if g.dtype != p.dtype or g.stride() != p.stride():
-                    g = torch.empty_like(p).copy_(g)
-                p.add_(g, alpha=-lr)
-        return loss
-
-    return kernel
-
-
-for _device, _key in [("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")]:
-    _autocast_lib.impl(
-        "two_layer_sgd_step",
-        _sgd_step_autocast_kernel(_device, getattr(torch._C.DispatchKey, _key)),
-        _key,
-    )

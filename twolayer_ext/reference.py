@@ -11,27 +11,22 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .masks import pack_mask, relu_keep, unpack_mask
 
-def pack_mask(keep: torch.Tensor) -> torch.Tensor:
-    """Pack a bool ``[rows, n]`` tensor to uint8 ``[rows, ceil(n/8)]``, bit j%8 of byte j//8."""
-    rows, n = keep.shape
-    nbytes = (n + 7) // 8
-    padded = torch.zeros(rows, nbytes * 8, dtype=torch.uint8, device=keep.device)
-    padded[:, :n] = keep.to(torch.uint8)
-    weights = (2 ** torch.arange(8, device=keep.device)).to(torch.uint8)
-    return (padded.view(rows, nbytes, 8) * weights).sum(-1, dtype=torch.uint8)
-
-
-def unpack_mask(mask: torch.Tensor, n: int) -> torch.Tensor:
-    """Inverse of :func:`pack_mask`: uint8 ``[rows, ceil(n/8)]`` to bool ``[rows, n]``."""
-    bits = torch.arange(8, device=mask.device, dtype=torch.uint8)
-    unpacked = (mask.unsqueeze(-1) >> bits) & 1
-    return unpacked.reshape(mask.shape[0], mask.shape[1] * 8)[:, :n].bool()
-
-
-def relu_keep(y: torch.Tensor) -> torch.Tensor:
-    """Where relu passes the gradient: ``y > 0`` or NaN (torch's threshold_backward)."""
-    return ~(y <= 0)
+__all__ = [
+    "MyReLU",
+    "linear_relu",
+    "linear_relu_backward",
+    "linear_relu_op",
+    "pack_mask",
+    "relu",
+    "relu_backward",
+    "relu_keep",
+    "two_layer_backward",
+    "two_layer_forward",
+    "two_layer_sgd_step",
+    "unpack_mask",
+]
 
 
 def linear_relu(

@@ -37,7 +37,7 @@ Isa kernel_isa() {
 }
 
 // Tiles per parallel chunk: about 2^18 multiply-adds (~3 us), so small products such as
-// the seed's layer 2 stay on one thread instead of paying an OpenMP fork/join.
+// the tutorial's layer 2 stay on one thread instead of paying an OpenMP fork/join.
 int64_t grain(int64_t macs_per_tile) {
   return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, macs_per_tile));
 }

@@ -28,12 +28,11 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const 
   check_two_layer_args(kFwd, x, w1, b1, w2, b2, kCpuDtypes);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const int64_t rows = leading_rows(x), hidden = w1.size(0), out_features = w2.size(0);
-  at::Tensor h = linear_relu_output(x, w1, b1);  // no mask: backward reads hidden (above)
-  const at::Tensor h2 = h.reshape({rows, hidden});
+  const int64_t rows = leading_rows(x), hidden_features = w1.size(0), out_features = w2.size(0);
+  at::Tensor hidden = linear_relu_output(x, w1, b1);  // no mask: backward reads hidden (above)
   at::Tensor out = at::empty({rows, out_features}, x.options());
-  linear_out(out, h2, w2, b2);
-  return {out.view(with_last_dim(x, out_features)), h};
+  linear_out(out, hidden.reshape({rows, hidden_features}), w2, b2);
+  return {out.view(with_last_dim(x, out_features)), hidden};
 }
 
 std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward(
@@ -42,15 +41,15 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   check_two_layer_backward_args(kBwd, grad_out, x, w1, w2, hidden, kCpuDtypes);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const int64_t rows = leading_rows(x), hidden_f = w1.size(0), out_features = w2.size(0);
+  const int64_t rows = leading_rows(x), hidden_features = w1.size(0), out_features = w2.size(0);
   const at::Tensor g2 = grad_out.reshape({rows, out_features});
   OptTensor gx, gw1, gb1, gw2, gb2;
-  if (output_mask[3]) gw2 = mm_tn(g2, hidden.reshape({rows, hidden_f}));
+  if (output_mask[3]) gw2 = mm_tn(g2, hidden.reshape({rows, hidden_features}));
   if (output_mask[4]) gb2 = at::sum(g2, {0});
   if (output_mask[0] || output_mask[1] || output_mask[2]) {
-    at::Tensor grad_h = mm_nn(g2, w2).view(hidden.sizes());  // ours: masked in place
+    at::Tensor grad_hidden = mm_nn(g2, w2).view(hidden.sizes());  // ours: masked in place
     std::tie(gx, gw1, gb1) = linear_relu_backward_from_output_(
-        grad_h, x, w1, hidden, {output_mask[0], output_mask[1], output_mask[2]});
+        grad_hidden, x, w1, hidden, {output_mask[0], output_mask[1], output_mask[2]});
   }
   return {gx, gw1, gb1, gw2, gb2};
 }

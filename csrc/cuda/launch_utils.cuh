@@ -7,8 +7,6 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime.h>
 
-#include <string>
-
 namespace twolayer_ext::cuda {
 
 // float32 products use TF32 tensor cores only when torch's would
@@ -28,8 +26,7 @@ inline void check_tensor_core_arch(const char* what) {
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   TORCH_CHECK(major >= 8, "twolayer_ext: the custom GEMM's ", what,
               " kernels need a GPU of compute capability 8.0 or newer, but cuda:",
-              std::to_string(device), " has ", std::to_string(major), ".",
-              std::to_string(minor),
+              static_cast<int>(device), " has ", major, ".", minor,
               "; unset TWOLAYER_EXT_CUDA_GEMM=custom to run these products on cuBLAS");
 }
 

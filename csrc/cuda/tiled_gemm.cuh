@@ -154,7 +154,8 @@ void launch_tiled_gemm(const GemmParams& p, bool tf32, cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return;
   const int64_t m_tiles = (p.M + kTileM - 1) / kTileM, n_tiles = (p.N + kTileN - 1) / kTileN;
   TORCH_CHECK(m_tiles <= int64_t(INT32_MAX) && n_tiles <= 65535,
-              "twolayer_ext: GEMM of size ", std::to_string(p.M), " x ", std::to_string(p.N), " exceeds the CUDA grid limits");
+              "twolayer_ext: GEMM of size ", p.M, " x ", p.N,
+              " exceeds the CUDA grid limits");
   const dim3 grid{unsigned(m_tiles), unsigned(n_tiles)};
   if constexpr (std::is_same_v<T, float>) {
     if (tf32) {

@@ -26,12 +26,12 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const 
   check_two_layer_args(kFwd, x, w1, b1, w2, b2, kCudaDtypes);
   TORCH_INTERNAL_ASSERT(x.is_cuda());  // the dispatcher's CUDA key, and checked same device
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t rows = leading_rows(x), hidden = w1.size(0), out_features = w2.size(0);
-  at::Tensor h = at::empty({rows, hidden}, x.options());
-  linear_forward(h, x.reshape({rows, w1.size(1)}), w1, b1, /*relu=*/true, /*mask=*/{});
+  const int64_t rows = leading_rows(x), hidden_features = w1.size(0), out_features = w2.size(0);
+  at::Tensor hidden = at::empty({rows, hidden_features}, x.options());
+  linear_forward(hidden, x.reshape({rows, w1.size(1)}), w1, b1, /*relu=*/true, /*mask=*/{});
   at::Tensor out = at::empty({rows, out_features}, x.options());
-  linear_forward(out, h, w2, b2, /*relu=*/false, /*mask=*/{});
-  return {out.view(with_last_dim(x, out_features)), h.view(with_last_dim(x, hidden))};
+  linear_forward(out, hidden, w2, b2, /*relu=*/false, /*mask=*/{});
+  return {out.view(with_last_dim(x, out_features)), hidden.view(with_last_dim(x, hidden_features))};
 }
 
 std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward(
@@ -41,16 +41,16 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   TORCH_INTERNAL_ASSERT(x.is_cuda());
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = leading_rows(x);
-  const at::Tensor h2 = hidden.reshape({rows, w1.size(0)}).contiguous();
+  const at::Tensor hidden2 = hidden.reshape({rows, w1.size(0)}).contiguous();
   const bool need_layer1 = output_mask[0] || output_mask[1] || output_mask[2];
   // Layer 2 has no ReLU; its input gradient is layer 1's output gradient.
-  auto [grad_h, gw2, gb2] =
-      linear_backward(grad_out.reshape({rows, w2.size(0)}), ReluKeep{}, /*g_owned=*/false, h2, w2,
+  auto [grad_hidden, gw2, gb2] =
+      linear_backward(grad_out.reshape({rows, w2.size(0)}), ReluKeep{}, /*g_owned=*/false, hidden2, w2,
                       {need_layer1, output_mask[3], output_mask[4]});
   OptTensor gx, gw1, gb1;
   if (need_layer1) {
     std::tie(gx, gw1, gb1) = linear_backward(
-        *grad_h, ReluKeep{{}, h2}, /*g_owned=*/true, x.reshape({rows, w1.size(1)}), w1,
+        *grad_hidden, ReluKeep{{}, hidden2}, /*g_owned=*/true, x.reshape({rows, w1.size(1)}), w1,
         {output_mask[0], output_mask[1], output_mask[2]});
     if (gx) gx = gx->view(x.sizes());
   }

@@ -17,18 +17,18 @@ from torch import nn
 
 from ..models import TwoLayerNet, twolayer_state_dict_to_sequential
 from ..nn import LinearReLU
-from ..training import _numpy_run
+from ..training import numpy_steps
 from .timing import saved_bytes, time_interleaved
 
-SEED_SIZE = (64, 1000, 100)
-LAYER_SIZES = [SEED_SIZE, (512, 1024, 1024), (2048, 2048, 2048)]
+TUTORIAL_SIZE = (64, 1000, 100)
+LAYER_SIZES = [TUTORIAL_SIZE, (512, 1024, 1024), (2048, 2048, 2048)]
 
 
 @dataclass
 class Result:
     case: str
     timings_ms: dict[str, float]
-    key: str = ""  # "layer", or the step rows': "tiny_step[_fused]", "seed_step[_fused]"
+    key: str = ""  # "layer", or the step rows': "tiny_step[_fused]", "tutorial_step[_fused]"
     ratios: dict[str, float] = field(default_factory=dict)
     saved_bytes: dict[str, int] = field(default_factory=dict)
 
@@ -81,20 +81,20 @@ def bench_layer(n: int, d_in: int, d_out: int, rounds: int, use_compile: bool) -
     return out
 
 
-SEED_NET = (64, 1000, 100, 10)  # N, D_in, H, D_out
+TUTORIAL_NET = (64, 1000, 100, 10)  # N, D_in, H, D_out
 # The same step on a 1-unit network: what the step costs without arithmetic
 # (module call, loss, autograd engine, zero_grad, SGD), for ext and torch alike.
 TINY_NET = (1, 1, 1, 1)
 
 
-def bench_seed_step(
-    rounds: int, use_compile: bool, lr: float = 1e-6, sizes: tuple[int, ...] = SEED_NET
+def bench_tutorial_step(
+    rounds: int, use_compile: bool, lr: float = 1e-6, sizes: tuple[int, ...] = TUTORIAL_NET
 ) -> list[Result]:
-    """One training step of the seed's network: forward, sum-MSE loss, backward, SGD update.
+    """One training step of the tutorial's network: forward, sum-MSE loss, backward, SGD update.
 
     Two rows from one interleaved run: the extension as a drop-in (TwoLayerNet in the
     step torch users write, with torch.optim.SGD), and the same step fused into one op
-    call (TwoLayerNet.sgd_step). Both are compared with the seed's nn.Sequential + SGD.
+    call (TwoLayerNet.sgd_step). Both are compared with the tutorial's nn.Sequential + SGD.
     """
     N, D_in, H, D_out = sizes
     torch.manual_seed(0)
@@ -112,8 +112,8 @@ def bench_seed_step(
         loss.backward()
         opt.step()
 
-    # The tutorial's numpy scheme itself (training._numpy_run), one step per call.
-    numpy_steps = _numpy_run(
+    # The tutorial's numpy scheme itself (training.numpy_steps), one step per call.
+    numpy_run = numpy_steps(
         x.double(),
         y.double(),
         torch.randn(D_in, H, dtype=torch.float64),
@@ -123,7 +123,7 @@ def bench_seed_step(
     )
 
     def numpy_step() -> None:
-        next(numpy_steps)
+        next(numpy_run)
 
     fns = {
         "ext": lambda: step(net, opt_ext),
@@ -134,9 +134,9 @@ def bench_seed_step(
     if seq_c is not None:
         opt_c = torch.optim.SGD(seq.parameters(), lr=lr)
         fns["torch.compile"] = lambda: step(seq_c, opt_c)
-    seed = sizes == SEED_NET
-    label = "seed training step" if seed else "same step, 1-unit net"
-    key = "seed_step" if seed else "tiny_step"
+    tutorial = sizes == TUTORIAL_NET
+    label = "tutorial training step" if tutorial else "same step, 1-unit net"
+    key = "tutorial_step" if tutorial else "tiny_step"
     timings = time_interleaved(fns, rounds)
     # numpy is timed on its own, after the torch variants: its BLAS (OpenBLAS) has a
     # thread pool of its own, and interleaving it with torch's OpenMP pool on the
@@ -170,20 +170,20 @@ def run(rounds: int = 15, use_compile: bool = True, quick: bool = False, sizes=N
     results: list[Result] = []
     for n, d_in, d_out in sizes:
         results += bench_layer(n, d_in, d_out, rounds, use_compile)
-    results += bench_seed_step(rounds, use_compile, sizes=TINY_NET)
-    results += bench_seed_step(rounds, use_compile)
+    results += bench_tutorial_step(rounds, use_compile, sizes=TINY_NET)
+    results += bench_tutorial_step(rounds, use_compile)
     for r in results:
         base = r.timings_ms.get("torch")
         r.ratios = {k: base / v for k, v in r.timings_ms.items() if k != "torch" and base}
     peak = gemm_peak_gflops()
-    seed_flop = 2 * 64 * 1000 * 100 * 2 + 2 * 64 * 100 * 10 * 3  # fwd + grad_w1; layer 2 x3
+    step_flop = 2 * 64 * 1000 * 100 * 2 + 2 * 64 * 100 * 10 * 3  # fwd + grad_w1; layer 2 x3
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
         "gemm_gflops_1024": peak,
-        "seed_step_flop": seed_flop,
-        "seed_step_floor_ms": seed_flop / (peak * 1e9) * 1e3,
+        "tutorial_step_flop": step_flop,
+        "tutorial_step_floor_ms": step_flop / (peak * 1e9) * 1e3,
         "results": [asdict(r) for r in results],
     }
 
@@ -210,24 +210,24 @@ def format_table(report: dict) -> str:
         row += f"{sb['ext'] / 1024:>12.0f} / {sb['torch'] / 1024:<8.0f}" if sb else ""
         lines.append(row)
     rows = {r["key"]: r["timings_ms"] for r in report["results"]}
-    seed, tiny = rows["seed_step"], rows["tiny_step"]
-    fused, tiny_fused = rows["seed_step_fused"]["ext"], rows["tiny_step_fused"]["ext"]
-    floor = report["seed_step_floor_ms"]
+    tut, tiny = rows["tutorial_step"], rows["tiny_step"]
+    fused, tiny_fused = rows["tutorial_step_fused"]["ext"], rows["tiny_step_fused"]["ext"]
+    floor = report["tutorial_step_floor_ms"]
     lines.append(
-        f"seed step FLOP floor {floor:.3f} ms "
-        f"({report['seed_step_flop'] / 1e6:.1f} MFLOP at the 1024^3 GEMM rate); ext reaches "
-        f"{100 * floor / seed['ext']:.0f}% of it, ext fused {100 * floor / fused:.0f}%, "
-        f"torch eager {100 * floor / seed['torch']:.0f}%"
+        f"tutorial step FLOP floor {floor:.3f} ms "
+        f"({report['tutorial_step_flop'] / 1e6:.1f} MFLOP at the 1024^3 GEMM rate); ext reaches "
+        f"{100 * floor / tut['ext']:.0f}% of it, ext fused {100 * floor / fused:.0f}%, "
+        f"torch eager {100 * floor / tut['torch']:.0f}%"
     )
     lines.append(
-        f"fused step vs the numpy scheme: {seed['numpy'] / fused:.2f}x; "
+        f"fused step vs the numpy scheme: {tut['numpy'] / fused:.2f}x; "
         f"fused step without arithmetic (1-unit net): {tiny_fused:.3f} ms"
     )
     lines.append(
-        f"seed step without arithmetic (1-unit net): ext {tiny['ext']:.3f} ms, torch "
-        f"{tiny['torch']:.3f} ms; arithmetic part of the seed step: ext "
-        f"{seed['ext'] - tiny['ext']:.3f} ms, torch {seed['torch'] - tiny['torch']:.3f} ms; "
+        f"tutorial step without arithmetic (1-unit net): ext {tiny['ext']:.3f} ms, torch "
+        f"{tiny['torch']:.3f} ms; arithmetic part of the tutorial step: ext "
+        f"{tut['ext'] - tiny['ext']:.3f} ms, torch {tut['torch'] - tiny['torch']:.3f} ms; "
         f"best torch/ext ratio with the ext GEMMs at the FLOP floor: "
-        f"{seed['torch'] / (tiny['ext'] + floor):.2f}"
+        f"{tut['torch'] / (tiny['ext'] + floor):.2f}"
     )
     return "\n".join(lines)

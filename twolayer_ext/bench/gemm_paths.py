@@ -45,7 +45,7 @@ def main() -> None:
         "linear_relu 64x1000->100": lambda: fwd(x, w, b),
         "grad_weight + grad_bias": lambda: bwd(g, x, w, mask, [False, True, True]),
         "grad_x": lambda: bwd(g, x, w, mask, [True, False, False]),
-        "sgd_step (seed network)": lambda: net.sgd_step(x, y, 1e-9),
+        "sgd_step (tutorial network)": lambda: net.sgd_step(x, y, 1e-9),
     }
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

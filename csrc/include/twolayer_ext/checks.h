@@ -22,22 +22,6 @@ inline const std::initializer_list<at::ScalarType> kCpuDtypes = {at::kFloat, at:
 inline const std::initializer_list<at::ScalarType> kCudaDtypes = {at::kFloat, at::kDouble,
                                                                   at::kHalf, at::kBFloat16};
 
-// Messages are assembled from strings only: on the H100 machine (torch 2.11,
-// built there) streaming an int64_t or an IntArrayRef into TORCH_CHECK crashed
-// the process while the message was formatted, so numbers and shapes go
-// through num()/shape_str() first.
-inline std::string num(int64_t v) { return std::to_string(v); }
-
-// "[a, b, c]"
-inline std::string shape_str(at::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(sizes[i]);
-  }
-  return s + "]";
-}
-
 inline std::string dtype_list(std::initializer_list<at::ScalarType> allowed) {
   std::string s;
   for (auto t : allowed) {
@@ -79,16 +63,16 @@ inline void check_linear_relu_args(const char* op, const at::Tensor& x, const at
                     "but got a 0-d tensor");
   TORCH_CHECK_VALUE(weight.dim() == 2, op,
                     ": weight must be 2-D [out_features, in_features], but got shape ",
-                    shape_str(weight.sizes()));
+                    weight.sizes());
   TORCH_CHECK_VALUE(x.size(-1) == weight.size(1), op, ": in_features mismatch: x has shape ",
-                    shape_str(x.sizes()), " (last dim ", num(x.size(-1)), ") but weight has shape ",
-                    shape_str(weight.sizes()), " (in_features ", num(weight.size(1)), ")");
+                    x.sizes(), " (last dim ", x.size(-1), ") but weight has shape ",
+                    weight.sizes(), " (in_features ", weight.size(1), ")");
   if (present(bias)) {
     check_same(op, "bias", *bias, "x", x);
     check_floating(op, "bias", *bias, allowed);
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
-                      ": bias must have shape [out_features] = [", num(weight.size(0)),
-                      "], but got shape ", shape_str(bias->sizes()));
+                      ": bias must have shape [out_features] = [", weight.size(0),
+                      "], but got shape ", bias->sizes());
   }
 }
 
@@ -101,12 +85,12 @@ inline void check_two_layer_args(const char* op, const at::Tensor& x, const at::
   check_same(op, "w2", w2, "x", x);
   TORCH_CHECK_VALUE(w2.dim() == 2 && w2.size(1) == w1.size(0), op,
                     ": w2 must have shape [out_features, hidden] with hidden = w1.size(0) = ",
-                    num(w1.size(0)), ", but got shape ", shape_str(w2.sizes()));
+                    w1.size(0), ", but got shape ", w2.sizes());
   if (present(b2)) {
     check_same(op, "b2", *b2, "x", x);
     TORCH_CHECK_VALUE(b2->dim() == 1 && b2->size(0) == w2.size(0), op,
-                      ": b2 must have shape [", num(w2.size(0)), "], but got shape ",
-                      shape_str(b2->sizes()));
+                      ": b2 must have shape [", w2.size(0), "], but got shape ",
+                      b2->sizes());
   }
 }
 
@@ -120,11 +104,11 @@ inline void check_two_layer_backward_args(const char* op, const at::Tensor& grad
   check_same(op, "hidden", hidden, "x", x);
   const auto out_shape = with_last_dim(x, w2.size(0)), hid_shape = with_last_dim(x, w1.size(0));
   TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef(out_shape), op,
-                    ": grad_out must have shape ", shape_str(out_shape), ", but got ",
-                    shape_str(grad_out.sizes()));
+                    ": grad_out must have shape ", at::IntArrayRef(out_shape), ", but got ",
+                    grad_out.sizes());
   TORCH_CHECK_VALUE(hidden.sizes() == at::IntArrayRef(hid_shape), op,
-                    ": hidden must have shape ", shape_str(hid_shape), ", but got ",
-                    shape_str(hidden.sizes()));
+                    ": hidden must have shape ", at::IntArrayRef(hid_shape), ", but got ",
+                    hidden.sizes());
 }
 
 // grad_y: x.shape[:-1] + [out_features]; mask: [prod(x.shape[:-1]), ceil(out_features / 8)] uint8.
@@ -136,17 +120,17 @@ inline void check_linear_relu_backward_args(const char* op, const at::Tensor& gr
   check_same(op, "grad_y", grad_y, "x", x);
   const auto expected = with_last_dim(x, weight.size(0));
   TORCH_CHECK_VALUE(grad_y.sizes() == at::IntArrayRef(expected), op,
-                    ": grad_y must have shape ", shape_str(expected), ", but got ",
-                    shape_str(grad_y.sizes()));
+                    ": grad_y must have shape ", at::IntArrayRef(expected), ", but got ",
+                    grad_y.sizes());
   TORCH_CHECK(mask.device() == x.device(), op, ": expected mask on ", x.device(), ", got ",
               mask.device());
   const int64_t rows = leading_rows(x);
   TORCH_CHECK_VALUE(mask.scalar_type() == at::kByte && mask.dim() == 2 &&
                         mask.size(0) == rows && mask.size(1) == mask_bytes(weight.size(0)) &&
                         mask.is_contiguous(),
-                    op, ": mask must be a contiguous uint8 tensor of shape [", num(rows), ", ",
-                    num(mask_bytes(weight.size(0))), "] as returned by linear_relu, but got ",
-                    mask.scalar_type(), " of shape ", shape_str(mask.sizes()));
+                    op, ": mask must be a contiguous uint8 tensor of shape [", rows, ", ",
+                    mask_bytes(weight.size(0)), "] as returned by linear_relu, but got ",
+                    mask.scalar_type(), " of shape ", mask.sizes());
 }
 
 inline void check_relu_backward_args(const char* op, const at::Tensor& grad_y, const at::Tensor& y,
@@ -154,7 +138,7 @@ inline void check_relu_backward_args(const char* op, const at::Tensor& grad_y, c
   check_floating(op, "y", y, allowed);
   check_same(op, "grad_y", grad_y, "y", y);
   TORCH_CHECK_VALUE(grad_y.sizes() == y.sizes(), op, ": grad_y must have the shape of y ",
-                    shape_str(y.sizes()), ", but got ", shape_str(grad_y.sizes()));
+                    y.sizes(), ", but got ", grad_y.sizes());
 }
 
 }  // namespace twolayer_ext
