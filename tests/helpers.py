@@ -1,11 +1,68 @@
-"""Input builders and shared checks for the op tests."""
+"""Shared by the tests: devices, dtypes, tolerances, input builders and checks."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from conftest import assert_close
 
 from twolayer_ext import reference
+
+HAS_CUDA = torch.cuda.is_available()
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+CPU_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+CUDA_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+DEVICE_DTYPES = [pytest.param("cpu", dt, id=f"cpu-{str(dt)[6:]}") for dt in CPU_DTYPES] + [
+    pytest.param("cuda", dt, id=f"cuda-{str(dt)[6:]}", marks=requires_cuda) for dt in CUDA_DTYPES
+]
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
+
+# Max error relative to the largest reference magnitude, against a float64
+# reference computed from the same (rounded) inputs.
+TOLERANCE = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,
+    torch.float16: 4e-3,
+    torch.bfloat16: 3e-2,
+}
+
+# Errors that bad input may raise (TORCH_CHECK: RuntimeError; TORCH_CHECK_VALUE: ValueError).
+ERR = (RuntimeError, ValueError)
+
+# (device, autocast dtype) pairs autocast supports.
+AUTOCAST_CASES = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16")] + [
+    pytest.param("cuda", dt, id=f"cuda-{str(dt)[6:]}", marks=requires_cuda)
+    for dt in (torch.float16, torch.bfloat16)
+]
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = ""):
+    """Max |actual - expected| <= tol(dtype) * max(1, max |expected|); shapes and NaNs must match."""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert torch.equal(a.isnan(), e.isnan()), f"{what}: NaN positions differ"
+    a, e = a.nan_to_num(0.0), e.nan_to_num(0.0)
+    if e.numel() == 0:
+        return
+    scale = max(1.0, e.abs().max().item())
+    err = (a - e).abs().max().item()
+    tol = TOLERANCE[dtype] * scale
+    assert err <= tol, f"{what}: max error {err:.3g} > {tol:.3g} (dtype {dtype})"
+
+
+def f32(*shape, device="cpu"):
+    return torch.randn(*shape, device=device)
+
+
+def away_from_kink(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
+    """Finite differences are meaningless where an output sits on the ReLU kink: nudge b."""
+    if b is None:
+        return
+    with torch.no_grad():
+        h = torch.nn.functional.linear(x, w, b)
+        close = h.reshape(-1, h.shape[-1]).abs().min(0).values < 1e-3
+        b[close] += 0.01
 
 
 def make_x(shape, dtype, device, layout: str = "contiguous") -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import HAS_CUDA
+from helpers import HAS_CUDA
 from torch import nn
 
 import twolayer_ext

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_close
-from helpers import make_weight, make_x
+from helpers import assert_close, make_weight, make_x
 
 from twolayer_ext import reference
 

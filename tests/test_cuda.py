@@ -1,4 +1,5 @@
-"""CUDA-only behaviour: graphs, streams, TF32, devices. Skips cleanly without a GPU.
+"""CUDA-only behaviour: the two GEMM paths, graphs, streams, TF32, devices, the GPU bench.
+Skips cleanly without a GPU.
 
 Per-dtype correctness on CUDA is covered by the device-parametrized tests in
 test_linear_relu.py / test_relu.py / test_gradcheck.py / test_opcheck.py.
@@ -10,8 +11,7 @@ import copy
 
 import pytest
 import torch
-from conftest import HAS_CUDA, assert_close
-from helpers import check_two_layer_ops
+from helpers import HAS_CUDA, assert_close, check_two_layer_ops
 
 import twolayer_ext
 from twolayer_ext import reference

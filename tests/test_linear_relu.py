@@ -1,11 +1,27 @@
-"""linear_relu forward and backward against the pure-torch reference."""
+"""linear_relu / linear_relu_backward / LinearReLUFunction: everything about the op.
+
+Values against the pure-torch reference (every dtype, device, layout), autograd against
+torch, gradcheck and double backward, opcheck, autocast, and the errors bad input gets.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE_DTYPES, DEVICES, assert_close
-from helpers import assert_requested_grads, make_weight, make_x
+from helpers import (
+    AUTOCAST_CASES,
+    DEVICE_DTYPES,
+    DEVICES,
+    ERR,
+    assert_close,
+    assert_requested_grads,
+    away_from_kink,
+    f32,
+    make_weight,
+    make_x,
+    requires_cuda,
+)
+from torch import nn
 
 import twolayer_ext
 from twolayer_ext import reference
@@ -175,3 +191,243 @@ def test_masked_out_nan_and_inf_gradients_become_zero(device, dtype):
     for g, r, name in zip(got, want, ["grad_x", "grad_weight", "grad_bias"]):
         assert torch.equal(g.isnan().cpu(), r.isnan().cpu()), name
         assert_close(g, r, dtype, name)
+
+
+# (bias?, which of x, weight, bias require grad); without a bias at least x or weight must.
+REQUIRES = [
+    (bias, req)
+    for bias in (True, False)
+    for req in [
+        (True, True, True),
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+        (False, True, True),
+    ]
+    if bias or req[0] or req[1]
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias,requires", REQUIRES, ids=str)
+def test_linear_relu_gradcheck(device, bias, requires):
+    x = torch.randn(2, 3, 5, dtype=torch.float64, device=device)
+    w = torch.randn(4, 5, dtype=torch.float64, device=device)
+    b = torch.randn(4, dtype=torch.float64, device=device) if bias else None
+    away_from_kink(x, w, b)
+    inputs = [x, w, b]
+    for t, r in zip(inputs, requires):
+        if t is not None:
+            t.requires_grad_(r)
+    assert torch.autograd.gradcheck(twolayer_ext.linear_relu, inputs)
+    # The op called directly through torch.ops is differentiable as well.
+    assert torch.autograd.gradcheck(lambda *a: torch.ops.twolayer_ext.linear_relu(*a)[0], inputs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_linear_relu_gradgradcheck(device, bias):
+    """Double backward (gradient penalties): second derivatives match finite differences."""
+    x = torch.randn(3, 5, dtype=torch.float64, device=device)
+    w = torch.randn(4, 5, dtype=torch.float64, device=device)
+    b = torch.randn(4, dtype=torch.float64, device=device) if bias else None
+    away_from_kink(x, w, b)
+    inputs = [t.requires_grad_() for t in (x, w, b) if t is not None]
+    fn = twolayer_ext.linear_relu if bias else (lambda x, w: twolayer_ext.linear_relu(x, w))
+    assert torch.autograd.gradgradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(
+        lambda *a: torch.ops.twolayer_ext.linear_relu(*a, *([] if bias else [None]))[0], inputs
+    )
+
+
+def test_gradient_penalty_matches_torch():
+    """A WGAN-GP style penalty, ||d out / d x||^2, differentiated w.r.t. the weights."""
+    x = torch.randn(8, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(5, dtype=torch.float64)
+
+    def penalty(f):
+        out = (f(x, w, b) * v).sum()
+        (gx,) = torch.autograd.grad(out, x, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), (w, b), allow_unused=True)
+
+    got = penalty(twolayer_ext.linear_relu)
+    want = penalty(lambda x, w, b: torch.relu(torch.nn.functional.linear(x, w, b)))
+    for g, r in zip(got, want):
+        r = torch.zeros_like(g) if r is None else r
+        g = torch.zeros_like(r) if g is None else g
+        assert torch.allclose(g, r, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_relu_function_gradcheck(device):
+    """The public autograd.Function (the functional API calls the op directly): gradcheck
+    on .apply itself."""
+    kw = {"dtype": torch.float64, "device": device}
+    x, w1, b1 = torch.randn(4, 5, **kw), torch.randn(3, 5, **kw), torch.randn(3, **kw)
+    away_from_kink(x, w1, b1)
+    for t in (x, w1, b1):
+        t.requires_grad_()
+    assert torch.autograd.gradcheck(twolayer_ext.LinearReLUFunction.apply, (x, w1, b1))
+
+
+def _samples(device):
+    for lead, in_f, out_f, bias in [((4,), 6, 3, True), ((2, 3), 5, 9, False), ((0,), 3, 2, True)]:
+        for rg in (False, True):
+            x = torch.randn(*lead, in_f, device=device, requires_grad=rg)
+            w = torch.randn(out_f, in_f, device=device, requires_grad=rg)
+            b = torch.randn(out_f, device=device, requires_grad=rg) if bias else None
+            yield x, w, b
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_linear_relu(device):
+    for x, w, b in _samples(device):
+        torch.library.opcheck(torch.ops.twolayer_ext.linear_relu.default, (x, w, b))
+        with torch.no_grad():
+            y, mask = torch.ops.twolayer_ext.linear_relu(x, w, b)
+        for om in ([True, True, True], [False, True, False], [True, False, b is not None]):
+            torch.library.opcheck(
+                torch.ops.twolayer_ext.linear_relu_backward.default,
+                (torch.randn_like(y), x.detach(), w.detach(), mask, om),
+            )
+
+
+@pytest.mark.parametrize(
+    "x,w,b,pattern",
+    [
+        (lambda: f32(4, 5), lambda: f32(5), None, r"weight must be 2-D.*\[5\]"),
+        (lambda: f32(4, 5), lambda: f32(2, 3, 5), None, r"weight must be 2-D.*\[2, 3, 5\]"),
+        (lambda: torch.tensor(1.0), lambda: f32(3, 5), None, r"x must .*0-d"),
+        (lambda: f32(4, 6), lambda: f32(3, 5), None, r"in_features mismatch.*\[4, 6\].*\[3, 5\]"),
+        (
+            lambda: f32(4, 5),
+            lambda: f32(3, 5),
+            lambda: f32(4),
+            r"bias must have shape \[out_features\] = \[3\], but got shape \[4\]",
+        ),
+        (
+            lambda: f32(4, 5),
+            lambda: f32(3, 5),
+            lambda: f32(1, 3),
+            r"bias must have shape .* = \[3\], but got shape \[1, 3\]",
+        ),
+        (
+            lambda: f32(4, 5),
+            lambda: f32(3, 5).double(),
+            None,
+            r"weight to have the same dtype as x \(Float\).*Double",
+        ),
+        (
+            lambda: f32(4, 5),
+            lambda: f32(3, 5),
+            lambda: f32(3).double(),
+            r"bias to have the same dtype as x",
+        ),
+        (
+            lambda: torch.ones(4, 5, dtype=torch.int64),
+            lambda: torch.ones(3, 5, dtype=torch.int64),
+            None,
+            r"x has unsupported dtype Long",
+        ),
+        (
+            lambda: torch.ones(4, 5, dtype=torch.bool),
+            lambda: torch.ones(3, 5, dtype=torch.bool),
+            None,
+            r"x has unsupported dtype Bool",
+        ),
+        (
+            lambda: torch.randn(4, 5, dtype=torch.complex64),
+            lambda: torch.randn(3, 5, dtype=torch.complex64),
+            None,
+            r"unsupported dtype ComplexFloat",
+        ),
+    ],
+    ids=[
+        "w-1d",
+        "w-3d",
+        "x-0d",
+        "in-mismatch",
+        "bias-len",
+        "bias-2d",
+        "mixed-w",
+        "mixed-b",
+        "int64",
+        "bool",
+        "complex",
+    ],
+)
+def test_linear_relu_rejects(x, w, b, pattern):
+    args = (x(), w(), b() if b else None)
+    with pytest.raises(ERR, match=pattern):
+        twolayer_ext.linear_relu(*args)
+    with pytest.raises(ERR, match=pattern):
+        torch.ops.twolayer_ext.linear_relu(*args)
+
+
+def test_sparse_input_rejected():
+    x = f32(4, 5).to_sparse()
+    with pytest.raises((RuntimeError, NotImplementedError), match="linear_relu"):
+        torch.ops.twolayer_ext.linear_relu(x, f32(3, 5), None)
+
+
+def test_backward_rejects_bad_mask():
+    x, w = f32(4, 5), f32(3, 5)
+    with pytest.raises(ERR, match=r"mask must be a contiguous uint8 tensor of shape \[4, 1\]"):
+        torch.ops.twolayer_ext.linear_relu_backward(
+            f32(4, 3), x, w, torch.zeros(4, 3, dtype=torch.uint8), [True, True, True]
+        )
+    with pytest.raises(ERR, match=r"grad_y must have shape \[4, 3\]"):
+        torch.ops.twolayer_ext.linear_relu_backward(
+            f32(4, 2), x, w, torch.zeros(4, 1, dtype=torch.uint8), [True, True, True]
+        )
+
+
+@requires_cuda
+def test_mixed_devices_rejected():
+    with pytest.raises(ERR, match="same device"):
+        twolayer_ext.linear_relu(f32(4, 5, device="cuda"), f32(3, 5))
+    with pytest.raises(ERR, match="same device"):
+        twolayer_ext.linear_relu(f32(4, 5), f32(3, 5, device="cuda"))
+    with pytest.raises(ERR, match="same device"):
+        twolayer_ext.linear_relu(f32(4, 5, device="cuda"), f32(3, 5, device="cuda"), f32(3))
+
+
+def test_quantized_input_rejected():
+    xq = torch.quantize_per_tensor(f32(4, 5), 0.1, 0, torch.qint8)
+    with pytest.raises((RuntimeError, NotImplementedError), match="linear_relu"):
+        torch.ops.twolayer_ext.linear_relu(xq, f32(3, 5), None)
+
+
+def test_torch_func_transforms_raise_clearly():
+    """The ops' autograd is C++ (csrc/autograd/); functorch refuses it with a clear error
+    instead of computing something wrong (documented in README)."""
+    x, w = torch.randn(3, 4), torch.randn(5, 4)
+    with pytest.raises(RuntimeError, match="functorch transforms"):
+        torch.func.grad(lambda w: twolayer_ext.linear_relu(x, w).sum())(w)
+
+
+@pytest.mark.parametrize("device,dtype", AUTOCAST_CASES)
+@pytest.mark.parametrize("entry", ["module", "function", "op"])
+def test_autocast_runs_in_autocast_dtype(device, dtype, entry):
+    lin = nn.Linear(40, 24, device=device)
+    layer = twolayer_ext.LinearReLU.from_linear(lin)
+    x = torch.randn(16, 40, device=device, requires_grad=True)
+    with torch.autocast(device, dtype=dtype):
+        if entry == "module":
+            y = layer(x)
+        elif entry == "function":
+            y = twolayer_ext.LinearReLUFunction.apply(x, layer.weight, layer.bias)
+        else:
+            y = torch.ops.twolayer_ext.linear_relu(x, layer.weight, layer.bias)[0]
+        y_ref = torch.relu(lin(x))
+    assert y.dtype == dtype == y_ref.dtype
+    assert_close(y, y_ref, dtype, "y")
+
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, lin.weight, lin.bias), g)
+    want = torch.autograd.grad(y_ref, (x, lin.weight, lin.bias), g)
+    for a, e, name in zip(got, want, ["x", "weight", "bias"]):
+        assert a.dtype == torch.float32, f"grad_{name} must come back in the parameter dtype"
+        assert_close(a, e, dtype, f"grad_{name}")

@@ -10,8 +10,7 @@ import os
 
 import pytest
 import torch
-from conftest import HAS_CUDA, assert_close
-from helpers import assert_requested_grads
+from helpers import HAS_CUDA, assert_close, assert_requested_grads
 
 from twolayer_ext import reference
 

@@ -1,11 +1,13 @@
-"""relu / ReLUFunction (the tutorial's MyReLU) against torch.relu."""
+"""relu / relu_backward / ReLUFunction (the tutorial's MyReLU): everything about the op.
+
+Values against torch.relu, gradcheck and double backward, opcheck, autocast, bad input.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE_DTYPES, DEVICES, assert_close
-from helpers import make_x
+from helpers import DEVICE_DTYPES, DEVICES, ERR, assert_close, f32, make_x
 
 import twolayer_ext
 from twolayer_ext import reference
@@ -43,3 +45,56 @@ def test_relu_module():
     m = twolayer_ext.ReLU()
     x = torch.randn(4, 5)
     assert torch.equal(m(x), torch.relu(x))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_relu_gradcheck(device):
+    x = torch.randn(6, 7, dtype=torch.float64, device=device)
+    x[x.abs() < 1e-3] = 0.5
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(twolayer_ext.relu, (x,))
+    assert torch.autograd.gradcheck(torch.ops.twolayer_ext.relu, (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_relu_gradgradcheck(device):
+    x = torch.randn(6, 7, dtype=torch.float64, device=device)
+    x[x.abs() < 1e-3] = 0.5
+    x.requires_grad_()
+    assert torch.autograd.gradgradcheck(twolayer_ext.relu, (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_relu_function_gradcheck(device):
+    """ReLUFunction.apply, the tutorial's MyReLU on the extension, under gradcheck."""
+    x = torch.randn(4, 5, dtype=torch.float64, device=device)
+    x[x.abs() < 1e-3] = 0.5
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(twolayer_ext.ReLUFunction.apply, (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_relu(device):
+    for rg in (False, True):
+        x = torch.randn(5, 7, device=device, requires_grad=rg)
+        torch.library.opcheck(torch.ops.twolayer_ext.relu.default, (x,))
+        y = torch.relu(x.detach())
+        torch.library.opcheck(
+            torch.ops.twolayer_ext.relu_backward.default, (torch.randn_like(y), y)
+        )
+
+
+def test_relu_rejects_integers():
+    with pytest.raises(ERR, match="x has unsupported dtype Long"):
+        twolayer_ext.relu(torch.ones(3, dtype=torch.int64))
+
+
+def test_relu_backward_rejects_shape_mismatch():
+    with pytest.raises(ERR, match=r"grad_y must have the shape of y \[3, 4\], but got \[4, 3\]"):
+        torch.ops.twolayer_ext.relu_backward(f32(4, 3), f32(3, 4))
+
+
+def test_relu_keeps_input_dtype_under_autocast():
+    x = torch.randn(5, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert twolayer_ext.relu(x).dtype == torch.float32 == torch.relu(x).dtype

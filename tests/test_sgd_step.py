@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICE_DTYPES, DEVICES, assert_close
+from helpers import AUTOCAST_CASES, DEVICE_DTYPES, DEVICES, assert_close
 from torch import nn
 
 import twolayer_ext
@@ -176,3 +176,41 @@ def test_fake_and_compile():
     torch.testing.assert_close(losses, want)
     for a, b in zip(net.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("device,dtype", AUTOCAST_CASES)
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_sgd_step_under_autocast_is_the_autocast_autograd_step(device, dtype, reduction, bias):
+    """Mixed precision: float32 parameters updated in float32 from the autocast-dtype
+    network, as TwoLayerNet + loss.backward() + SGD under autocast (bitwise on the CPU)."""
+    net = twolayer_ext.TwoLayerNet(37, 19, 6, bias=bias).to(device)
+    with torch.no_grad():  # a transposed weight too (the seed's W2.t() style)
+        net.fc2.weight = nn.Parameter(net.fc2.weight.t().contiguous().t())
+    twin = copy.deepcopy(net)
+    x, y = torch.randn(64, 37, device=device), torch.randn(64, 6, device=device)
+    lr = 1e-3
+    with torch.autocast(device, dtype=dtype):
+        loss = net.sgd_step(x, y, lr, reduction)
+        want = F.mse_loss(twin(x), y, reduction=reduction)
+    want.backward()
+    torch.optim.SGD(twin.parameters(), lr=lr).step()
+    assert loss.dtype == want.dtype == torch.float32
+    for (name, a), (_, b) in zip(net.named_parameters(), twin.named_parameters()):
+        assert a.dtype == torch.float32 and a.stride() == b.stride(), name
+        if device == "cpu":
+            assert torch.equal(a, b), name
+        else:
+            assert_close(a, b, dtype, name)
+    assert_close(loss, want, dtype, "loss")
+
+
+def test_sgd_step_under_autocast_rejects_what_the_op_rejects():
+    """The autocast kernel checks y and reduction as the op does (mse_loss would broadcast)."""
+    net = twolayer_ext.TwoLayerNet(8, 5, 3)
+    x, y = torch.randn(4, 8), torch.randn(4, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(ValueError, match=r"y must have the network's output shape \[4, 3\]"):
+            net.sgd_step(x, y[:1], 0.1)
+        with pytest.raises(ValueError, match="reduction must be 'sum' or 'mean', but got 'max'"):
+            net.sgd_step(x, y, 0.1, "max")

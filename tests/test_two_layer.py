@@ -1,11 +1,22 @@
-"""two_layer_forward / two_layer_backward (the whole network as one op) against the reference."""
+"""two_layer_forward / two_layer_backward / TwoLayerMLPFunction / TwoLayerNet: the whole
+network as one op each way, against the reference and torch; gradcheck, opcheck, saved
+memory, and the errors bad input gets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE_DTYPES, DEVICES, assert_close
-from helpers import check_two_layer_ops, make_weight, make_x
+from helpers import (
+    DEVICE_DTYPES,
+    DEVICES,
+    ERR,
+    assert_close,
+    away_from_kink,
+    check_two_layer_ops,
+    f32,
+    make_weight,
+    make_x,
+)
 from torch import nn
 
 import twolayer_ext
@@ -187,3 +198,40 @@ def test_twolayernet_trains_like_sequential():
         nn.functional.mse_loss(m(x), y, reduction="sum").backward()
     for (n, a), (_, b) in zip(net.named_parameters(), seq.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=n)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_layer_function_gradcheck(device):
+    """TwoLayerMLPFunction.apply under gradcheck."""
+    kw = {"dtype": torch.float64, "device": device}
+    x, w1, w2 = torch.randn(4, 5, **kw), torch.randn(3, 5, **kw), torch.randn(2, 3, **kw)
+    b1, b2 = torch.randn(3, **kw), torch.randn(2, **kw)
+    away_from_kink(x, w1, b1)
+    for t in (x, w1, w2, b1, b2):
+        t.requires_grad_()
+    assert torch.autograd.gradcheck(twolayer_ext.TwoLayerMLPFunction.apply, (x, w1, b1, w2, b2))
+
+
+def test_two_layer_double_backward_raises_clearly():
+    """Not supported for the whole-network op: a clear error, never silently wrong grads."""
+    net = twolayer_ext.TwoLayerNet(5, 4, 3).double()
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+    with pytest.raises(
+        RuntimeError, match="two_layer_backward .* does not support double backward"
+    ):
+        gx.square().sum().backward()
+
+
+def test_two_layer_rejects_mismatched_second_layer():
+    x, w1 = f32(4, 5), f32(3, 5)
+    with pytest.raises(
+        ERR,
+        match=r"w2 must have shape \[out_features, hidden\] with hidden = "
+        r"w1.size\(0\) = 3, but got shape \[2, 4\]",
+    ):
+        torch.ops.twolayer_ext.two_layer_forward(x, w1, None, f32(2, 4), None)
+    with pytest.raises(ERR, match=r"b2 must have shape \[2\], but got shape \[3\]"):
+        torch.ops.twolayer_ext.two_layer_forward(x, w1, None, f32(2, 3), f32(3))
+    with pytest.raises(ERR, match=r"w2 to have the same dtype as x"):
+        torch.ops.twolayer_ext.two_layer_forward(x, w1, None, f32(2, 3).double(), None)
