@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from twolayer_ext import reference
+from twolayer_ext.info import SUPPORTED_DTYPES
 
 HAS_CUDA = torch.cuda.is_available()
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 
-CPU_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-CUDA_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+CPU_DTYPES = list(SUPPORTED_DTYPES["cpu"])
+CUDA_DTYPES = list(SUPPORTED_DTYPES["cuda"])
 
 DEVICE_DTYPES = [pytest.param("cpu", dt, id=f"cpu-{str(dt)[6:]}") for dt in CPU_DTYPES] + [
     pytest.param("cuda", dt, id=f"cuda-{str(dt)[6:]}", marks=requires_cuda) for dt in CUDA_DTYPES

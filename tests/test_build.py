@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import requires_cuda
 
 import twolayer_ext
 from twolayer_ext import _build_config, _loader
+from twolayer_ext.info import SUPPORTED_DTYPES
 
 
 def test_build_info_reports_the_build():
@@ -42,3 +44,24 @@ def test_version_mismatch_raises_import_error(monkeypatch):
 def test_ops_registered():
     for name in ["linear_relu", "linear_relu_backward", "relu", "relu_backward"]:
         assert hasattr(torch.ops.twolayer_ext, name)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+def test_supported_dtypes_are_the_kernels(device):
+    """twolayer_ext.info.SUPPORTED_DTYPES (what the tests iterate over) is what the C++
+    checks accept, in the order their error message lists."""
+    supported = SUPPORTED_DTYPES[device]
+    names = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half"}
+    names[torch.bfloat16] = "BFloat16"
+    listed = ", ".join(names[d] for d in supported)
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32):
+        x = torch.ones(2, 3, device=device).to(dtype)
+        w = torch.ones(4, 3, device=device).to(dtype)
+        if dtype in supported:
+            assert twolayer_ext.linear_relu(x, w).dtype == dtype
+        else:
+            with pytest.raises(RuntimeError, match=f"supported dtypes are {listed}$"):
+                twolayer_ext.linear_relu(x, w)
+    assert twolayer_ext.build_info()["dtypes"][device] == [
+        str(d).removeprefix("torch.") for d in supported
+    ]

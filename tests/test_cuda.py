@@ -2,7 +2,7 @@
 Skips cleanly without a GPU.
 
 Per-dtype correctness on CUDA is covered by the device-parametrized tests in
-test_linear_relu.py / test_relu.py / test_gradcheck.py / test_opcheck.py.
+the per-op files (test_linear_relu.py, test_relu.py, test_two_layer.py, test_sgd_step.py).
 """
 
 from __future__ import annotations

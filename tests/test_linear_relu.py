@@ -294,72 +294,54 @@ def test_opcheck_linear_relu(device):
             )
 
 
-@pytest.mark.parametrize(
-    "x,w,b,pattern",
-    [
-        (lambda: f32(4, 5), lambda: f32(5), None, r"weight must be 2-D.*\[5\]"),
-        (lambda: f32(4, 5), lambda: f32(2, 3, 5), None, r"weight must be 2-D.*\[2, 3, 5\]"),
-        (lambda: torch.tensor(1.0), lambda: f32(3, 5), None, r"x must .*0-d"),
-        (lambda: f32(4, 6), lambda: f32(3, 5), None, r"in_features mismatch.*\[4, 6\].*\[3, 5\]"),
-        (
-            lambda: f32(4, 5),
-            lambda: f32(3, 5),
-            lambda: f32(4),
-            r"bias must have shape \[out_features\] = \[3\], but got shape \[4\]",
-        ),
-        (
-            lambda: f32(4, 5),
-            lambda: f32(3, 5),
-            lambda: f32(1, 3),
-            r"bias must have shape .* = \[3\], but got shape \[1, 3\]",
-        ),
-        (
-            lambda: f32(4, 5),
-            lambda: f32(3, 5).double(),
-            None,
-            r"weight to have the same dtype as x \(Float\).*Double",
-        ),
-        (
-            lambda: f32(4, 5),
-            lambda: f32(3, 5),
-            lambda: f32(3).double(),
-            r"bias to have the same dtype as x",
-        ),
-        (
-            lambda: torch.ones(4, 5, dtype=torch.int64),
-            lambda: torch.ones(3, 5, dtype=torch.int64),
-            None,
-            r"x has unsupported dtype Long",
-        ),
-        (
-            lambda: torch.ones(4, 5, dtype=torch.bool),
-            lambda: torch.ones(3, 5, dtype=torch.bool),
-            None,
-            r"x has unsupported dtype Bool",
-        ),
-        (
-            lambda: torch.randn(4, 5, dtype=torch.complex64),
-            lambda: torch.randn(3, 5, dtype=torch.complex64),
-            None,
-            r"unsupported dtype ComplexFloat",
-        ),
-    ],
-    ids=[
-        "w-1d",
-        "w-3d",
-        "x-0d",
-        "in-mismatch",
-        "bias-len",
-        "bias-2d",
-        "mixed-w",
-        "mixed-b",
-        "int64",
-        "bool",
-        "complex",
-    ],
-)
-def test_linear_relu_rejects(x, w, b, pattern):
-    args = (x(), w(), b() if b else None)
+def _t(shape, dtype=torch.float32):
+    """A tensor for the bad-input table: random floating data, ones otherwise."""
+    if dtype.is_floating_point or dtype.is_complex:
+        return torch.randn(shape, dtype=dtype)
+    return torch.ones(shape, dtype=dtype)
+
+
+# id: (x, weight, bias) as (shape, dtype) pairs, and the error message pattern.
+F32, F64, I64, BOOL, C64 = torch.float32, torch.float64, torch.int64, torch.bool, torch.complex64
+BAD_ARGS = {
+    "w-1d": (((4, 5), F32), ((5,), F32), None, r"weight must be 2-D.*\[5\]"),
+    "w-3d": (((4, 5), F32), ((2, 3, 5), F32), None, r"weight must be 2-D.*\[2, 3, 5\]"),
+    "x-0d": (((), F32), ((3, 5), F32), None, r"x must .*0-d"),
+    "in-mismatch": (
+        ((4, 6), F32),
+        ((3, 5), F32),
+        None,
+        r"in_features mismatch.*\[4, 6\].*\[3, 5\]",
+    ),
+    "bias-len": (
+        ((4, 5), F32),
+        ((3, 5), F32),
+        ((4,), F32),
+        r"bias must have shape \[out_features\] = \[3\], but got shape \[4\]",
+    ),
+    "bias-2d": (
+        ((4, 5), F32),
+        ((3, 5), F32),
+        ((1, 3), F32),
+        r"bias must have shape .* = \[3\], but got shape \[1, 3\]",
+    ),
+    "mixed-w": (
+        ((4, 5), F32),
+        ((3, 5), F64),
+        None,
+        r"weight to have the same dtype as x \(Float\).*Double",
+    ),
+    "mixed-b": (((4, 5), F32), ((3, 5), F32), ((3,), F64), r"bias to have the same dtype as x"),
+    "int64": (((4, 5), I64), ((3, 5), I64), None, r"x has unsupported dtype Long"),
+    "bool": (((4, 5), BOOL), ((3, 5), BOOL), None, r"x has unsupported dtype Bool"),
+    "complex": (((4, 5), C64), ((3, 5), C64), None, r"unsupported dtype ComplexFloat"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGS.values(), ids=BAD_ARGS.keys())
+def test_linear_relu_rejects(case):
+    *specs, pattern = case
+    args = [None if spec is None else _t(*spec) for spec in specs]
     with pytest.raises(ERR, match=pattern):
         twolayer_ext.linear_relu(*args)
     with pytest.raises(ERR, match=pattern):

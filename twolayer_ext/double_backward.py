@@ -4,7 +4,8 @@ The forward ops' gradients are C++ autograd kernels (``csrc/autograd/``); the ba
 ops they call are differentiable again through the formulas here, so gradient penalties
 (WGAN-GP), Hessian-vector products and ``create_graph=True`` work. The formulas use plain
 torch ops, so they can be differentiated once more. The ReLU mask is piecewise constant:
-no gradient flows into it.
+no gradient flows into it. (torch calls ``setup_context`` with ``output`` by keyword, so that
+parameter keeps its name where it is unused.)
 """
 
 from __future__ import annotations

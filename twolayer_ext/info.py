@@ -9,6 +9,14 @@ import torch
 from . import _build_config
 from ._version import __version__
 
+# The dtypes the kernels are compiled for, per device: csrc/include/twolayer_ext/checks.h's
+# kCpuDtypes / kCudaDtypes, in their order (the order of the C++ error messages; a test
+# checks that the two agree). The 16-bit types accumulate in float32.
+SUPPORTED_DTYPES: dict[str, tuple[torch.dtype, ...]] = {
+    "cpu": (torch.float32, torch.float64, torch.bfloat16, torch.float16),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
+
 
 def _has_kernel(op: str, key: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
@@ -20,7 +28,7 @@ def build_info() -> dict[str, Any]:
     Returns a dict with the package version, the torch version it was built
     against (and the running one), whether CUDA kernels were compiled (read from
     the dispatcher, not just the build flags), the CUDA arch list, the number of
-    intra-op (OpenMP) threads and the CPU ISA in use.
+    intra-op (OpenMP) threads, the CPU ISA in use and the supported dtypes per device.
     """
     cuda_kernels = _has_kernel("twolayer_ext::linear_relu", "CUDA")
     return {
@@ -36,4 +44,7 @@ def build_info() -> dict[str, Any]:
         # extension's own float32 GEMM kernels pick AVX-512 or AVX2 the same way
         # (TWOLAYER_EXT_CPU_GEMM); the rest of it is compiled for baseline x86-64.
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+        "dtypes": {
+            dev: [str(d).removeprefix("torch.") for d in ds] for dev, ds in SUPPORTED_DTYPES.items()
+        },
     }

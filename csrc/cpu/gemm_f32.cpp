@@ -60,26 +60,42 @@ bool use_fast_gemm(int64_t m, int64_t n, int64_t k) {
   return k <= 1024 && m * n * k <= (int64_t{1} << 29) && kernel_isa() != Isa::kNone;
 }
 
+namespace {
+
+// Runs the M x N output of a product with reduction length `depth` as tiles of
+// (rows x cols) of the chosen ISA's TileShape, split across threads; `range`
+// holds the AVX-512 and AVX2 functions that compute a range of tiles.
+template <typename Args>
+struct TileRanges {
+  void (*avx512)(const Args&, int64_t, int64_t);
+  void (*avx2)(const Args&, int64_t, int64_t);
+};
+
+template <typename Args>
+void run_tiles(const char* fn, const Args& g, int64_t M, int64_t N, int64_t depth,
+               int TileShape::*rows, int TileShape::*cols, TileRanges<Args> range) {
+  const bool wide = use_avx512(fn);
+  const TileShape& s = wide ? avx512::kShape : avx2::kShape;
+  const int64_t tiles = ceil_div(M, s.*rows) * ceil_div(N, s.*cols);
+  const auto compute = wide ? range.avx512 : range.avx2;
+  at::parallel_for(0, tiles, grain(int64_t{s.*rows} * s.*cols * depth),
+                   [&](int64_t t0, int64_t t1) { compute(g, t0, t1); });
+}
+
+}  // namespace
+
 void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const float* bias,
                  float* Y, int64_t ldy, int64_t M, int64_t N, int64_t K) {
-  const bool wide = use_avx512("gemm_nt_f32");
-  const TileShape& s = wide ? avx512::kShape : avx2::kShape;
-  const GemmNt g{X, ldx, W, ldw, bias, Y, ldy, M, N, K};
-  const int64_t tiles = ceil_div(M, s.nt_rows) * ceil_div(N, s.nt_cols);
-  at::parallel_for(0, tiles, grain(s.nt_rows * s.nt_cols * K), [&](int64_t t0, int64_t t1) {
-    wide ? avx512::nt_range(g, t0, t1) : avx2::nt_range(g, t0, t1);
-  });
+  run_tiles("gemm_nt_f32", GemmNt{X, ldx, W, ldw, bias, Y, ldy, M, N, K}, M, N, K,
+            &TileShape::nt_rows, &TileShape::nt_cols,
+            TileRanges<GemmNt>{avx512::nt_range, avx2::nt_range});
 }
 
 void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb, float* C,
                     int64_t ldc, int64_t M, int64_t N, int64_t T) {
-  const bool wide = use_avx512("gemm_bcast_f32");
-  const TileShape& s = wide ? avx512::kShape : avx2::kShape;
-  const GemmBcast g{A, sat, saa, B, ldb, C, ldc, M, N, T};
-  const int64_t tiles = ceil_div(M, s.bcast_rows) * ceil_div(N, s.bcast_cols);
-  at::parallel_for(0, tiles, grain(s.bcast_rows * s.bcast_cols * T), [&](int64_t t0, int64_t t1) {
-    wide ? avx512::bcast_range(g, t0, t1) : avx2::bcast_range(g, t0, t1);
-  });
+  run_tiles("gemm_bcast_f32", GemmBcast{A, sat, saa, B, ldb, C, ldc, M, N, T}, M, N, T,
+            &TileShape::bcast_rows, &TileShape::bcast_cols,
+            TileRanges<GemmBcast>{avx512::bcast_range, avx2::bcast_range});
 }
 
 #else  // no kernels in this build: ATen's BLAS everywhere

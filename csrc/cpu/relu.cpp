@@ -19,20 +19,26 @@ constexpr const char* kFwd = "twolayer_ext::relu";
 constexpr const char* kBwd = "twolayer_ext::relu_backward";
 constexpr int64_t kGrain = 32768;
 
+// out[i] = v[i] where y[i] passed the ReLU, else 0, over n contiguous elements:
+// `!(y <= 0)` keeps y > 0 and NaN, so relu(x) = select(x, x) lets NaN through as
+// torch.relu does, and relu_backward = select(y, grad) is threshold_backward
+// (relu'(0) = 0, a NaN output passes its gradient).
+template <typename scalar_t>
+void select_where_kept(const scalar_t* y, const scalar_t* v, scalar_t* out, int64_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) out[i] = static_cast<acc_t>(y[i]) <= acc_t(0) ? scalar_t(0) : v[i];
+  });
+}
+
 at::Tensor relu_cpu(const at::Tensor& x) {
   check_floating(kFwd, "x", x, kCpuDtypes);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key
   const at::Tensor xc = x.contiguous();
   at::Tensor y = at::empty(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "relu_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* in = xc.data_ptr<scalar_t>();
-    scalar_t* out = y.data_ptr<scalar_t>();
-    at::parallel_for(0, xc.numel(), kGrain, [&](int64_t b, int64_t e) {
-      // `v <= 0 ? 0 : v` lets NaN through, as torch.relu does.
-      for (int64_t i = b; i < e; ++i)
-        out[i] = static_cast<acc_t>(in[i]) <= acc_t(0) ? scalar_t(0) : in[i];
-    });
+    select_where_kept(in, in, y.data_ptr<scalar_t>(), xc.numel());
   });
   return y;
 }
@@ -44,15 +50,8 @@ at::Tensor relu_backward_cpu(const at::Tensor& grad_y, const at::Tensor& y) {
   at::Tensor gx = at::empty(y.sizes(), y.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "relu_backward_cpu",
                                   [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* g = gc.data_ptr<scalar_t>();
-    const scalar_t* yy = yc.data_ptr<scalar_t>();
-    scalar_t* out = gx.data_ptr<scalar_t>();
-    at::parallel_for(0, yc.numel(), kGrain, [&](int64_t b, int64_t e) {
-      // threshold_backward semantics: relu'(0) = 0, a NaN output passes grad through.
-      for (int64_t i = b; i < e; ++i)
-        out[i] = static_cast<acc_t>(yy[i]) <= acc_t(0) ? scalar_t(0) : g[i];
-    });
+    select_where_kept(yc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
+                      yc.numel());
   });
   return gx;
 }

@@ -17,6 +17,8 @@
 namespace twolayer_ext {
 
 // Dtypes the kernels are compiled for, per device (16-bit types accumulate in float32).
+// twolayer_ext/info.py mirrors them as SUPPORTED_DTYPES for Python (the tests iterate over
+// it; tests/test_build.py checks that the two agree).
 inline const std::initializer_list<at::ScalarType> kCpuDtypes = {at::kFloat, at::kDouble,
                                                                  at::kBFloat16, at::kHalf};
 inline const std::initializer_list<at::ScalarType> kCudaDtypes = {at::kFloat, at::kDouble,
