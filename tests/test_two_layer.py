@@ -30,11 +30,11 @@ SHAPES = [((64,), 1000, 100, 10), ((0,), 5, 4, 3), ((1,), 3, 1, 1), ((2, 3), 17,
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_two_layer_ops_match_reference(device, dtype, shape, bias):
-    lead, d_in, hid, d_out = shape
+    lead, d_in, hidden_features, d_out = shape
     x = make_x((*lead, d_in), dtype, device, "sliced")
-    w1 = make_weight(hid, d_in, dtype, device, transposed=True)
-    w2 = make_weight(d_out, hid, dtype, device) / hid**0.5
-    b1 = torch.randn(hid, dtype=dtype, device=device) if bias else None
+    w1 = make_weight(hidden_features, d_in, dtype, device, transposed=True)
+    w2 = make_weight(d_out, hidden_features, dtype, device) / hidden_features**0.5
+    b1 = torch.randn(hidden_features, dtype=dtype, device=device) if bias else None
     b2 = torch.randn(d_out, dtype=dtype, device=device) if bias else None
     check_two_layer_ops(x, w1, b1, w2, b2, [True, True, bias, True, bias], dtype)
 

@@ -83,11 +83,11 @@ def two_layer_backward(
     output_mask: Sequence[bool],
 ) -> tuple[torch.Tensor | None, ...]:
     """Reference for ``torch.ops.twolayer_ext.two_layer_backward``: grads of x, w1, b1, w2, b2."""
-    out_f, hid_f = w2.shape
+    out_f, hidden_features = w2.shape
     g2 = grad_out.reshape(-1, out_f)
-    grad_w2 = g2.t() @ hidden.reshape(g2.shape[0], hid_f) if output_mask[3] else None
+    grad_w2 = g2.t() @ hidden.reshape(g2.shape[0], hidden_features) if output_mask[3] else None
     grad_b2 = g2.sum(0) if output_mask[4] else None
-    mask = pack_mask(relu_keep(hidden).reshape(g2.shape[0], hid_f))
+    mask = pack_mask(relu_keep(hidden).reshape(g2.shape[0], hidden_features))
     grad_h = (g2 @ w2).reshape(hidden.shape)
     grad_x, grad_w1, grad_b1 = linear_relu_backward(grad_h, x, w1, mask, output_mask[:3])
     return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
