@@ -4,6 +4,15 @@
 // Saves what torch keeps for nn.Sequential(Linear, ReLU, Linear): hidden
 // (grad_w2 reads it and the ReLU mask is re-derived from it), w2 if anything
 // in layer 1 needs a gradient, x only if w1 needs one, w1 only if x does.
+//
+// hidden is a differentiable output. Nothing reads its gradient in a first-order
+// backward, but double backward does: two_layer_backward reads hidden, so the
+// derivative of a gradient (a gradient penalty, a Hessian-vector product) has a
+// term through hidden, and that term has to flow back into x, w1 and b1 through
+// this node.
+#include <ATen/ops/le.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/where.h>
 #include <torch/library.h>
 
 #include "common.h"
@@ -33,22 +42,43 @@ class TwoLayerFunction : public torch::autograd::Function<TwoLayerFunction> {
     save_needed(ctx, {need_w1, need_x, need_x || need_w1 || need_b1, true}, {x, w1, w2, hidden});
     ctx->saved_data["has_b1"] = present(b1);
     ctx->saved_data["has_b2"] = present(b2);
-    ctx->mark_non_differentiable({hidden});
-    ctx->set_materialize_grads(false);  // hidden never gets a gradient: don't build zeros for it
+    ctx->set_materialize_grads(false);  // don't build zeros for the gradient that is not used
     return {out, hidden};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const at::Tensor& grad_out = grads[0];
-    if (!grad_out.defined()) return variable_list(5);
+    const at::Tensor &grad_out = grads[0], &grad_hidden = grads[1];
     const auto e = edges(ctx->saved_data["has_b1"].toBool(), ctx->saved_data["has_b2"].toBool());
     const variable_list s = saved_or_standins(ctx);  // x, w1, w2, hidden
     std::array<bool, 5> need{};
     for (size_t i = 0; i < 5; ++i) need[i] = e.needs(ctx, i);
-    auto [gx, gw1, gb1, gw2, gb2] =
-        call_backward_op(ops().backward, grad_out, s[0], s[1], s[2], s[3], need);
-    return {or_undefined(gx), or_undefined(gw1), or_undefined(gb1), or_undefined(gw2),
-            or_undefined(gb2)};
+    variable_list result(5);
+    if (grad_out.defined()) {
+      auto [gx, gw1, gb1, gw2, gb2] =
+          call_backward_op(ops().backward, grad_out, s[0], s[1], s[2], s[3], need);
+      result = {or_undefined(gx), or_undefined(gw1), or_undefined(gb1), or_undefined(gw2),
+                or_undefined(gb2)};
+    }
+    if (grad_hidden.defined()) add_hidden_grad(result, grad_hidden, s[0], s[1], s[3], need);
+    return result;
+  }
+
+ private:
+  // Layer 1's gradients from a gradient of its output, hidden = relu(x w1ᵀ + b1)
+  // (double backward only, so plain differentiable ATen ops): the ReLU passes it
+  // where hidden > 0 or NaN (threshold_backward's rule).
+  static void add_hidden_grad(variable_list& result, const at::Tensor& grad_hidden,
+                              const at::Tensor& x, const at::Tensor& w1,
+                              const at::Tensor& hidden, const std::array<bool, 5>& need) {
+    const at::Tensor gh =
+        at::where(at::le(hidden, 0), at::zeros({}, grad_hidden.options()), grad_hidden);
+    const at::Tensor gh2 = gh.reshape({-1, w1.size(0)});
+    const auto add = [&](size_t i, const at::Tensor& g) {
+      result[i] = result[i].defined() ? result[i].add(g) : g;
+    };
+    if (need[0]) add(0, at::matmul(gh, w1));
+    if (need[1]) add(1, gh2.t().mm(x.reshape({-1, w1.size(1)})));
+    if (need[2]) add(2, gh2.sum(0));
   }
 };
 
