@@ -233,6 +233,16 @@ def test_two_layer_gradgradcheck(device, bias):
     assert torch.autograd.gradgradcheck(net, inputs)
 
 
+def test_two_layer_function_refuses_double_backward():
+    """TwoLayerMLPFunction computes the hidden activation out of the graph, so a second
+    derivative would miss its term: a clear error instead (two_layer_mlp supports it)."""
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    w1, w2 = torch.randn(3, 5, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    out = twolayer_ext.TwoLayerMLPFunction.apply(x, w1, None, w2, None)
+    with pytest.raises(RuntimeError, match="TwoLayerMLPFunction does not support double"):
+        torch.autograd.grad(out.sum(), x, create_graph=True)
+
+
 def test_gradient_penalty_matches_sequential():
     """A WGAN-GP style penalty on TwoLayerNet, ||d out / d x||^2 differentiated w.r.t. every
     parameter, equals nn.Sequential(Linear, ReLU, Linear)'s to 1e-9 in float64."""

@@ -105,7 +105,8 @@ class TwoLayerMLPFunction(torch.autograd.Function):
     ``apply(x, w1, b1, w2, b2)`` returns the network output. Saved for backward: what torch
     keeps for ``nn.Sequential(Linear, ReLU, Linear)`` (the hidden activation, w2, and x /
     w1 only where the other needs a gradient); the ReLU mask is re-derived from the hidden
-    activation. Backward is one op computing only the requested gradients.
+    activation. Backward is one op computing only the requested gradients. Double backward
+    is :func:`twolayer_ext.two_layer_mlp`'s (this class raises a clear error for it).
     """
 
     @staticmethod
@@ -125,12 +126,20 @@ class TwoLayerMLPFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor):
+        if torch.is_grad_enabled():
+            # The second derivative has a term through the hidden activation, which this
+            # Function computes inside forward, out of the graph: refuse rather than drop it.
+            raise RuntimeError(
+                "TwoLayerMLPFunction does not support double backward (create_graph=True); "
+                "twolayer_ext.two_layer_mlp and TwoLayerNet do"
+            )
         x, w1, w2, hidden = _saved(ctx)
         if grad_out.dtype != x.dtype:  # autocast: see LinearReLUFunction.backward
             x, w1, w2 = x.to(grad_out.dtype), w1.to(grad_out.dtype), w2.to(grad_out.dtype)
         need = list(ctx.needs_input_grad)
         need[2] = need[2] and ctx.has_bias[0]
         need[4] = need[4] and ctx.has_bias[1]
-        return _call_backward_op(
-            torch.ops.twolayer_ext.two_layer_backward.default, grad_out, x, w1, w2, hidden, need
-        )
+        with torch._C._AutoDispatchBelowAutograd():
+            return torch.ops.twolayer_ext.two_layer_backward.default(
+                grad_out, x, w1, w2, hidden, need
+            )
