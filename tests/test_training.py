@@ -198,3 +198,45 @@ def test_bench_harness_smoke(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "FLOP floor" in printed and "without arithmetic" in printed
     assert "fused step vs the numpy scheme" in printed
+
+
+# Each bad argument gets one line naming it and what would work, exit status 2, and no work
+# done first (a bad --plot path is refused before training, not after).
+BAD_CLI_ARGS = {
+    "cuda-without-gpu": (["train", "--device", "cuda"], "--device cuda: torch sees no CUDA GPU"),
+    "lr-nan": (["train", "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    "lr-negative": (["train", "--lr", "-1"], "--lr must be a finite number > 0, got -1.0"),
+    "every-0": (["train", "--every", "0"], "--every must be at least 1"),
+    "steps-0": (["train", "--steps", "0"], "--steps must be at least 1, got 0"),
+    "rounds-0": (["bench", "--rounds", "0"], "--rounds must be at least 1, got 0"),
+    "plot-no-dir": (
+        ["train", "--plot", "/no/such/dir/x.png"],
+        "--plot '/no/such/dir/x.png': the folder '/no/such/dir' does not exist",
+    ),
+    "json-no-dir": (
+        ["bench", "--json", "/no/such/dir/b.json"],
+        "--json '/no/such/dir/b.json': the folder '/no/such/dir' does not exist",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CLI_ARGS.values(), ids=BAD_CLI_ARGS.keys())
+def test_cli_rejects_bad_arguments_up_front(case):
+    import subprocess
+    import sys
+
+    argv, message = case
+    if argv[:3] == ["train", "--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("the machine has a GPU, so --device cuda is valid here")
+    run = subprocess.run(
+        [sys.executable, "-m", "twolayer_ext", *argv],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=False,
+    )
+    assert run.returncode == 2
+    assert run.stdout == ""  # refused before any work: train prints its header first
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], run.stderr
+    assert "Traceback" not in run.stderr

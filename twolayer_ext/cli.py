@@ -8,8 +8,11 @@ info    print build_info() as JSON
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -170,9 +173,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _writable_file(option: str, path: str | None) -> str | None:
+    """Why `path` cannot be written (for an output option), or None if it can."""
+    if path is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{option} {path!r} is a directory; give a file name"
+    if not os.path.isdir(folder):
+        return f"{option} {path!r}: the folder {folder!r} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"{option} {path!r}: the folder {folder!r} is not writable"
+    return None
+
+
+def _device_problem(device: str) -> str | None:
+    if device == "cuda" and not torch.cuda.is_available():
+        return (
+            "--device cuda: torch sees no CUDA GPU (torch.cuda.is_available() is False); "
+            "use --device cpu"
+        )
+    return None
+
+
+def _bad_argument(args: argparse.Namespace) -> str | None:
+    """The first argument that cannot work, as one line naming it and what would, or None.
+
+    Checked before any work starts, so a bad --plot path does not fail after training."""
+    if args.command == "bench":
+        if args.rounds < 1:
+            return f"--rounds must be at least 1, got {args.rounds}"
+        return _device_problem(args.device) or _writable_file("--json", args.json)
+    if args.command != "train":
+        return None
+    if args.steps < 1:
+        return f"--steps must be at least 1, got {args.steps}"
+    if args.every < 1:
+        return f"--every must be at least 1 (print the loss every N steps), got {args.every}"
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        return f"--lr must be a finite number > 0, got {args.lr}"
+    if args.device is not None and (problem := _device_problem(args.device)):
+        return problem
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and args.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        return "--dtype bfloat16 needs a GPU with bfloat16 support; use float32 or float64"
+    if args.plot is not None:
+        if importlib.util.find_spec("matplotlib") is None:
+            return "--plot needs matplotlib (pip install matplotlib)"
+        return _writable_file("--plot", args.plot)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``twolayer-ext`` console script."""
     args = build_parser().parse_args(argv)
+    if problem := _bad_argument(args):
+        print(f"twolayer-ext {args.command}: error: {problem}", file=sys.stderr)
+        return 2
     import twolayer_ext
 
     if args.command == "info":
@@ -189,8 +246,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
         )
         return 0
-    if args.steps < 1:
-        raise SystemExit("--steps must be at least 1")
     return _cmd_train(args)
 
 
