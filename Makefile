@@ -36,7 +36,7 @@ bench: install
 	cd /tmp && $(PY) -m twolayer_ext bench
 
 lint: $(VENV)/.deps-installed
-	$(PY) -m pip install -q ruff && $(abspath $(VENV))/bin/ruff check twolayer_ext tests benchmarks scripts
+	$(PY) -m pip install -q ruff && $(abspath $(VENV))/bin/ruff check twolayer_ext tests scripts build_backend setup.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info twolayer_ext/_build_config.py

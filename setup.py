@@ -14,6 +14,7 @@ Environment variables:
 from __future__ import annotations
 
 import glob
+import importlib.metadata
 import os
 import shutil
 
@@ -92,7 +93,13 @@ def main() -> None:
     # kernels would silently run on one thread. No -march=native: the binary
     # must run on any x86-64 CPU (BLAS picks the ISA at run time).
     cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
-    ext_kwargs = {"include_dirs": include_dirs, "extra_link_args": ["-fopenmp"]}
+    # py_limited_api: the module uses CPython's stable ABI only (csrc/ops.cpp), so one
+    # wheel serves every Python >= 3.10 (tag cp310-abi3; torch adds -DPy_LIMITED_API).
+    ext_kwargs = {
+        "include_dirs": include_dirs,
+        "extra_link_args": ["-fopenmp"],
+        "py_limited_api": True,
+    }
     if os.environ.get("TWOLAYER_EXT_SANITIZE") == "1":
         if with_cuda:
             raise RuntimeError(
@@ -121,7 +128,14 @@ def main() -> None:
             "twolayer_ext._C", sources, extra_compile_args={"cxx": cxx_flags}, **ext_kwargs
         )
     _write_build_config(torch, arch_list)
-    setup(ext_modules=[ext], cmdclass={"build_ext": BuildExtension})
+    setup(
+        ext_modules=[ext],
+        cmdclass={"build_ext": BuildExtension},
+        options={"bdist_wheel": {"py_limited_api": "cp310"}},
+        # The extension runs only with the torch it was compiled against: pin it, so that
+        # pip installs that torch with the wheel and reports any later change as a conflict.
+        install_requires=[f"torch=={importlib.metadata.version('torch')}", "numpy"],
+    )
 
 
 if __name__ == "__main__":  # setuptools runs this file as __main__; tests import it

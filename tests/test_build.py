@@ -65,3 +65,14 @@ def test_supported_dtypes_are_the_kernels(device):
     assert twolayer_ext.build_info()["dtypes"][device] == [
         str(d).removeprefix("torch.") for d in supported
     ]
+
+
+def test_installed_wheel_is_abi3_and_pins_its_torch():
+    """One wheel for every Python >= 3.10 (stable ABI), requiring the torch it was built with."""
+    import importlib.metadata as m
+
+    wheel = m.distribution("twolayer_ext").read_text("WHEEL")
+    assert "Tag: cp310-abi3-" in wheel, wheel
+    assert twolayer_ext._C.__file__.endswith(".abi3.so")
+    pins = [r for r in m.requires("twolayer_ext") if r.startswith("torch")]
+    assert pins == [f"torch=={m.version('torch')}"], pins

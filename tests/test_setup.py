@@ -1,4 +1,6 @@
-"""setup.py's decision to build the CUDA kernels (TWOLAYER_EXT_CUDA, toolkit discovery)."""
+"""The build: setup.py's decision to build the CUDA kernels (TWOLAYER_EXT_CUDA, toolkit
+discovery), and the in-tree PEP 517 backend that pins torch (build_backend/). A real isolated
+`pip install .` runs in CI: scripts/check_isolated_install.sh."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import types
 import pytest
 
 SETUP = pathlib.Path(__file__).resolve().parents[1] / "setup.py"
+BACKEND = pathlib.Path(__file__).resolve().parents[1] / "build_backend" / "twolayer_ext_build.py"
 
 
 @pytest.fixture
@@ -70,3 +73,36 @@ def test_wrapper_nvcc_on_path_falls_back_to_a_real_toolkit(
     home = setup_mod._find_cuda_home()
     assert home is None or setup_mod._is_toolkit(home)
     assert home != str(tmp_path / "wrapper")
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    spec = importlib.util.spec_from_file_location("twolayer_ext_build", BACKEND)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_backend_pins_the_target_environments_torch(backend, monkeypatch):
+    import importlib.metadata
+
+    assert backend._target_torch() == importlib.metadata.version("torch")  # this venv's
+    monkeypatch.setattr(backend._setuptools, "get_requires_for_build_wheel", lambda cs=None: [])
+    monkeypatch.setattr(backend, "_target_torch", lambda: "2.13.0+cpu")
+    assert backend.get_requires_for_build_wheel() == ["torch==2.13.0+cpu"]
+    monkeypatch.setattr(backend, "_target_torch", lambda: None)  # no torch there: any torch
+    assert backend.get_requires_for_build_wheel() == ["torch"]
+
+
+def test_backend_stops_before_compiling_on_a_torch_mismatch(backend, monkeypatch, tmp_path):
+    """If the build environment's torch is not the target's, build_wheel names the command
+    that works and builds nothing (it never reaches setuptools)."""
+    monkeypatch.setattr(backend, "_target_torch", lambda: "0.0.1")
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("compiled despite the mismatch")
+
+    monkeypatch.setattr(backend._setuptools, "build_wheel", must_not_build)
+    with pytest.raises(SystemExit, match=r"has torch 0\.0\.1.*pip install --no-build-isolation \."):
+        backend.build_wheel(str(tmp_path))
+    assert not any(tmp_path.iterdir())
