@@ -44,9 +44,10 @@ def _target_torch() -> str | None:
 
 
 def get_requires_for_build_wheel(config_settings=None):
+    # Not setuptools' hook on top: it runs setup.py, which imports torch, not installed yet.
+    # pyproject.toml's static requirements (setuptools, wheel, ninja) are installed already.
     target = _target_torch()
-    torch_req = f"torch=={target}" if target else "torch"
-    return [*_setuptools.get_requires_for_build_wheel(config_settings), torch_req]
+    return [f"torch=={target}" if target else "torch"]
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):

@@ -87,7 +87,6 @@ def test_backend_pins_the_target_environments_torch(backend, monkeypatch):
     import importlib.metadata
 
     assert backend._target_torch() == importlib.metadata.version("torch")  # this venv's
-    monkeypatch.setattr(backend._setuptools, "get_requires_for_build_wheel", lambda cs=None: [])
     monkeypatch.setattr(backend, "_target_torch", lambda: "2.13.0+cpu")
     assert backend.get_requires_for_build_wheel() == ["torch==2.13.0+cpu"]
     monkeypatch.setattr(backend, "_target_torch", lambda: None)  # no torch there: any torch
