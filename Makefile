@@ -14,7 +14,7 @@ export TWOLAYER_EXT_CUDA ?= 1
 export TWOLAYER_EXT_EXPECT_CUDA ?= 1
 endif
 
-.PHONY: demo test install bench lint clean
+.PHONY: demo test install bench lint typecheck clean
 
 $(VENV)/.deps-installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: install
 
 lint: $(VENV)/.deps-installed
 	$(PY) -m pip install -q ruff && $(abspath $(VENV))/bin/ruff check twolayer_ext tests scripts build_backend setup.py
+
+# mypy pinned: a newer release may find new things; bump it on purpose.
+typecheck: $(VENV)/.deps-installed
+	$(PY) -m pip install -q mypy==2.4.1 && $(abspath $(VENV))/bin/mypy --strict twolayer_ext
 
 clean:
 	rm -rf build $(VENV) *.egg-info twolayer_ext/_build_config.py

@@ -76,3 +76,10 @@ def test_installed_wheel_is_abi3_and_pins_its_torch():
     assert twolayer_ext._C.__file__.endswith(".abi3.so")
     pins = [r for r in m.requires("twolayer_ext") if r.startswith("torch")]
     assert pins == [f"torch=={m.version('torch')}"], pins
+
+
+def test_installed_package_is_typed():
+    """PEP 561 marker, so type checkers read the annotations (CI runs mypy --strict on them)."""
+    import pathlib
+
+    assert (pathlib.Path(twolayer_ext.__file__).parent / "py.typed").is_file()

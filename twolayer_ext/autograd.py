@@ -11,7 +11,7 @@ against torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -60,10 +60,10 @@ class LinearReLUFunction(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[:2]
         _keep_if(ctx, [need_w, need_x, True], [x, weight, mask])
         ctx.has_bias = bias is not None
-        return y
+        return cast(torch.Tensor, y)
 
     @staticmethod
-    def backward(ctx: Any, grad_y: torch.Tensor):
+    def backward(ctx: Any, grad_y: torch.Tensor) -> Any:
         x, weight, mask = _saved(ctx)
         if grad_y.dtype != x.dtype:
             # Under autocast the op ran on inputs cast to grad_y's dtype; backward
@@ -89,14 +89,17 @@ class ReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.twolayer_ext.relu.default(x)
+        y = cast(torch.Tensor, torch.ops.twolayer_ext.relu.default(x))
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor) -> torch.Tensor:
         (y,) = ctx.saved_tensors
-        return _call_backward_op(torch.ops.twolayer_ext.relu_backward.default, grad_y, y)
+        return cast(
+            torch.Tensor,
+            _call_backward_op(torch.ops.twolayer_ext.relu_backward.default, grad_y, y),
+        )
 
 
 class TwoLayerMLPFunction(torch.autograd.Function):
@@ -122,10 +125,10 @@ class TwoLayerMLPFunction(torch.autograd.Function):
         nx, nw1, nb1 = ctx.needs_input_grad[:3]
         _keep_if(ctx, [nw1, nx, nx or nw1 or nb1, True], [x, w1, w2, hidden])
         ctx.has_bias = (b1 is not None, b2 is not None)
-        return out
+        return cast(torch.Tensor, out)
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor):
+    def backward(ctx: Any, grad_out: torch.Tensor) -> Any:
         if torch.is_grad_enabled():
             # The second derivative has a term through the hidden activation, which this
             # Function computes inside forward, out of the graph: refuse rather than drop it.

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import cast
 
 import torch
 
@@ -25,10 +26,11 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 def _progress(it: Iterator[float], total: int, desc: str) -> Iterable[float]:
     """A progress bar (stderr, TTY only) for runs that take more than a moment."""
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
     except ImportError:
         return it
-    return tqdm(it, total=total, desc=desc, delay=1.0, leave=False, disable=None, file=sys.stderr)
+    bar = tqdm(it, total=total, desc=desc, delay=1.0, leave=False, disable=None, file=sys.stderr)
+    return cast(Iterable[float], bar)
 
 
 def _report_steps(steps: int, every: int) -> set[int]:

@@ -10,7 +10,7 @@ parameter keeps its name where it is unused.)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -22,7 +22,9 @@ def linear_relu_backward_setup_context(ctx: Any, inputs: tuple[Any, ...], output
     ctx.save_for_backward(grad_y, x, weight, mask)
 
 
-def linear_relu_backward_backward(ctx: Any, ggx: Any, ggw: Any, ggb: Any):
+def linear_relu_backward_backward(
+    ctx: Any, ggx: Any, ggw: Any, ggb: Any
+) -> tuple[torch.Tensor | None, ...]:
     """Gradients of (grad_x, grad_w, grad_b) = linear_relu_backward(grad_y, x, w, mask).
 
     With gm = mask * grad_y: grad_x = gm @ w, grad_w = gm.T @ x, grad_b = gm.sum(rows).
@@ -55,10 +57,10 @@ def relu_backward_setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) 
     ctx.save_for_backward(y)
 
 
-def relu_backward_backward(ctx: Any, gg: torch.Tensor):
+def relu_backward_backward(ctx: Any, gg: torch.Tensor) -> tuple[torch.Tensor, None]:
     """grad_x = grad_y where y > 0: linear in grad_y, locally constant in y."""
     (y,) = ctx.saved_tensors
-    return torch.ops.twolayer_ext.relu_backward.default(gg, y), None
+    return cast(torch.Tensor, torch.ops.twolayer_ext.relu_backward.default(gg, y)), None
 
 
 def two_layer_backward_setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:

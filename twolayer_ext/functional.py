@@ -9,6 +9,8 @@ gradients are available as ``autograd.Function`` classes
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 
@@ -28,12 +30,12 @@ def linear_relu(
     """
     # The op is differentiable through its C++ autograd kernel (csrc/autograd/), which
     # costs a few microseconds where a Python autograd.Function costs tens.
-    return torch.ops.twolayer_ext.linear_relu.default(x, weight, bias)[0]
+    return cast(torch.Tensor, torch.ops.twolayer_ext.linear_relu.default(x, weight, bias)[0])
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
     """``torch.relu(x)`` on the extension's kernels (the tutorial's MyReLU)."""
-    return torch.ops.twolayer_ext.relu.default(x)
+    return cast(torch.Tensor, torch.ops.twolayer_ext.relu.default(x))
 
 
 def two_layer_mlp(
@@ -47,7 +49,8 @@ def two_layer_mlp(
 
     Weights in nn.Linear's layout: w1 ``[hidden, in]``, w2 ``[out, hidden]``.
     """
-    return torch.ops.twolayer_ext.two_layer_forward.default(x, w1, b1, w2, b2)[0]
+    out = torch.ops.twolayer_ext.two_layer_forward.default(x, w1, b1, w2, b2)[0]
+    return cast(torch.Tensor, out)
 
 
 def two_layer_sgd_step(
@@ -82,6 +85,7 @@ def two_layer_sgd_step(
     # Under no_grad, as torch.optim steps run: nothing here is recorded, and
     # torch.compile traces the step as an inference graph.
     with torch.no_grad():
-        return torch.ops.twolayer_ext.two_layer_sgd_step.default(
+        loss = torch.ops.twolayer_ext.two_layer_sgd_step.default(
             x, y, w1, b1, w2, b2, lr, reduction
         )
+    return cast(torch.Tensor, loss)

@@ -77,6 +77,11 @@ class TwoLayerNet(nn.Module):
     def from_sequential(cls, seq: nn.Sequential) -> TwoLayerNet:
         """A TwoLayerNet holding a copy of ``nn.Sequential(Linear, ReLU, Linear)``'s weights."""
         lin1, lin2 = seq[0], seq[2]
+        if not (isinstance(lin1, nn.Linear) and isinstance(lin2, nn.Linear)):
+            raise TypeError(
+                "TwoLayerNet.from_sequential expects nn.Sequential(Linear, ReLU, Linear), got "
+                f"{type(lin1).__name__} and {type(lin2).__name__} at positions 0 and 2"
+            )
         net = cls(
             lin1.in_features,
             lin1.out_features,
@@ -89,12 +94,16 @@ class TwoLayerNet(nn.Module):
         return net
 
 
-def twolayer_state_dict_to_sequential(state: Mapping[str, torch.Tensor]) -> dict:
+def twolayer_state_dict_to_sequential(
+    state: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
     """Rename TwoLayerNet keys (``fc1.*``, ``fc2.*``) to the tutorial's ``nn.Sequential`` keys."""
     return {_TO_SEQUENTIAL.get(k, k): v for k, v in state.items()}
 
 
-def sequential_state_dict_to_twolayer(state: Mapping[str, torch.Tensor]) -> dict:
+def sequential_state_dict_to_twolayer(
+    state: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
     """Rename ``nn.Sequential(Linear, ReLU, Linear)`` keys (``0.*``, ``2.*``) to TwoLayerNet's."""
     back = {v: k for k, v in _TO_SEQUENTIAL.items()}
     return {back.get(k, k): v for k, v in state.items()}

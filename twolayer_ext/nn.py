@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -34,12 +34,13 @@ class LinearReLU(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
+        self.weight = nn.Parameter(
+            torch.empty((out_features, in_features), device=device, dtype=dtype)
+        )
         if bias:
-            self.bias = nn.Parameter(torch.empty(out_features, **factory))
+            self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -59,8 +60,9 @@ class LinearReLU(nn.Module):
         nn.Module.__init__(layer)
         layer.in_features = linear.in_features
         layer.out_features = linear.out_features
-        layer.weight = linear.weight
-        layer.bias = linear.bias
+        # nn.Linear annotates its parameters as Tensor; they are Parameters.
+        layer.weight = cast(nn.Parameter, linear.weight)
+        layer.bias = cast("nn.Parameter | None", linear.bias)
         return layer
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ The schemas and the CPU/CUDA kernels live in C++ (``csrc/``). Here each op gets
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import torch
 
@@ -24,6 +25,10 @@ from .double_backward import (
     two_layer_backward_setup_context,
 )
 from .masks import mask_bytes
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+# torch.library.register_fake, typed: it returns the function it registers.
+_register_fake = cast(Callable[[str], Callable[[_F], _F]], torch.library.register_fake)
 
 linear_relu = torch.ops.twolayer_ext.linear_relu.default
 linear_relu_backward = torch.ops.twolayer_ext.linear_relu_backward.default
@@ -56,7 +61,7 @@ def _check_linear_args(op: str, x: torch.Tensor, weight: torch.Tensor) -> None:
     )
 
 
-@torch.library.register_fake("twolayer_ext::linear_relu")
+@_register_fake("twolayer_ext::linear_relu")
 def _linear_relu_fake(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +81,7 @@ def _linear_relu_fake(
     return y, mask
 
 
-@torch.library.register_fake("twolayer_ext::linear_relu_backward")
+@_register_fake("twolayer_ext::linear_relu_backward")
 def _linear_relu_backward_fake(
     grad_y: torch.Tensor,
     x: torch.Tensor,
@@ -96,7 +101,7 @@ def _linear_relu_backward_fake(
     )
 
 
-@torch.library.register_fake("twolayer_ext::two_layer_forward")
+@_register_fake("twolayer_ext::two_layer_forward")
 def _two_layer_forward_fake(
     x: torch.Tensor,
     w1: torch.Tensor,
@@ -109,7 +114,7 @@ def _two_layer_forward_fake(
     return hidden.new_empty((*x.shape[:-1], w2.shape[0])), hidden
 
 
-@torch.library.register_fake("twolayer_ext::two_layer_backward")
+@_register_fake("twolayer_ext::two_layer_backward")
 def _two_layer_backward_fake(
     grad_out: torch.Tensor,
     x: torch.Tensor,
@@ -156,7 +161,7 @@ def _check_sgd_step_args(
     )
 
 
-@torch.library.register_fake("twolayer_ext::two_layer_sgd_step")
+@_register_fake("twolayer_ext::two_layer_sgd_step")
 def _two_layer_sgd_step_fake(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -172,12 +177,12 @@ def _two_layer_sgd_step_fake(
     return x.new_empty(())  # the loss; the parameters are updated in place
 
 
-@torch.library.register_fake("twolayer_ext::relu")
+@_register_fake("twolayer_ext::relu")
 def _relu_fake(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.register_fake("twolayer_ext::relu_backward")
+@_register_fake("twolayer_ext::relu_backward")
 def _relu_backward_fake(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     torch._check(
         grad_y.shape == y.shape,
@@ -215,10 +220,12 @@ torch.library.register_autograd(
 _autocast_lib = torch.library.Library("twolayer_ext", "IMPL")
 
 
-def _autocast_kernel(op, device_type: str, key: torch._C.DispatchKey):
+def _autocast_kernel(
+    op: Callable[..., Any], device_type: str, key: torch._C.DispatchKey
+) -> Callable[..., Any]:
     """Casts every floating tensor argument to the autocast dtype, then runs ``op``."""
 
-    def kernel(*args: torch.Tensor | None):
+    def kernel(*args: torch.Tensor | None) -> Any:
         dtype = torch.get_autocast_dtype(device_type)
         cast = [a.to(dtype) if a is not None and a.is_floating_point() else a for a in args]
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):

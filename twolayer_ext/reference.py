@@ -7,6 +7,7 @@ ops' exact contracts (including the packed mask layout), in plain torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +114,7 @@ def two_layer_sgd_step(
     with torch.enable_grad():
         leaves = [p.detach().requires_grad_() for p in params]
         lw1, lb1, lw2, lb2 = (leaves.pop(0) if p is not None else None for p in (w1, b1, w2, b2))
+        assert lw1 is not None and lw2 is not None  # w1 and w2 are never None
         out = F.linear(linear_relu(x, lw1, lb1), lw2, lb2)
         loss = F.mse_loss(out, y, reduction=reduction)
         grads = torch.autograd.grad(loss, [p for p in (lw1, lb1, lw2, lb2) if p is not None])
@@ -136,12 +138,12 @@ class MyReLU(torch.autograd.Function):
     """The tutorial's hand-written ReLU Function, in pure torch (what ReLUFunction replaces)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         grad_x = grad_output.clone()
         grad_x[x <= 0] = 0  # relu'(0) = 0, as torch.relu

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -105,36 +106,41 @@ def _loss(kind: str, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _updater(params: list[torch.Tensor], optim: str, lr: float) -> Callable[[], None]:
     if optim == "manual":
 
-        def step() -> None:
+        def manual_step() -> None:
             with torch.no_grad():
                 for p in params:
+                    assert p.grad is not None
                     p -= lr * p.grad
                     p.grad = None
 
-        return step
+        return manual_step
     opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optim](params, lr=lr)
 
-    def step() -> None:
+    def optimizer_step() -> None:
         opt.step()
         opt.zero_grad()
 
-    return step
+    return optimizer_step
 
 
-def _init_weights(scheme: str, cfg: TrainConfig) -> dict[str, torch.Tensor] | nn.Module:
-    """Initial weights as the tutorial makes them, from cfg.seed only (float64, CPU)."""
+SEQUENTIAL_SCHEMES = ("sequential", "sequential_sgd", "module_linear", "fused_step")
+
+
+def _init_sequential(scheme: str, cfg: TrainConfig) -> nn.Sequential:
+    """The initial nn.Sequential as the tutorial makes it, from cfg.seed only (float64, CPU)."""
     with _seeded(cfg.seed + 1):
-        if scheme in ("sequential", "sequential_sgd", "module_linear", "fused_step"):
-            bias = scheme in ("sequential", "fused_step")
-            seq = nn.Sequential(
-                nn.Linear(cfg.D_in, cfg.H, bias=bias),
-                nn.ReLU(),
-                nn.Linear(cfg.H, cfg.D_out, bias=bias),
-            ).double()
-            if scheme != "module_linear":  # the tutorial re-draws the weights from N(0, 1)
-                nn.init.normal_(seq[0].weight)
-                nn.init.normal_(seq[2].weight)
-            return seq
+        bias = scheme in ("sequential", "fused_step")
+        lin1, lin2 = nn.Linear(cfg.D_in, cfg.H, bias=bias), nn.Linear(cfg.H, cfg.D_out, bias=bias)
+        seq = nn.Sequential(lin1, nn.ReLU(), lin2).double()  # converts lin1, lin2 in place
+        if scheme != "module_linear":  # the tutorial re-draws the weights from N(0, 1)
+            nn.init.normal_(lin1.weight)
+            nn.init.normal_(lin2.weight)
+        return seq
+
+
+def _init_matrices(scheme: str, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The initial W1 [D_in, H], W2 [H, D_out] as the tutorial makes them (float64, CPU)."""
+    with _seeded(cfg.seed + 1):
         w1 = torch.empty(cfg.D_in, cfg.H, dtype=torch.float64)
         w2 = torch.empty(cfg.H, cfg.D_out, dtype=torch.float64)
         if scheme == "module_params":
@@ -143,7 +149,7 @@ def _init_weights(scheme: str, cfg: TrainConfig) -> dict[str, torch.Tensor] | nn
         else:
             w1.normal_()
             w2.normal_()
-        return {"w1": w1, "w2": w2}
+        return w1, w2
 
 
 class _ExplicitParams(nn.Module):
@@ -164,23 +170,31 @@ def numpy_steps(
 ) -> Iterator[float]:
     """The tutorial's numpy scheme: forward and backward by hand in numpy, on copies of the
     given tensors; yields the loss before each of ``steps`` updates (the benchmark times it)."""
-    x, y, w1, w2 = (t.numpy().copy() for t in (x, y, w1, w2))
+    xa, ya, w1a, w2a = (t.numpy().copy() for t in (x, y, w1, w2))
     for _ in range(steps):
-        h = x.dot(w1)
+        h = xa.dot(w1a)
         h_relu = np.maximum(h, 0)
-        y_pred = h_relu.dot(w2)
-        loss = float(np.square(y_pred - y).sum())
-        grad_y_pred = 2.0 * (y_pred - y)
+        y_pred = h_relu.dot(w2a)
+        loss = float(np.square(y_pred - ya).sum())
+        grad_y_pred = 2.0 * (y_pred - ya)
         grad_w2 = h_relu.T.dot(grad_y_pred)
-        grad_h = grad_y_pred.dot(w2.T)
+        grad_h = grad_y_pred.dot(w2a.T)
         grad_h[h <= 0] = 0
-        grad_w1 = x.T.dot(grad_h)
-        w1 -= lr * grad_w1
-        w2 -= lr * grad_w2
+        grad_w1 = xa.T.dot(grad_h)
+        w1a -= lr * grad_w1
+        w2a -= lr * grad_w2
         yield loss
 
 
-def _tensors_run(x, y, w1, w2, lr, steps, impl) -> Iterator[float]:
+def _tensors_run(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    lr: float,
+    steps: int,
+    impl: str,
+) -> Iterator[float]:
     for _ in range(steps):
         if impl == "ext":
             # x @ w1 with the fused op: weight = w1.t() (a view), mask kept for backward.
@@ -217,54 +231,58 @@ def run_scheme(name: str, impl: str, cfg: TrainConfig) -> Iterator[float]:
     lr = cfg.lr if cfg.lr is not None else scheme.lr
     optim = cfg.optim or scheme.optim
     x64, y64 = make_data(cfg)
-    init = _init_weights(name, cfg)
+
+    def to(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype=cfg.dtype, device=cfg.device)
+
     if name == "numpy":
-        yield from numpy_steps(x64, y64, init["w1"], init["w2"], lr, cfg.steps)
+        yield from numpy_steps(x64, y64, *_init_matrices(name, cfg), lr, cfg.steps)
         return
-
-    to = {"dtype": cfg.dtype, "device": cfg.device}
-    x, y = x64.to(**to), y64.to(**to)
+    x, y = to(x64), to(y64)
     if name == "tensors":
-        yield from _tensors_run(x, y, init["w1"].to(**to), init["w2"].to(**to), lr, cfg.steps, impl)
+        w1, w2 = _init_matrices(name, cfg)
+        yield from _tensors_run(x, y, to(w1), to(w2), lr, cfg.steps, impl)
         return
 
-    if name == "fused_step" and impl == "ext":
-        if optim != "sgd":
-            raise ValueError(f"scheme fused_step runs plain SGD only, not optim={optim!r}")
-        net = TwoLayerNet.from_sequential(init.to(**to))
-        for _ in range(cfg.steps):
-            yield net.sgd_step(x, y, lr).item()
-        return
-
-    if isinstance(init, nn.Module):
-        seq = init.to(**to)
-        if impl == "ext":
-            model: nn.Module = TwoLayerNet.from_sequential(seq)
-        else:
-            model = seq
-        params = list(model.parameters())
-        forward = model
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    params: list[torch.Tensor]
+    if name in SEQUENTIAL_SCHEMES:
+        seq = _init_sequential(name, cfg).to(dtype=cfg.dtype, device=cfg.device)
+        if name == "fused_step" and impl == "ext":
+            if optim != "sgd":
+                raise ValueError(f"scheme fused_step runs plain SGD only, not optim={optim!r}")
+            net = TwoLayerNet.from_sequential(seq)
+            for _ in range(cfg.steps):
+                yield net.sgd_step(x, y, lr).item()
+            return
+        model: nn.Module = TwoLayerNet.from_sequential(seq) if impl == "ext" else seq
+        params, forward = list(model.parameters()), model
     elif name == "module_params":
-        model = _ExplicitParams(init["w1"].to(**to), init["w2"].to(**to), impl)
-        params = list(model.parameters())
-        forward = model
+        w1, w2 = _init_matrices(name, cfg)
+        explicit = _ExplicitParams(to(w1), to(w2), impl)
+        params, forward = list(explicit.parameters()), explicit
     else:
-        w1 = init["w1"].to(**to).requires_grad_()
-        w2 = init["w2"].to(**to).requires_grad_()
+        w1, w2 = (to(w).requires_grad_() for w in _init_matrices(name, cfg))
         params = [w1, w2]
         if name == "function":
             relu = ReLUFunction.apply if impl == "ext" else reference.MyReLU.apply
 
-            def forward(x: torch.Tensor) -> torch.Tensor:
-                return relu(x.mm(w1)).mm(w2)
+            def custom_relu_net(x: torch.Tensor) -> torch.Tensor:
+                return cast(torch.Tensor, relu(x.mm(w1))).mm(w2)
+
+            forward = custom_relu_net
         elif impl == "ext":
 
-            def forward(x: torch.Tensor) -> torch.Tensor:
+            def fused_net(x: torch.Tensor) -> torch.Tensor:
                 return linear_relu(x, w1.t()).mm(w2)
+
+            forward = fused_net
         else:
 
-            def forward(x: torch.Tensor) -> torch.Tensor:
+            def torch_net(x: torch.Tensor) -> torch.Tensor:
                 return x.mm(w1).clamp(min=0).mm(w2)
+
+            forward = torch_net
 
     step = _updater(params, optim, lr)
     for _ in range(cfg.steps):

@@ -11,6 +11,7 @@ Speed is measured here, never asserted in tests.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 
 def main(
@@ -19,13 +20,12 @@ def main(
     use_compile: bool = True,
     quick: bool = False,
     device: str = "cpu",
-) -> dict:
+) -> dict[str, Any]:
     """Run the benchmark for ``device``, print its table, optionally write the JSON record."""
-    if device == "cuda":
-        from . import cuda as suite
-    else:
-        from . import cpu as suite
-    report = suite.run(rounds=rounds, use_compile=use_compile, quick=quick)
+    from . import cpu, cuda
+
+    suite = cuda if device == "cuda" else cpu
+    report: dict[str, Any] = suite.run(rounds=rounds, use_compile=use_compile, quick=quick)
     print(suite.format_table(report))
     if json_path:
         with open(json_path, "w") as f:

@@ -10,6 +10,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ class Result:
     saved_bytes: dict[str, int] = field(default_factory=dict)
 
 
-def _compiled(fn: Callable, use_compile: bool) -> Callable | None:
+def _compiled(fn: Callable[..., Any], use_compile: bool) -> Callable[..., Any] | None:
     if not use_compile:
         return None
     try:
@@ -50,9 +51,10 @@ def bench_layer(n: int, d_in: int, d_out: int, rounds: int, use_compile: bool) -
     lin.load_state_dict(layer.state_dict())
     x = torch.randn(n, d_in)
     g = torch.randn(n, d_out)
-    params = (lin.weight, lin.bias)
+    params = [lin.weight, lin.bias]  # (nn.Linear(bias=True): both are tensors)
+    ext_params = [layer.weight, cast(torch.Tensor, layer.bias)]
 
-    def torch_fwd(x=x):
+    def torch_fwd(x: torch.Tensor = x) -> torch.Tensor:
         return torch.relu(lin(x))
 
     torch_compiled = _compiled(torch_fwd, use_compile)
@@ -68,7 +70,7 @@ def bench_layer(n: int, d_in: int, d_out: int, rounds: int, use_compile: bool) -
         )
 
     fns = {
-        "ext": lambda: torch.autograd.grad(layer(x), (layer.weight, layer.bias), g),
+        "ext": lambda: torch.autograd.grad(layer(x), ext_params, g),
         "torch": lambda: torch.autograd.grad(torch_fwd(), params, g),
     }
     if torch_compiled is not None:
@@ -106,7 +108,7 @@ def bench_tutorial_step(
     opt_ext = torch.optim.SGD(net.parameters(), lr=lr)
     opt_torch = torch.optim.SGD(seq.parameters(), lr=lr)
 
-    def step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    def step(model: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer) -> None:
         loss = F.mse_loss(model(x), y, reduction="sum")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -125,7 +127,7 @@ def bench_tutorial_step(
     def numpy_step() -> None:
         next(numpy_run)
 
-    fns = {
+    fns: dict[str, Callable[[], object]] = {
         "ext": lambda: step(net, opt_ext),
         "ext fused": lambda: net_fused.sgd_step(x, y, lr),
         "torch": lambda: step(seq, opt_torch),
@@ -164,7 +166,12 @@ def gemm_peak_gflops(size: int = 1024) -> float:
 QUICK_SIZES = [(8, 16, 8)]
 
 
-def run(rounds: int = 15, use_compile: bool = True, quick: bool = False, sizes=None) -> dict:
+def run(
+    rounds: int = 15,
+    use_compile: bool = True,
+    quick: bool = False,
+    sizes: list[tuple[int, int, int]] | None = None,
+) -> dict[str, Any]:
     """Run every case; returns a JSON-able dict (results, machine info, FLOP floor)."""
     sizes = sizes or (QUICK_SIZES if quick else LAYER_SIZES)
     results: list[Result] = []
@@ -188,7 +195,7 @@ def run(rounds: int = 15, use_compile: bool = True, quick: bool = False, sizes=N
     }
 
 
-def format_table(report: dict) -> str:
+def format_table(report: dict[str, Any]) -> str:
     cols = ["ext", "torch", "torch.compile", "numpy"]
     lines = [
         (

@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,11 +80,10 @@ def _ext_variants(fn: Callable[[], object]) -> dict[str, Callable[[], object]]:
 
 def bench_layer(rows: int, d_in: int, d_out: int, dtype: torch.dtype, rounds: int) -> list[Case]:
     """LinearReLU forward and forward+backward (grads of x, weight, bias)."""
-    kw = {"device": "cuda", "dtype": dtype}
-    x = torch.randn(rows, d_in, **kw, requires_grad=True)
-    w = (torch.randn(d_out, d_in, **kw) / d_in**0.5).requires_grad_()
-    b = torch.randn(d_out, **kw, requires_grad=True)
-    g = torch.randn(rows, d_out, **kw)
+    x = torch.randn(rows, d_in, device="cuda", dtype=dtype, requires_grad=True)
+    w = (torch.randn(d_out, d_in, device="cuda", dtype=dtype) / d_in**0.5).requires_grad_()
+    b = torch.randn(d_out, device="cuda", dtype=dtype, requires_grad=True)
+    g = torch.randn(rows, d_out, device="cuda", dtype=dtype)
 
     def ext_fwd() -> object:
         with torch.no_grad():
@@ -110,12 +110,12 @@ def bench_two_layer(
     rows: int, d_in: int, hidden: int, d_out: int, dtype: torch.dtype, rounds: int
 ) -> list[Case]:
     """The whole-network ops (two_layer_mlp) against nn.Sequential(Linear, ReLU, Linear)."""
-    kw = {"device": "cuda", "dtype": dtype}
-    net = TwoLayerNet(d_in, hidden, d_out, **kw)
-    seq = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out)).to(**kw)
+    net = TwoLayerNet(d_in, hidden, d_out, device="cuda", dtype=dtype)
+    seq = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+    seq.to(device="cuda", dtype=dtype)
     seq.load_state_dict(twolayer_state_dict_to_sequential(net.state_dict()))
-    x = torch.randn(rows, d_in, **kw)
-    g = torch.randn(rows, d_out, **kw)
+    x = torch.randn(rows, d_in, device="cuda", dtype=dtype)
+    g = torch.randn(rows, d_out, device="cuda", dtype=dtype)
     params, seq_params = list(net.parameters()), list(seq.parameters())
 
     def ext_fwd() -> object:
@@ -159,7 +159,9 @@ def bench_tutorial_step(
     seq.load_state_dict(twolayer_state_dict_to_sequential(net.state_dict()))
     seq_c = copy.deepcopy(seq)
 
-    def usual_step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    def usual_step(
+        model: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer
+    ) -> None:
         loss = F.mse_loss(model(x), y, reduction="sum")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -201,7 +203,7 @@ def bench_tutorial_step(
     return out
 
 
-def _case(name: str, dtype: torch.dtype, fns: dict, rounds: int) -> Case:
+def _case(name: str, dtype: torch.dtype, fns: dict[str, Callable[[], object]], rounds: int) -> Case:
     return Case(name, str(dtype).removeprefix("torch."), time_cuda_interleaved(fns, rounds))
 
 
@@ -218,7 +220,7 @@ def _commit() -> str:
         return "unknown"
 
 
-def run(rounds: int = 15, use_compile: bool = True, quick: bool = False) -> dict:
+def run(rounds: int = 15, use_compile: bool = True, quick: bool = False) -> dict[str, Any]:
     """Every case; returns the gpu-bench.json record (docs/BENCHMARKS.md describes it)."""
     if not torch.cuda.is_available():
         raise RuntimeError("bench --device cuda needs a CUDA GPU, and torch sees none")
@@ -261,7 +263,7 @@ def run(rounds: int = 15, use_compile: bool = True, quick: bool = False) -> dict
     }
 
 
-def format_table(report: dict) -> str:
+def format_table(report: dict[str, Any]) -> str:
     cols = ["ext", "ext custom", "torch", "torch.compile"]
     lines = [
         (

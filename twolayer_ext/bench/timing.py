@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], rounds: int, min_round_s: float = 0.02
+    fns: Mapping[str, Callable[[], object]], rounds: int, min_round_s: float = 0.02
 ) -> dict[str, float]:
     """Median over rounds of ms per call; calls per round sized so a round takes min_round_s."""
     for fn in fns.values():  # warm-up (allocations, compilation, caches)
@@ -46,7 +46,7 @@ def saved_bytes(fn: Callable[[], object]) -> int:
 
 
 def time_cuda_interleaved(
-    fns: dict[str, Callable[[], object]], rounds: int, min_round_ms: float = 20.0
+    fns: Mapping[str, Callable[[], object]], rounds: int, min_round_ms: float = 20.0
 ) -> dict[str, float]:
     """CUDA-event version of :func:`time_interleaved`: median over rounds of GPU ms per call.
 
