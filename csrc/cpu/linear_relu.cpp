@@ -1,6 +1,6 @@
 // CPU kernels for twolayer_ext::linear_relu and linear_relu_backward.
 //
-// Forward: the GEMM (matmul.cpp: AVX-512 kernel or ATen's BLAS, bias folded
+// Forward: the GEMM (matmul.cpp: the float32 kernels or ATen's BLAS, bias folded
 // in) runs one block of rows at a time (see rows_per_block), and the ReLU +
 // mask-packing epilogue then runs on that block.
 //
@@ -17,11 +17,9 @@
 #include <algorithm>
 #include <type_traits>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 #include <vector>
 
+#include "relu_bits.h"
 #include "twolayer_ext/checks.h"
 #include "twolayer_ext/cpu_ops.h"
 
@@ -41,56 +39,37 @@ int64_t rows_per_block(int64_t out_features, int64_t elem_size) {
   return std::max<int64_t>(64, kBlockBytes / std::max<int64_t>(1, out_features * elem_size));
 }
 
-// Eight outputs at a time: relu in place, returns their mask bits.
-// `!(v <= 0)` keeps NaN, matching torch.relu and threshold_backward.
-template <typename scalar_t>
-inline uint8_t relu_mask8(scalar_t* y, int64_t count) {
-  uint8_t bits = 0;
-  for (int64_t j = 0; j < count; ++j) {
-    const scalar_t v = y[j];
-    const bool keep = !(static_cast<at::opmath_type<scalar_t>>(v) <= 0);
-    bits |= static_cast<uint8_t>(keep) << j;
-    y[j] = keep ? v : scalar_t(0);
-  }
-  return bits;
-}
-
-#if defined(__SSE2__)
-// float: SSE2 is part of baseline x86-64, so no run-time dispatch is needed.
-// cmple is false for NaN, so NaN is kept, as above.
-template <>
-inline uint8_t relu_mask8<float>(float* y, int64_t count) {
-  if (count != 8) {
-    uint8_t bits = 0;
-    for (int64_t j = 0; j < count; ++j) {
-      const bool keep = !(y[j] <= 0.f);
-      bits |= static_cast<uint8_t>(keep) << j;
-      y[j] = keep ? y[j] : 0.f;
-    }
-    return bits;
-  }
-  const __m128 zero = _mm_setzero_ps();
-  const __m128 lo = _mm_loadu_ps(y), hi = _mm_loadu_ps(y + 4);
-  const __m128 drop_lo = _mm_cmple_ps(lo, zero), drop_hi = _mm_cmple_ps(hi, zero);
-  _mm_storeu_ps(y, _mm_andnot_ps(drop_lo, lo));
-  _mm_storeu_ps(y + 4, _mm_andnot_ps(drop_hi, hi));
-  return static_cast<uint8_t>(~(_mm_movemask_ps(drop_lo) | (_mm_movemask_ps(drop_hi) << 4)));
-}
-#endif
-
-// In place on a contiguous [rows, n] block: y = relu(y), mask bits = (y > 0 or NaN)
-// (mask may be null: relu only).
+// In place on a contiguous [rows, n] block: y = relu(y), and (if mask is not null)
+// the packed mask bits, set where y > 0 or NaN (relu_bits.h). A row goes in chunks:
+// one pass selects on the raw bits and records a keep flag per element (a loop the
+// compiler vectorises for every dtype), then the flags are packed eight to a byte.
 template <typename scalar_t>
 void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
+  using Bits = cpu::ReluBits<scalar_t>;
+  using Raw = typename Bits::Raw;
+  constexpr int64_t kChunk = 256;  // elements; a multiple of 8, so chunks start on mask bytes
   const int64_t nbytes = mask_bytes(n);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(n, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    uint8_t keep[kChunk];
     for (int64_t i = begin; i < end; ++i) {
-      scalar_t* yr = y + i * n;
-      uint8_t* mr = mask ? mask + i * nbytes : nullptr;
-      for (int64_t b = 0; b < nbytes; ++b) {
-        const uint8_t bits = relu_mask8(yr + b * 8, std::min<int64_t>(8, n - b * 8));
-        if (mr) mr[b] = bits;
+      Raw* __restrict__ row = cpu::raw(y + i * n);
+      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+        const int64_t count = std::min(kChunk, n - c0);
+        for (int64_t j = 0; j < count; ++j) {
+          const Raw v = row[c0 + j];
+          const bool k = Bits::keep(v);
+          keep[j] = k;
+          row[c0 + j] = k ? v : Raw(0);
+        }
+        if (mask == nullptr) continue;
+        std::fill(keep + count, keep + (count + 7) / 8 * 8, uint8_t{0});
+        uint8_t* bytes = mask + i * nbytes + c0 / 8;
+        for (int64_t b = 0; b < (count + 7) / 8; ++b) {
+          const uint8_t* k = keep + 8 * b;
+          bytes[b] = uint8_t(k[0] | k[1] << 1 | k[2] << 2 | k[3] << 3 | k[4] << 4 | k[5] << 5 |
+                             k[6] << 6 | k[7] << 7);
+        }
       }
     }
   });
@@ -150,91 +129,89 @@ at::Tensor linear_relu_output(const at::Tensor& x, const at::Tensor& weight,
 
 namespace {
 
-// Which gradients pass the ReLU: element (i, j) of the layer output was kept.
-// operator() answers for one element; lanes8 (float only, SSE2) gives lane
-// masks for elements j..j+7 of row i, j a multiple of 8.
+// Which gradients pass the ReLU: keep flags (0/1) for elements c0..c0+count-1 of row
+// i of the layer output, written to `flags`.
 
-// From the packed mask of linear_relu (bit j % 8 of byte j / 8).
+// From the packed mask of linear_relu (bit j % 8 of byte j / 8; c0 is a multiple of 8).
 struct PackedMaskKeep {
   const uint8_t* mask;
   int64_t nbytes;
-  bool operator()(int64_t i, int64_t j) const {
-    return (mask[i * nbytes + (j >> 3)] >> (j & 7)) & 1;
+  void row(int64_t i, int64_t c0, int64_t count, uint8_t* flags) const {
+    const uint8_t* bytes = mask + i * nbytes + c0 / 8;
+    for (int64_t j = 0; j < count; ++j) flags[j] = (bytes[j >> 3] >> (j & 7)) & 1;
   }
-#if defined(__SSE2__)
-  void lanes8(int64_t i, int64_t j, __m128& lo, __m128& hi) const {
-    const __m128i byte = _mm_set1_epi32(mask[i * nbytes + (j >> 3)]);
-    const __m128i bits_lo = _mm_setr_epi32(1, 2, 4, 8), bits_hi = _mm_setr_epi32(16, 32, 64, 128);
-    lo = _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(byte, bits_lo), bits_lo));
-    hi = _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(byte, bits_hi), bits_hi));
-  }
-#endif
 };
 
-// From the layer's output y [rows, n]: kept where y > 0 or y is NaN (torch's
-// threshold_backward rule).
+// From the layer's output y [rows, n]: kept where y > 0 or y is NaN (relu_bits.h).
 template <typename scalar_t>
 struct OutputKeep {
   const scalar_t* y;
   int64_t n;
-  bool operator()(int64_t i, int64_t j) const {
-    using acc_t = at::opmath_type<scalar_t>;
-    return !(static_cast<acc_t>(y[i * n + j]) <= acc_t(0));
+  void row(int64_t i, int64_t c0, int64_t count, uint8_t* flags) const {
+    const auto* r = cpu::raw(y + i * n + c0);
+    for (int64_t j = 0; j < count; ++j) flags[j] = cpu::ReluBits<scalar_t>::keep(r[j]);
   }
-#if defined(__SSE2__)
-  void lanes8(int64_t i, int64_t j, __m128& lo, __m128& hi) const {  // scalar_t = float only
-    const float* p = y + i * n + j;
-    lo = _mm_cmpnle_ps(_mm_loadu_ps(p), _mm_setzero_ps());  // NLE: true for NaN
-    hi = _mm_cmpnle_ps(_mm_loadu_ps(p + 4), _mm_setzero_ps());
-  }
-#endif
 };
 
-// One pass over grad_y: gm = grad_y where keep(i, j), else 0 (if gm != nullptr), and
-// grad_bias = sum over rows of gm (if gb != nullptr). gm may alias g: each element
-// is read before it is written. The bias sum is reduced over fixed row chunks whose
-// size depends only on `rows`, then the chunk sums are added in order, so the result
-// does not depend on the number of threads. Float rows with unit stride go eight
-// elements at a time (SSE2, same additions in the same order as the scalar loop).
+// The accumulation type's value of raw bits (relu_bits.h): bfloat16 is the top half of a
+// float, so its conversion is a shift the compiler vectorises.
+template <typename scalar_t>
+inline at::opmath_type<scalar_t> acc_value(typename cpu::ReluBits<scalar_t>::Raw r) {
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    return c10::detail::f32_from_bits(r);
+  } else if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+    return static_cast<float>(c10::Half(r, c10::Half::from_bits()));
+  } else {
+    return r;
+  }
+}
+
+// One pass over grad_y: gm = grad_y where kept, else 0 (if gm != nullptr), and
+// grad_bias = sum over rows of gm (if gb != nullptr), accumulated in float for the 16-bit
+// types, as torch does. gm may alias g: each element is read before it is written. The
+// bias sum is reduced over fixed row chunks whose size depends only on `rows`, then the
+// chunk sums are added in order, so the result does not depend on the number of threads.
+// Rows go in column chunks: keep flags first, then a select on the raw bits (a select,
+// not a multiply: a masked-out NaN/Inf gradient becomes 0, as in torch) and the partial
+// sums, in loops the compiler vectorises for every dtype.
 template <typename scalar_t, typename Keep>
 void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep keep,
                                int64_t rows, int64_t n, scalar_t* gm, scalar_t* gb) {
   using acc_t = at::opmath_type<scalar_t>;
+  using Raw = typename cpu::ReluBits<scalar_t>::Raw;
+  constexpr int64_t kCols = 256;  // a multiple of 8: column chunks start on mask bytes
   const int64_t chunk = std::max<int64_t>(64, (rows + 255) / 256);
   const int64_t nchunks = (rows + chunk - 1) / chunk;
   std::vector<acc_t> partial(gb ? nchunks * n : 0, acc_t(0));
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, chunk * n));
   at::parallel_for(0, nchunks, grain, [&](int64_t cb, int64_t ce) {
+    uint8_t flags[kCols];
+    Raw masked[kCols];
     for (int64_t c = cb; c < ce; ++c) {
       acc_t* part = gb ? partial.data() + c * n : nullptr;
       for (int64_t i = c * chunk; i < std::min(rows, (c + 1) * chunk); ++i) {
-        const scalar_t* gr = g + i * gs0;
-        scalar_t* out = gm ? gm + i * n : nullptr;
-        int64_t j = 0;
-#if defined(__SSE2__)
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          for (; gs1 == 1 && j + 8 <= n; j += 8) {
-            __m128 keep_lo, keep_hi;
-            keep.lanes8(i, j, keep_lo, keep_hi);
-            // and-with-mask, not multiply: a masked-out NaN/Inf gradient becomes 0.
-            const __m128 lo = _mm_and_ps(keep_lo, _mm_loadu_ps(gr + j));
-            const __m128 hi = _mm_and_ps(keep_hi, _mm_loadu_ps(gr + j + 4));
-            if (out) {
-              _mm_storeu_ps(out + j, lo);
-              _mm_storeu_ps(out + j + 4, hi);
+        for (int64_t c0 = 0; c0 < n; c0 += kCols) {
+          const int64_t count = std::min(kCols, n - c0);
+          keep.row(i, c0, count, flags);
+          const scalar_t* gr = g + i * gs0 + c0 * gs1;
+          // Unconditional loads and a select: branch-free, so GCC vectorises it.
+          const Raw* graw = cpu::raw(gr);
+          if (gs1 == 1) {
+            for (int64_t j = 0; j < count; ++j) {
+              const Raw v = graw[j];
+              masked[j] = flags[j] ? v : Raw(0);
             }
-            if (part) {
-              _mm_storeu_ps(part + j, _mm_add_ps(_mm_loadu_ps(part + j), lo));
-              _mm_storeu_ps(part + j + 4, _mm_add_ps(_mm_loadu_ps(part + j + 4), hi));
+          } else {
+            for (int64_t j = 0; j < count; ++j) {
+              const Raw v = graw[j * gs1];
+              masked[j] = flags[j] ? v : Raw(0);
             }
           }
-        }
-#endif
-        for (; j < n; ++j) {
-          // A select, not a multiply: a masked-out NaN/Inf gradient becomes 0, as in torch.
-          const scalar_t v = keep(i, j) ? gr[j * gs1] : scalar_t(0);
-          if (out) out[j] = v;
-          if (part) part[j] += static_cast<acc_t>(v);
+          if (gm) std::copy(masked, masked + count, cpu::raw(gm + i * n + c0));
+          if (part) {
+            acc_t* __restrict__ p = part + c0;
+            for (int64_t j = 0; j < count; ++j) p[j] += acc_value<scalar_t>(masked[j]);
+          }
         }
       }
     }
