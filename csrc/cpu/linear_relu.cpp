@@ -41,8 +41,9 @@ int64_t rows_per_block(int64_t out_features, int64_t elem_size) {
 
 // In place on a contiguous [rows, n] block: y = relu(y), and (if mask is not null)
 // the packed mask bits, set where y > 0 or NaN (relu_bits.h). A row goes in chunks:
-// one pass selects on the raw bits and records a keep flag per element (a loop the
-// compiler vectorises for every dtype), then the flags are packed eight to a byte.
+// a select on the raw bits, then a flag per element (after the select exactly the kept
+// elements have nonzero bits), then the flags packed eight to a byte (pack8). The first
+// two are loops the compiler vectorises for every dtype.
 template <typename scalar_t>
 void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
   using Bits = cpu::ReluBits<scalar_t>;
@@ -56,20 +57,16 @@ void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
       Raw* __restrict__ row = cpu::raw(y + i * n);
       for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
         const int64_t count = std::min(kChunk, n - c0);
+        Raw* __restrict__ r = row + c0;
         for (int64_t j = 0; j < count; ++j) {
-          const Raw v = row[c0 + j];
-          const bool k = Bits::keep(v);
-          keep[j] = k;
-          row[c0 + j] = k ? v : Raw(0);
+          const Raw v = r[j];
+          r[j] = Bits::keep(v) ? v : Raw(0);
         }
         if (mask == nullptr) continue;
+        for (int64_t j = 0; j < count; ++j) keep[j] = r[j] != Raw(0);
         std::fill(keep + count, keep + (count + 7) / 8 * 8, uint8_t{0});
         uint8_t* bytes = mask + i * nbytes + c0 / 8;
-        for (int64_t b = 0; b < (count + 7) / 8; ++b) {
-          const uint8_t* k = keep + 8 * b;
-          bytes[b] = uint8_t(k[0] | k[1] << 1 | k[2] << 2 | k[3] << 3 | k[4] << 4 | k[5] << 5 |
-                             k[6] << 6 | k[7] << 7);
-        }
+        for (int64_t b = 0; b < (count + 7) / 8; ++b) bytes[b] = cpu::pack8(keep + 8 * b);
       }
     }
   });
@@ -136,9 +133,9 @@ namespace {
 struct PackedMaskKeep {
   const uint8_t* mask;
   int64_t nbytes;
-  void row(int64_t i, int64_t c0, int64_t count, uint8_t* flags) const {
+  void row(int64_t i, int64_t c0, int64_t count, uint8_t* flags) const {  // flags: nonzero
     const uint8_t* bytes = mask + i * nbytes + c0 / 8;
-    for (int64_t j = 0; j < count; ++j) flags[j] = (bytes[j >> 3] >> (j & 7)) & 1;
+    for (int64_t b = 0; b < (count + 7) / 8; ++b) cpu::unpack8(bytes[b], flags + 8 * b);
   }
 };
 

@@ -11,7 +11,9 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <bit>
 #include <cstdint>
+#include <cstring>
 
 namespace twolayer_ext::cpu {
 
@@ -45,6 +47,21 @@ inline const typename ReluBits<T>::Raw* raw(const T* p) {
 template <typename T>
 inline typename ReluBits<T>::Raw* raw(T* p) {
   return reinterpret_cast<typename ReluBits<T>::Raw*>(p);
+}
+
+// Eight keep flags (bytes, zero or not) <-> one packed mask byte (bit j = flag j), with a
+// multiply instead of a loop over the bits. Little-endian: flag j is byte j of the word.
+static_assert(std::endian::native == std::endian::little, "the mask packing assumes x86 order");
+
+inline uint8_t pack8(const uint8_t* flags01) {  // flags01: eight bytes, each 0 or 1
+  uint64_t word;
+  std::memcpy(&word, flags01, 8);
+  return static_cast<uint8_t>((word * 0x0102040810204080ULL) >> 56);
+}
+
+inline void unpack8(uint8_t bits, uint8_t* flags) {  // flag j nonzero iff bit j is set
+  const uint64_t word = (bits * 0x0101010101010101ULL) & 0x8040201008040201ULL;
+  std::memcpy(flags, &word, 8);
 }
 
 }  // namespace twolayer_ext::cpu

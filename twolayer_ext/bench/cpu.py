@@ -16,13 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..functional import relu
 from ..models import TwoLayerNet, twolayer_state_dict_to_sequential
 from ..nn import LinearReLU
 from ..training import numpy_steps
 from .timing import saved_bytes, time_interleaved
 
 TUTORIAL_SIZE = (64, 1000, 100)
-LAYER_SIZES = [TUTORIAL_SIZE, (512, 1024, 1024), (2048, 2048, 2048)]
+# Every dtype the CPU ops take: the tutorial's layer and two larger ones; float32 also at
+# 2048^3, where both sides spend nearly all their time in the same BLAS call.
+DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+LAYER_SIZES = [TUTORIAL_SIZE, (512, 256, 512), (512, 1024, 1024)]
+FLOAT32_ONLY_SIZES = [(2048, 2048, 2048)]
+RELU_SIZE = (2048, 2048)
+# TwoLayerNet against nn.Sequential(Linear, ReLU, Linear): the tutorial's network and a wide one.
+NETS = [(64, 1000, 100, 10), (4096, 512, 512, 512)]
 
 
 @dataclass
@@ -43,14 +51,41 @@ def _compiled(fn: Callable[..., Any], use_compile: bool) -> Callable[..., Any] |
         return None
 
 
-def bench_layer(n: int, d_in: int, d_out: int, rounds: int, use_compile: bool) -> list[Result]:
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def bench_relu(rows: int, cols: int, dtype: torch.dtype, rounds: int) -> list[Result]:
+    """relu and relu_backward against torch.relu and threshold_backward."""
+    x = torch.randn(rows, cols, dtype=dtype)
+    g, y = torch.randn_like(x), torch.relu(x)
+    shape, name = f"{rows}x{cols}", _dtype_name(dtype)
+    fwd = {"ext": lambda: relu(x), "torch": lambda: torch.relu(x)}
+    bwd = {
+        "ext": lambda: torch.ops.twolayer_ext.relu_backward(g, y),
+        "torch": lambda: torch.ops.aten.threshold_backward(g, y, 0),
+    }
+    return [
+        Result(f"relu {shape} {name}", time_interleaved(fwd, rounds), key="layer"),
+        Result(f"relu_backward {shape} {name}", time_interleaved(bwd, rounds), key="layer"),
+    ]
+
+
+def bench_layer(
+    n: int,
+    d_in: int,
+    d_out: int,
+    rounds: int,
+    use_compile: bool,
+    dtype: torch.dtype = torch.float32,
+) -> list[Result]:
     """LinearReLU forward, and forward+backward, vs F.relu(F.linear) eager and compiled."""
     torch.manual_seed(0)
-    layer = LinearReLU(d_in, d_out)
-    lin = nn.Linear(d_in, d_out)
+    layer = LinearReLU(d_in, d_out, dtype=dtype)
+    lin = nn.Linear(d_in, d_out, dtype=dtype)
     lin.load_state_dict(layer.state_dict())
-    x = torch.randn(n, d_in)
-    g = torch.randn(n, d_out)
+    x = torch.randn(n, d_in, dtype=dtype)
+    g = torch.randn(n, d_out, dtype=dtype)
     params = [lin.weight, lin.bias]  # (nn.Linear(bias=True): both are tensors)
     ext_params = [layer.weight, cast(torch.Tensor, layer.bias)]
 
@@ -65,7 +100,9 @@ def bench_layer(n: int, d_in: int, d_out: int, rounds: int, use_compile: bool) -
             fns["torch.compile"] = lambda: torch_compiled(x)
         out.append(
             Result(
-                f"LinearReLU fwd {n}x{d_in}->{d_out}", time_interleaved(fns, rounds), key="layer"
+                f"LinearReLU fwd {n}x{d_in}->{d_out} {_dtype_name(dtype)}",
+                time_interleaved(fns, rounds),
+                key="layer",
             )
         )
 
@@ -76,11 +113,43 @@ def bench_layer(n: int, d_in: int, d_out: int, rounds: int, use_compile: bool) -
     if torch_compiled is not None:
         fns["torch.compile"] = lambda: torch.autograd.grad(torch_compiled(x), params, g)
     res = Result(
-        f"LinearReLU fwd+bwd {n}x{d_in}->{d_out}", time_interleaved(fns, rounds), key="layer"
+        f"LinearReLU fwd+bwd {n}x{d_in}->{d_out} {_dtype_name(dtype)}",
+        time_interleaved(fns, rounds),
+        key="layer",
     )
     res.saved_bytes = {"ext": saved_bytes(lambda: layer(x)), "torch": saved_bytes(torch_fwd)}
     out.append(res)
     return out
+
+
+def bench_two_layer(
+    net_size: tuple[int, int, int, int], dtype: torch.dtype, rounds: int, use_compile: bool
+) -> list[Result]:
+    """TwoLayerNet inference, and training forward+backward (all parameter grads), against
+    the same nn.Sequential(Linear, ReLU, Linear), eager and compiled."""
+    N, D_in, H, D_out = net_size
+    torch.manual_seed(0)
+    net = TwoLayerNet(D_in, H, D_out, dtype=dtype)
+    seq = nn.Sequential(nn.Linear(D_in, H), nn.ReLU(), nn.Linear(H, D_out)).to(dtype)
+    seq.load_state_dict(twolayer_state_dict_to_sequential(net.state_dict()))
+    x, g = torch.randn(N, D_in, dtype=dtype), torch.randn(N, D_out, dtype=dtype)
+    net_params, seq_params = list(net.parameters()), list(seq.parameters())
+    compiled = _compiled(seq, use_compile)
+    shape = f"{N}x{D_in}->{H}->{D_out} {_dtype_name(dtype)}"
+    with torch.no_grad():
+        fns: dict[str, Callable[[], object]] = {"ext": lambda: net(x), "torch": lambda: seq(x)}
+        if compiled is not None:
+            fns["torch.compile"] = lambda: compiled(x)
+        inference = Result(f"TwoLayerNet inference {shape}", time_interleaved(fns, rounds))
+    fns = {
+        "ext": lambda: torch.autograd.grad(net(x), net_params, g),
+        "torch": lambda: torch.autograd.grad(seq(x), seq_params, g),
+    }
+    if compiled is not None:
+        fns["torch.compile"] = lambda: torch.autograd.grad(compiled(x), seq_params, g)
+    training = Result(f"TwoLayerNet fwd+bwd {shape}", time_interleaved(fns, rounds))
+    inference.key = training.key = "layer"
+    return [inference, training]
 
 
 TUTORIAL_NET = (64, 1000, 100, 10)  # N, D_in, H, D_out
@@ -164,6 +233,7 @@ def gemm_peak_gflops(size: int = 1024) -> float:
 
 
 QUICK_SIZES = [(8, 16, 8)]
+QUICK_NET = (8, 16, 8, 4)
 
 
 def run(
@@ -175,8 +245,15 @@ def run(
     """Run every case; returns a JSON-able dict (results, machine info, FLOP floor)."""
     sizes = sizes or (QUICK_SIZES if quick else LAYER_SIZES)
     results: list[Result] = []
-    for n, d_in, d_out in sizes:
-        results += bench_layer(n, d_in, d_out, rounds, use_compile)
+    for dtype in DTYPES:
+        results += bench_relu(*((8, 16) if quick else RELU_SIZE), dtype, rounds)
+        for n, d_in, d_out in sizes:
+            results += bench_layer(n, d_in, d_out, rounds, use_compile, dtype)
+        for net_size in [QUICK_NET] if quick else NETS:
+            results += bench_two_layer(net_size, dtype, rounds, use_compile)
+    if not quick:
+        for n, d_in, d_out in FLOAT32_ONLY_SIZES:
+            results += bench_layer(n, d_in, d_out, rounds, use_compile)
     results += bench_tutorial_step(rounds, use_compile, sizes=TINY_NET)
     results += bench_tutorial_step(rounds, use_compile)
     for r in results:
@@ -202,14 +279,14 @@ def format_table(report: dict[str, Any]) -> str:
             f"torch {report['torch']}, {report['threads']} threads, ISA {report['cpu_isa']}; "
             f"fp32 GEMM (1024^3) {report['gemm_gflops_1024']:.0f} GFLOP/s"
         ),
-        f"{'case':<44}"
+        f"{'case':<56}"
         + "".join(f"{c + ' ms':>18}" for c in cols)
         + f"{'torch/ext':>11}"
         + f"{'saved ext/torch KiB':>22}",
     ]
     for r in report["results"]:
         t = r["timings_ms"]
-        row = f"{r['case']:<44}" + "".join(
+        row = f"{r['case']:<56}" + "".join(
             f"{t[c]:>18.4f}" if c in t else f"{'-':>18}" for c in cols
         )
         row += f"{r['ratios'].get('ext', float('nan')):>11.2f}"
