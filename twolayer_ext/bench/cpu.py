@@ -45,6 +45,9 @@ class Result:
 def _compiled(fn: Callable[..., Any], use_compile: bool) -> Callable[..., Any] | None:
     if not use_compile:
         return None
+    # Each case compiles the same code objects for new modules and dtypes; start afresh so
+    # they do not run into dynamo's recompile limit.
+    torch._dynamo.reset()
     try:
         return torch.compile(fn, fullgraph=True)
     except Exception:  # noqa: BLE001  (compile unavailable: leave the column empty)
