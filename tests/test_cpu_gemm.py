@@ -115,5 +115,6 @@ def test_gemm_paths_benchmark_runs():
         capture_output=True,
         text=True,
         check=True,
+        cwd="/",  # the installed package, not the unbuilt sources of a checkout
     ).stdout
     assert "grad_weight + grad_bias" in out and "sgd_step" in out

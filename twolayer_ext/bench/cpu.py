@@ -137,19 +137,21 @@ def bench_two_layer(
     seq.load_state_dict(twolayer_state_dict_to_sequential(net.state_dict()))
     x, g = torch.randn(N, D_in, dtype=dtype), torch.randn(N, D_out, dtype=dtype)
     net_params, seq_params = list(net.parameters()), list(seq.parameters())
-    compiled = _compiled(seq, use_compile)
+    compiled, compiled_ext = _compiled(seq, use_compile), _compiled(net, use_compile)
     shape = f"{N}x{D_in}->{H}->{D_out} {_dtype_name(dtype)}"
     with torch.no_grad():
         fns: dict[str, Callable[[], object]] = {"ext": lambda: net(x), "torch": lambda: seq(x)}
-        if compiled is not None:
+        if compiled is not None and compiled_ext is not None:
             fns["torch.compile"] = lambda: compiled(x)
+            fns["compile(ext)"] = lambda: compiled_ext(x)
         inference = Result(f"TwoLayerNet inference {shape}", time_interleaved(fns, rounds))
     fns = {
         "ext": lambda: torch.autograd.grad(net(x), net_params, g),
         "torch": lambda: torch.autograd.grad(seq(x), seq_params, g),
     }
-    if compiled is not None:
+    if compiled is not None and compiled_ext is not None:
         fns["torch.compile"] = lambda: torch.autograd.grad(compiled(x), seq_params, g)
+        fns["compile(ext)"] = lambda: torch.autograd.grad(compiled_ext(x), net_params, g)
     training = Result(f"TwoLayerNet fwd+bwd {shape}", time_interleaved(fns, rounds))
     inference.key = training.key = "layer"
     return [inference, training]
@@ -276,7 +278,7 @@ def run(
 
 
 def format_table(report: dict[str, Any]) -> str:
-    cols = ["ext", "torch", "torch.compile", "numpy"]
+    cols = ["ext", "torch", "torch.compile", "compile(ext)", "numpy"]
     lines = [
         (
             f"torch {report['torch']}, {report['threads']} threads, ISA {report['cpu_isa']}; "
