@@ -100,8 +100,9 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_impl(const at::Tensor& x, const a
   const int64_t block = rows_per_block(out_features, x.element_size());
   for (int64_t r0 = 0; r0 < rows; r0 += block) {
     const int64_t nr = std::min(block, rows - r0);
-    at::Tensor yb = y.narrow(0, r0, nr);
-    linear_out(yb, x2.narrow(0, r0, nr), weight, bias);  // yb = bias + x @ W.T
+    const bool whole = nr == rows;  // the usual case: no views to build (~1 us per call)
+    at::Tensor yb = whole ? y : y.narrow(0, r0, nr);
+    linear_out(yb, whole ? x2 : x2.narrow(0, r0, nr), weight, bias);  // yb = bias + x @ W.T
     uint8_t* mb = keep_mask ? mask.data_ptr<uint8_t>() + r0 * mask.stride(0) : nullptr;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_cpu",
                                     [&] {
