@@ -35,9 +35,7 @@ struct OpPair {
 };
 
 inline bool requires_grad(const at::Tensor& t) { return t.defined() && t.requires_grad(); }
-inline bool requires_grad(const OptTensor& t) {
-  return t.has_value() && requires_grad(*t);
-}
+inline bool requires_grad(const OptTensor& t) { return t.has_value() && requires_grad(*t); }
 
 // Does autograd have to record this call? If not, the op runs below autograd
 // directly and no graph node is built (inference, torch.no_grad()).
@@ -102,8 +100,6 @@ auto call_backward_op(const c10::TypedOperatorHandle<Signature>& op, Args&&... a
   return op.call(std::forward<Args>(args)...);
 }
 
-inline at::Tensor or_undefined(const OptTensor& t) {
-  return t.has_value() ? *t : at::Tensor();
-}
+inline at::Tensor or_undefined(const OptTensor& t) { return t.has_value() ? *t : at::Tensor(); }
 
 }  // namespace twolayer_ext::autograd

@@ -13,9 +13,11 @@ namespace {
 
 using ForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                       const OptTensor&);
-using BackwardSig = std::tuple<OptTensor, OptTensor, OptTensor>(const at::Tensor&, const at::Tensor&,
-                                                 const at::Tensor&, const at::Tensor&,
-                                                 std::array<bool, 3>);
+using BackwardSig = std::tuple<OptTensor, OptTensor, OptTensor>(const at::Tensor&,
+                                                                const at::Tensor&,
+                                                                const at::Tensor&,
+                                                                const at::Tensor&,
+                                                                std::array<bool, 3>);
 
 const OpPair<ForwardSig, BackwardSig>& ops() {
   static const OpPair<ForwardSig, BackwardSig> pair("twolayer_ext::linear_relu",
@@ -45,9 +47,9 @@ class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> 
     if (!grad_y.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
     const auto e = edges(ctx->saved_data["has_bias"].toBool());
     const variable_list s = saved_or_standins(ctx);  // x, weight, mask
-    auto [gx, gw, gb] = call_backward_op(ops().backward, grad_y, s[0], s[1], s[2],
-                                         std::array<bool, 3>{e.needs(ctx, 0), e.needs(ctx, 1),
-                                                             e.needs(ctx, 2)});
+    auto [gx, gw, gb] =
+        call_backward_op(ops().backward, grad_y, s[0], s[1], s[2],
+                         std::array<bool, 3>{e.needs(ctx, 0), e.needs(ctx, 1), e.needs(ctx, 2)});
     return {or_undefined(gx), or_undefined(gw), or_undefined(gb)};
   }
 };
@@ -65,8 +67,6 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_autograd(const at::Tensor& x,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(twolayer_ext, Autograd, m) {
-  m.impl("linear_relu", &linear_relu_autograd);
-}
+TORCH_LIBRARY_IMPL(twolayer_ext, Autograd, m) { m.impl("linear_relu", &linear_relu_autograd); }
 
 }  // namespace twolayer_ext::autograd

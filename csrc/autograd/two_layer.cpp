@@ -68,8 +68,8 @@ class TwoLayerFunction : public torch::autograd::Function<TwoLayerFunction> {
   // (double backward only, so plain differentiable ATen ops): the ReLU passes it
   // where hidden > 0 or NaN (threshold_backward's rule).
   static void add_hidden_grad(variable_list& result, const at::Tensor& grad_hidden,
-                              const at::Tensor& x, const at::Tensor& w1,
-                              const at::Tensor& hidden, const std::array<bool, 5>& need) {
+                              const at::Tensor& x, const at::Tensor& w1, const at::Tensor& hidden,
+                              const std::array<bool, 5>& need) {
     const at::Tensor gh =
         at::where(at::le(hidden, 0), at::zeros({}, grad_hidden.options()), grad_hidden);
     const at::Tensor gh2 = gh.reshape({-1, w1.size(0)});
@@ -83,7 +83,8 @@ class TwoLayerFunction : public torch::autograd::Function<TwoLayerFunction> {
 };
 
 std::tuple<at::Tensor, at::Tensor> two_layer_forward_autograd(const at::Tensor& x,
-                                                              const at::Tensor& w1, const OptTensor& b1,
+                                                              const at::Tensor& w1,
+                                                              const OptTensor& b1,
                                                               const at::Tensor& w2,
                                                               const OptTensor& b2) {
   if (!should_record(x, w1, b1, w2, b2)) {

@@ -43,8 +43,8 @@ int64_t reduction_enum(std::string_view reduction) {
 }
 
 // The step's own arguments (the network's are checked by two_layer_forward).
-int64_t check_target_and_reduction(const at::Tensor& x, const at::Tensor& y,
-                                   const at::Tensor& w2, c10::string_view reduction) {
+int64_t check_target_and_reduction(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w2,
+                                   c10::string_view reduction) {
   check_same(kOp, "y", y, "x", x);
   const auto out_shape = with_last_dim(x, w2.size(0));
   TORCH_CHECK_VALUE(y.sizes() == at::IntArrayRef(out_shape), kOp,

@@ -73,7 +73,7 @@ struct TileRanges {
 
 template <typename Args>
 void run_tiles(const char* fn, const Args& g, int64_t M, int64_t N, int64_t depth,
-               int TileShape::*rows, int TileShape::*cols, TileRanges<Args> range) {
+               int TileShape::* rows, int TileShape::* cols, TileRanges<Args> range) {
   const bool wide = use_avx512(fn);
   const TileShape& s = wide ? avx512::kShape : avx2::kShape;
   const int64_t tiles = ceil_div(M, s.*rows) * ceil_div(N, s.*cols);

@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <type_traits>
-
 #include <vector>
 
 #include "relu_bits.h"
@@ -82,8 +81,7 @@ namespace {
 
 // y = relu(x @ W.T + b), and its packed ReLU mask when keep_mask (else undefined).
 std::tuple<at::Tensor, at::Tensor> linear_relu_impl(const at::Tensor& x, const at::Tensor& weight,
-                                                    const OptTensor& bias,
-                                                    bool keep_mask) {
+                                                    const OptTensor& bias, bool keep_mask) {
   check_linear_relu_args(kFwd, x, weight, bias, kCpuDtypes);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   // The GEMM calls below are implementation details, not graph nodes.
@@ -104,11 +102,9 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_impl(const at::Tensor& x, const a
     at::Tensor yb = whole ? y : y.narrow(0, r0, nr);
     linear_out(yb, whole ? x2 : x2.narrow(0, r0, nr), weight, bias);  // yb = bias + x @ W.T
     uint8_t* mb = keep_mask ? mask.data_ptr<uint8_t>() + r0 * mask.stride(0) : nullptr;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_cpu",
-                                    [&] {
-                                      relu_mask_epilogue<scalar_t>(yb.data_ptr<scalar_t>(), mb,
-                                                                   nr, out_features);
-                                    });
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_cpu",
+        [&] { relu_mask_epilogue<scalar_t>(yb.data_ptr<scalar_t>(), mb, nr, out_features); });
   }
   return {y.view(with_last_dim(x, out_features)), mask};
 }
@@ -175,8 +171,8 @@ inline at::opmath_type<scalar_t> acc_value(typename cpu::ReluBits<scalar_t>::Raw
 // not a multiply: a masked-out NaN/Inf gradient becomes 0, as in torch) and the partial
 // sums, in loops the compiler vectorises for every dtype.
 template <typename scalar_t, typename Keep>
-void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep keep,
-                               int64_t rows, int64_t n, scalar_t* gm, scalar_t* gb) {
+void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep keep, int64_t rows,
+                               int64_t n, scalar_t* gm, scalar_t* gb) {
   using acc_t = at::opmath_type<scalar_t>;
   using Raw = typename cpu::ReluBits<scalar_t>::Raw;
   constexpr int64_t kCols = 256;  // a multiple of 8: column chunks start on mask bytes
@@ -229,8 +225,8 @@ void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep
 
 // The GEMMs of the backward pass, given the masked gradient gm [rows, out].
 std::tuple<OptTensor, OptTensor> input_and_weight_grads(const at::Tensor& gm, const at::Tensor& x,
-                                              const at::Tensor& weight, bool need_gx,
-                                              bool need_gw) {
+                                                        const at::Tensor& weight, bool need_gx,
+                                                        bool need_gw) {
   OptTensor grad_x, grad_w;
   if (need_gx) grad_x = cpu::mm_nn(gm, weight).view(x.sizes());  // [rows, out] @ [out, in]
   if (need_gw) grad_w = cpu::mm_tn(gm, x.reshape({gm.size(0), weight.size(1)}));
@@ -241,10 +237,11 @@ std::tuple<OptTensor, OptTensor> input_and_weight_grads(const at::Tensor& gm, co
 
 namespace cpu {
 
-std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x,
-                                                  const at::Tensor& weight,
-                                                  const at::Tensor& mask,
-                                                  std::array<bool, 3> output_mask) {
+std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tensor& grad_y,
+                                                                 const at::Tensor& x,
+                                                                 const at::Tensor& weight,
+                                                                 const at::Tensor& mask,
+                                                                 std::array<bool, 3> output_mask) {
   check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCpuDtypes);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -261,21 +258,19 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tenso
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_backward_cpu", [&] {
           const PackedMaskKeep keep{mask.data_ptr<uint8_t>(), mask_bytes(out_features)};
-          mask_grad_and_reduce_bias<scalar_t>(
-              g2.data_ptr<scalar_t>(), g2.stride(0), g2.stride(1), keep, rows, out_features,
-              gm.defined() ? gm.data_ptr<scalar_t>() : nullptr,
-              gb.defined() ? gb.data_ptr<scalar_t>() : nullptr);
+          mask_grad_and_reduce_bias<scalar_t>(g2.data_ptr<scalar_t>(), g2.stride(0), g2.stride(1),
+                                              keep, rows, out_features,
+                                              gm.defined() ? gm.data_ptr<scalar_t>() : nullptr,
+                                              gb.defined() ? gb.data_ptr<scalar_t>() : nullptr);
         });
   }
   auto [grad_x, grad_w] = input_and_weight_grads(gm, x, weight, need_gx, need_gw);
   return {grad_x, grad_w, need_gb ? OptTensor(gb) : std::nullopt};
 }
 
-std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(at::Tensor& grad_y,
-                                                               const at::Tensor& x,
-                                                               const at::Tensor& weight,
-                                                               const at::Tensor& y,
-                                                               std::array<bool, 3> output_mask) {
+std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(
+    at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& y,
+    std::array<bool, 3> output_mask) {
   const int64_t out_features = weight.size(0);
   const int64_t rows = leading_rows(x);
   const bool need_gx = output_mask[0], need_gw = output_mask[1], need_gb = output_mask[2];

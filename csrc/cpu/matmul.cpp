@@ -21,8 +21,7 @@ bool rows_contiguous(const at::Tensor& t) { return t.stride(1) == 1 || t.size(1)
 
 }  // namespace
 
-void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
-                const OptTensor& bias) {
+void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
   const int64_t m = x.size(0), n = w.size(0), k = w.size(1);
   const bool has_bias = present(bias);
   if (is_float(x) && rows_contiguous(x) && rows_contiguous(w) && out.is_contiguous() &&

@@ -70,11 +70,11 @@ at::Tensor relu_backward_cpu(const at::Tensor& grad_y, const at::Tensor& y) {
   const at::Tensor gc = grad_y.contiguous(), yc = y.contiguous();
   if (aten_is_faster(yc)) return at::threshold_backward(gc, yc, 0);
   at::Tensor gx = at::empty(y.sizes(), y.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "relu_backward_cpu",
-                                  [&] {
-    select_where_kept(yc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
-                      yc.numel());
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, y.scalar_type(), "relu_backward_cpu", [&] {
+        select_where_kept(yc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
+                          yc.numel());
+      });
   return gx;
 }
 

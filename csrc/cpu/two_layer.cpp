@@ -22,8 +22,7 @@ constexpr const char* kFwd = "twolayer_ext::two_layer_forward";
 constexpr const char* kBwd = "twolayer_ext::two_layer_backward";
 
 std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const at::Tensor& w1,
-                                                     const OptTensor& b1,
-                                                     const at::Tensor& w2,
+                                                     const OptTensor& b1, const at::Tensor& w2,
                                                      const OptTensor& b2) {
   check_two_layer_args(kFwd, x, w1, b1, w2, b2, kCpuDtypes);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device

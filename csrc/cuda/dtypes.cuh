@@ -51,7 +51,9 @@ template <>
 struct Numeric<__nv_bfloat16> {
   using acc = float;
   static __device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-  static __device__ __forceinline__ __nv_bfloat16 from_acc(float v) { return __float2bfloat16_rn(v); }
+  static __device__ __forceinline__ __nv_bfloat16 from_acc(float v) {
+    return __float2bfloat16_rn(v);
+  }
   static __device__ __forceinline__ __nv_bfloat16 zero() { return __ushort_as_bfloat16(0); }
 };
 

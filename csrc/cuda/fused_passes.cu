@@ -1,7 +1,5 @@
 // Kernels of fused_passes.h. All are memory bound: one read (and at most one
 // write) of each element, 64-bit indices, launches checked.
-#include "fused_passes.h"
-
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -10,6 +8,7 @@
 #include <algorithm>
 
 #include "dtypes.cuh"
+#include "fused_passes.h"
 #include "twolayer_ext/tensor_util.h"
 
 namespace twolayer_ext::cuda {
@@ -117,9 +116,7 @@ __global__ void sum_chunks_kernel(const typename Numeric<T>::acc* __restrict__ p
 // Rows per chunk: 256 (enough chunks to fill the GPU at the large sizes, one
 // chunk and one kernel at the tutorial's 64 rows), more only to stay within the
 // grid's y limit. A function of `rows` only, so the summation order is too.
-int64_t chunk_rows_for(int64_t rows) {
-  return std::max<int64_t>(256, (rows + 65534) / 65535);
-}
+int64_t chunk_rows_for(int64_t rows) { return std::max<int64_t>(256, (rows + 65534) / 65535); }
 
 template <typename T, typename Keep>
 void launch_masked_grad(const at::Tensor& g, Keep keep, const at::Tensor& gm,

@@ -1,6 +1,4 @@
 // layer.h: the two GEMM paths of a layer, and the rule that picks one.
-#include "layer.h"
-
 #include <ATen/Dispatch.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
@@ -13,6 +11,7 @@
 #include "dtypes.cuh"
 #include "fused_gemm.h"
 #include "launch_utils.cuh"
+#include "layer.h"
 
 namespace twolayer_ext::cuda {
 
@@ -112,9 +111,9 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_backward(const at::Tensor& g,
     at::Tensor gm = g;  // the gradient both products read
     if (keep.relu()) {
       const bool products = need_x || need_w;
-      gm = !products                           ? at::Tensor()
-           : g_owned && g.is_contiguous()      ? g
-                                               : at::empty({rows, n}, g.options());
+      gm = !products                      ? at::Tensor()
+           : g_owned && g.is_contiguous() ? g
+                                          : at::empty({rows, n}, g.options());
       mask_grad_and_reduce_bias(g, keep, gm, grad_bias);
     } else if (need_b) {
       mask_grad_and_reduce_bias(g, keep, at::Tensor(), grad_bias);

@@ -32,9 +32,11 @@ std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Te
   return {y.view(with_last_dim(x, out_features)), mask};
 }
 
-std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(
-    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& mask, std::array<bool, 3> output_mask) {
+std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tensor& grad_y,
+                                                                 const at::Tensor& x,
+                                                                 const at::Tensor& weight,
+                                                                 const at::Tensor& mask,
+                                                                 std::array<bool, 3> output_mask) {
   check_linear_relu_backward_args(kBwd, grad_y, x, weight, mask, kCudaDtypes);
   TORCH_INTERNAL_ASSERT(x.is_cuda());
   const c10::cuda::CUDAGuard guard(x.device());

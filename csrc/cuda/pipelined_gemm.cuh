@@ -34,8 +34,8 @@
 namespace twolayer_ext::cuda::pipelined {
 
 constexpr int kTileM = 128, kTileN = 128, kTileK = 32, kStages = 4, kThreads = 256;
-constexpr int kPad = 8;          // elements; keeps rows 16-byte aligned, staggers banks
-constexpr int kLdc = kTileN + 4;    // fp32 accumulator tile pitch
+constexpr int kPad = 8;           // elements; keeps rows 16-byte aligned, staggers banks
+constexpr int kLdc = kTileN + 4;  // fp32 accumulator tile pitch
 static_assert(kThreads == 2 * kTileM, "row sums: two threads per row of A");
 
 // One kRows x kTileK operand tile in shared memory. kKContig: stored [row][k]
@@ -75,8 +75,7 @@ struct Smem {
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
-               "r"(src_bytes)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes)
                : "memory");
 #endif
 }
@@ -96,8 +95,7 @@ __device__ __forceinline__ void cp_async_wait() {
 // (rows x K) into s; the unit-stride index is k if kKContig, else row.
 template <typename T, bool kKContig, int kRows>
 __device__ __forceinline__ void load_tile_async(T* s, const T* x, int64_t s_row, int64_t s_k,
-                                                int64_t rows, int64_t K, int64_t row0,
-                                                int64_t k0) {
+                                                int64_t rows, int64_t K, int64_t row0, int64_t k0) {
   using TL = Tile<kKContig, kRows>;
   static_assert(TL::kPieces % kThreads == 0, "whole pieces per thread");
 #pragma unroll
@@ -124,8 +122,8 @@ __device__ __forceinline__ void mask_tile(T* s, const GemmParams& p, int64_t m0,
     TL::piece(threadIdx.x + i * kThreads, r, k);
     const int64_t gm = m0 + r, gk = k0 + k;
     if (gm >= p.M || gk >= p.K) continue;  // zero-filled already
-    const uint8_t bits = kAKContig ? p.mask_a[gm * p.mask_a_ld + (gk >> 3)]
-                             : p.mask_a[gk * p.mask_a_ld + (gm >> 3)];
+    const uint8_t bits =
+        kAKContig ? p.mask_a[gm * p.mask_a_ld + (gk >> 3)] : p.mask_a[gk * p.mask_a_ld + (gm >> 3)];
     if (bits == 0xFF) continue;
     T* line = s + TL::at(r, k);
 #pragma unroll
@@ -153,7 +151,8 @@ __global__ void __launch_bounds__(kThreads, 2) pipelined_gemm_kernel(const GemmP
   const auto load = [&](int64_t kt) {
     T* s = pipe + int(kt % kStages) * L::kStageElems;
     load_tile_async<T, kAKContig, kTileM>(s, A, p.a_sm, p.a_sk, p.M, p.K, m0, kt * kTileK);
-    load_tile_async<T, kBKContig, kTileN>(s + TA::kElems, B, p.b_sn, p.b_sk, p.N, p.K, n0, kt * kTileK);
+    load_tile_async<T, kBKContig, kTileN>(s + TA::kElems, B, p.b_sn, p.b_sk, p.N, p.K, n0,
+                                          kt * kTileK);
   };
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
@@ -187,16 +186,19 @@ __global__ void __launch_bounds__(kThreads, 2) pipelined_gemm_kernel(const GemmP
     cp_async_commit();
     if (row_sums) {
 #pragma unroll
-      for (int k = 0; k < kTileK / 2; ++k) row_sum += Numeric<T>::to_acc(As[TA::at(sum_row, sum_k0 + k)]);
+      for (int k = 0; k < kTileK / 2; ++k)
+        row_sum += Numeric<T>::to_acc(As[TA::at(sum_row, sum_k0 + k)]);
     }
 #pragma unroll
     for (int kk = 0; kk < kTileK; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, T, LayoutA> af[4];
       wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LayoutB> bf[2];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) wmma::load_matrix_sync(af[i], As + TA::at(wm * 64 + i * 16, kk), TA::kLd);
+      for (int i = 0; i < 4; ++i)
+        wmma::load_matrix_sync(af[i], As + TA::at(wm * 64 + i * 16, kk), TA::kLd);
 #pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(bf[j], Bs + TB::at(wn * 32 + j * 16, kk), TB::kLd);
+      for (int j = 0; j < 2; ++j)
+        wmma::load_matrix_sync(bf[j], Bs + TB::at(wn * 32 + j * 16, kk), TB::kLd);
 #pragma unroll
       for (int i = 0; i < 4; ++i)
 #pragma unroll

@@ -67,14 +67,14 @@ at::Tensor relu_backward_cuda(const at::Tensor& grad_y, const at::Tensor& y) {
   at::Tensor out = at::empty(y.sizes(), y.options());
   const int64_t n = yc.numel();
   if (n == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "relu_backward_cuda",
-                                  [&] {
-    using T = typename DeviceType<scalar_t>::type;
-    relu_backward_kernel<T><<<grid_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        static_cast<const T*>(gc.data_ptr()), static_cast<const T*>(yc.data_ptr()),
-        static_cast<T*>(out.data_ptr()), n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, y.scalar_type(), "relu_backward_cuda", [&] {
+        using T = typename DeviceType<scalar_t>::type;
+        relu_backward_kernel<T><<<grid_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            static_cast<const T*>(gc.data_ptr()), static_cast<const T*>(yc.data_ptr()),
+            static_cast<T*>(out.data_ptr()), n);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   return out;
 }
 

@@ -55,8 +55,8 @@ __device__ __forceinline__ void load_tile(T* __restrict__ s, int lds, const T* _
     const int64_t gr = row0 + r, gk = k0 + c;
     T v = Numeric<T>::zero();
     if (gr < rows && gk < K) {
-      const bool keep = mask == nullptr ||
-                        (mask_t ? mask_bit(mask, mask_ld, gk, gr) : mask_bit(mask, mask_ld, gr, gk));
+      const bool keep = mask == nullptr || (mask_t ? mask_bit(mask, mask_ld, gk, gr)
+                                                   : mask_bit(mask, mask_ld, gr, gk));
       if (keep) v = x[gr * s_row + gk * s_k];
     }
     s[r * lds + c] = v;
@@ -153,9 +153,8 @@ template <typename T>
 void launch_tiled_gemm(const GemmParams& p, bool tf32, cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return;
   const int64_t m_tiles = (p.M + kTileM - 1) / kTileM, n_tiles = (p.N + kTileN - 1) / kTileN;
-  TORCH_CHECK(m_tiles <= int64_t(INT32_MAX) && n_tiles <= 65535,
-              "twolayer_ext: GEMM of size ", p.M, " x ", p.N,
-              " exceeds the CUDA grid limits");
+  TORCH_CHECK(m_tiles <= int64_t(INT32_MAX) && n_tiles <= 65535, "twolayer_ext: GEMM of size ", p.M,
+              " x ", p.N, " exceeds the CUDA grid limits");
   const dim3 grid{unsigned(m_tiles), unsigned(n_tiles)};
   if constexpr (std::is_same_v<T, float>) {
     if (tf32) {

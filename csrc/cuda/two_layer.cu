@@ -45,13 +45,13 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   const bool need_layer1 = output_mask[0] || output_mask[1] || output_mask[2];
   // Layer 2 has no ReLU; its input gradient is layer 1's output gradient.
   auto [grad_hidden, gw2, gb2] =
-      linear_backward(grad_out.reshape({rows, w2.size(0)}), ReluKeep{}, /*g_owned=*/false, hidden2, w2,
-                      {need_layer1, output_mask[3], output_mask[4]});
+      linear_backward(grad_out.reshape({rows, w2.size(0)}), ReluKeep{}, /*g_owned=*/false, hidden2,
+                      w2, {need_layer1, output_mask[3], output_mask[4]});
   OptTensor gx, gw1, gb1;
   if (need_layer1) {
-    std::tie(gx, gw1, gb1) = linear_backward(
-        *grad_hidden, ReluKeep{{}, hidden2}, /*g_owned=*/true, x.reshape({rows, w1.size(1)}), w1,
-        {output_mask[0], output_mask[1], output_mask[2]});
+    std::tie(gx, gw1, gb1) = linear_backward(*grad_hidden, ReluKeep{{}, hidden2}, /*g_owned=*/true,
+                                             x.reshape({rows, w1.size(1)}), w1,
+                                             {output_mask[0], output_mask[1], output_mask[2]});
     if (gx) gx = gx->view(x.sizes());
   }
   return {gx, gw1, gb1, gw2, gb2};

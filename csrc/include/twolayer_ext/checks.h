@@ -42,16 +42,16 @@ inline void check_floating(const char* op, const char* name, const at::Tensor& t
   bool ok = false;
   for (auto a : allowed) ok = ok || t.scalar_type() == a;
   TORCH_CHECK(ok, op, ": ", name, " has unsupported dtype ", t.scalar_type(), " on ",
-                   t.device().type(), "; supported dtypes are ", dtype_list(allowed));
+              t.device().type(), "; supported dtypes are ", dtype_list(allowed));
 }
 
-inline void check_same(const char* op, const char* name, const at::Tensor& t,
-                       const char* ref_name, const at::Tensor& ref) {
+inline void check_same(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
+                       const at::Tensor& ref) {
   TORCH_CHECK(t.device() == ref.device(), op, ": expected ", name, " on the same device as ",
               ref_name, " (", ref.device(), "), but got ", t.device());
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": expected ", name,
-                   " to have the same dtype as ", ref_name, " (", ref.scalar_type(),
-                   "), but got ", t.scalar_type());
+              " to have the same dtype as ", ref_name, " (", ref.scalar_type(), "), but got ",
+              t.scalar_type());
 }
 
 // x: [..., in_features], weight: [out_features, in_features], bias: [out_features].
@@ -67,8 +67,8 @@ inline void check_linear_relu_args(const char* op, const at::Tensor& x, const at
                     ": weight must be 2-D [out_features, in_features], but got shape ",
                     weight.sizes());
   TORCH_CHECK_VALUE(x.size(-1) == weight.size(1), op, ": in_features mismatch: x has shape ",
-                    x.sizes(), " (last dim ", x.size(-1), ") but weight has shape ",
-                    weight.sizes(), " (in_features ", weight.size(1), ")");
+                    x.sizes(), " (last dim ", x.size(-1), ") but weight has shape ", weight.sizes(),
+                    " (in_features ", weight.size(1), ")");
   if (present(bias)) {
     check_same(op, "bias", *bias, "x", x);
     check_floating(op, "bias", *bias, allowed);
@@ -80,8 +80,7 @@ inline void check_linear_relu_args(const char* op, const at::Tensor& x, const at
 
 // The whole two-layer network: layer 1 as linear_relu, then w2: [out, hidden], b2: [out].
 inline void check_two_layer_args(const char* op, const at::Tensor& x, const at::Tensor& w1,
-                                 const OptTensor& b1, const at::Tensor& w2,
-                                 const OptTensor& b2,
+                                 const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2,
                                  std::initializer_list<at::ScalarType> allowed) {
   check_linear_relu_args(op, x, w1, b1, allowed);
   check_same(op, "w2", w2, "x", x);
@@ -90,9 +89,8 @@ inline void check_two_layer_args(const char* op, const at::Tensor& x, const at::
                     w1.size(0), ", but got shape ", w2.sizes());
   if (present(b2)) {
     check_same(op, "b2", *b2, "x", x);
-    TORCH_CHECK_VALUE(b2->dim() == 1 && b2->size(0) == w2.size(0), op,
-                      ": b2 must have shape [", w2.size(0), "], but got shape ",
-                      b2->sizes());
+    TORCH_CHECK_VALUE(b2->dim() == 1 && b2->size(0) == w2.size(0), op, ": b2 must have shape [",
+                      w2.size(0), "], but got shape ", b2->sizes());
   }
 }
 
@@ -108,9 +106,8 @@ inline void check_two_layer_backward_args(const char* op, const at::Tensor& grad
   TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef(out_shape), op,
                     ": grad_out must have shape ", at::IntArrayRef(out_shape), ", but got ",
                     grad_out.sizes());
-  TORCH_CHECK_VALUE(hidden.sizes() == at::IntArrayRef(hid_shape), op,
-                    ": hidden must have shape ", at::IntArrayRef(hid_shape), ", but got ",
-                    hidden.sizes());
+  TORCH_CHECK_VALUE(hidden.sizes() == at::IntArrayRef(hid_shape), op, ": hidden must have shape ",
+                    at::IntArrayRef(hid_shape), ", but got ", hidden.sizes());
 }
 
 // grad_y: x.shape[:-1] + [out_features]; mask: [prod(x.shape[:-1]), ceil(out_features / 8)] uint8.
@@ -121,15 +118,13 @@ inline void check_linear_relu_backward_args(const char* op, const at::Tensor& gr
   check_linear_relu_args(op, x, weight, std::nullopt, allowed);
   check_same(op, "grad_y", grad_y, "x", x);
   const auto expected = with_last_dim(x, weight.size(0));
-  TORCH_CHECK_VALUE(grad_y.sizes() == at::IntArrayRef(expected), op,
-                    ": grad_y must have shape ", at::IntArrayRef(expected), ", but got ",
-                    grad_y.sizes());
+  TORCH_CHECK_VALUE(grad_y.sizes() == at::IntArrayRef(expected), op, ": grad_y must have shape ",
+                    at::IntArrayRef(expected), ", but got ", grad_y.sizes());
   TORCH_CHECK(mask.device() == x.device(), op, ": expected mask on ", x.device(), ", got ",
               mask.device());
   const int64_t rows = leading_rows(x);
-  TORCH_CHECK_VALUE(mask.scalar_type() == at::kByte && mask.dim() == 2 &&
-                        mask.size(0) == rows && mask.size(1) == mask_bytes(weight.size(0)) &&
-                        mask.is_contiguous(),
+  TORCH_CHECK_VALUE(mask.scalar_type() == at::kByte && mask.dim() == 2 && mask.size(0) == rows &&
+                        mask.size(1) == mask_bytes(weight.size(0)) && mask.is_contiguous(),
                     op, ": mask must be a contiguous uint8 tensor of shape [", rows, ", ",
                     mask_bytes(weight.size(0)), "] as returned by linear_relu, but got ",
                     mask.scalar_type(), " of shape ", mask.sizes());

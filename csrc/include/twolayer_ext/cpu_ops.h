@@ -14,8 +14,7 @@ namespace twolayer_ext::cpu {
 // Matrix products (csrc/cpu/matmul.cpp): the extension's float32 kernels (AVX-512
 // or AVX2) where they apply (cpu_gemm.h), ATen's BLAS otherwise. All operands 2-D, any strides.
 // out[m, n] = x[m, k] @ w[n, k].T + bias[n] (bias optional); out contiguous.
-void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
-                const OptTensor& bias);
+void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias);
 // a[t, m].T @ b[t, n] -> [m, n]  (grad_weight = grad.T @ x)
 at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b);
 // a[m, t] @ b[t, n] -> [m, n]  (grad_x = grad @ weight)
@@ -26,20 +25,20 @@ std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Te
 
 // linear_relu's output alone, without building the packed mask (for callers that
 // keep the output itself for backward, such as two_layer_forward).
-at::Tensor linear_relu_output(const at::Tensor& x, const at::Tensor& weight,
-                              const OptTensor& bias);
+at::Tensor linear_relu_output(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias);
 
-std::tuple<OptTensor, OptTensor, OptTensor>
-linear_relu_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-                     const at::Tensor& mask, std::array<bool, 3> output_mask);
+std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tensor& grad_y,
+                                                                 const at::Tensor& x,
+                                                                 const at::Tensor& weight,
+                                                                 const at::Tensor& mask,
+                                                                 std::array<bool, 3> output_mask);
 
 // linear_relu_backward with the ReLU mask read from the layer's output y (kept
 // where y > 0 or NaN) instead of a packed mask. Arguments are not checked (the
 // caller has), and grad_y is overwritten with the masked gradient: for callers
 // that own grad_y (two_layer_backward), this saves a pass and a buffer.
-std::tuple<OptTensor, OptTensor, OptTensor>
-linear_relu_backward_from_output_(at::Tensor& grad_y, const at::Tensor& x,
-                                  const at::Tensor& weight, const at::Tensor& y,
-                                  std::array<bool, 3> output_mask);
+std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(
+    at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& y,
+    std::array<bool, 3> output_mask);
 
 }  // namespace twolayer_ext::cpu
