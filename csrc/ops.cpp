@@ -32,6 +32,10 @@ TORCH_LIBRARY(twolayer_ext, m) {
   m.def(
       "two_layer_forward(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2) "
       "-> (Tensor, Tensor)");
+  // The network's output alone, relu(x @ w1.T + b1) @ w2.T + b2: what a module call
+  // needs. Differentiable (through two_layer_forward/two_layer_backward); when no
+  // gradient is recorded, a kernel need not produce the hidden activation at all.
+  m.def("two_layer(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2) -> Tensor");
   // All gradients of both layers (x, w1, b1, w2, b2), only those with output_mask set.
   // The ReLU mask is re-derived from `hidden`, so backward keeps no more than torch does.
   m.def(

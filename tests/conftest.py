@@ -1,4 +1,5 @@
-"""Fixtures and hooks: reproducible fresh randomness, and the CUDA GEMM path per test.
+"""Fixtures and hooks: reproducible fresh randomness, the CUDA GEMM path and the CPU's
+two-layer path per test.
 
 Every test draws fresh random inputs: the seed is random per session unless
 TWOLAYER_TEST_SEED is set, and it is printed in the report header so a failure
@@ -33,6 +34,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"replay with TWOLAYER_TEST_SEED={SESSION_SEED}")
 
 
+# The CPU runs the two-layer ops fully fused (block by block, csrc/cpu/two_layer_fused.cpp)
+# or layer by layer, chosen per call; TWOLAYER_EXT_FUSED_MLP forces one. Test modules that
+# use this fixture run each CPU test on both paths.
+MLP_PATHS = {"layered": "0", "fused": "1"}
+
+
+@pytest.fixture(params=list(MLP_PATHS))
+def mlp_path(request, monkeypatch):
+    monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", MLP_PATHS[request.param])
+    return request.param
+
+
 if HAS_CUDA:
 
     @pytest.fixture(autouse=True, params=CUDA_GEMM_PATHS)
@@ -40,23 +53,27 @@ if HAS_CUDA:
         monkeypatch.setenv("TWOLAYER_EXT_CUDA_GEMM", request.param)
         return request.param
 
-    def pytest_collection_modifyitems(config, items):
-        """Keep the custom-GEMM copy of a test only where the test touches CUDA."""
-        keep, drop = [], []
-        for item in items:
-            params = getattr(item, "callspec", None)
-            params = params.params if params else {}
-            path = params.get("cuda_gemm_path")
+
+def pytest_collection_modifyitems(config, items):
+    """Keep a test's custom-GEMM copy only where it touches CUDA, its fused-MLP copy only
+    where it does not (the CUDA ops have one two-layer path)."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = params.params if params else {}
+        touches_cuda = "cuda" in item.nodeid.lower() or params.get("device") == "cuda"
+        wanted = not (params.get("mlp_path") == "fused" and touches_cuda)
+        if "cuda_gemm_path" in params:
+            path = params["cuda_gemm_path"]
             only = item.get_closest_marker("gemm_path")
-            touches_cuda = "cuda" in item.nodeid.lower() or params.get("device") == "cuda"
             if only is not None:
-                wanted = path == only.args[0]
+                wanted = wanted and path == only.args[0]
             else:
-                wanted = path != "custom" or touches_cuda
-            (keep if wanted else drop).append(item)
-        if drop:
-            config.hook.pytest_deselected(items=drop)
-            items[:] = keep
+                wanted = wanted and (path != "custom" or touches_cuda)
+        (keep if wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,9 @@ from torch import nn
 import twolayer_ext
 from twolayer_ext import reference
 
+# Every test here runs on both CPU paths of the two-layer ops (conftest.mlp_path).
+pytestmark = pytest.mark.usefixtures("mlp_path")
+
 STEP = torch.ops.twolayer_ext.two_layer_sgd_step.default
 
 

@@ -22,6 +22,9 @@ from torch import nn
 import twolayer_ext
 from twolayer_ext import reference
 
+# Every test here runs on both CPU paths of the two-layer ops (conftest.mlp_path).
+pytestmark = pytest.mark.usefixtures("mlp_path")
+
 # (leading shape, in, hidden, out)
 SHAPES = [((64,), 1000, 100, 10), ((0,), 5, 4, 3), ((1,), 3, 1, 1), ((2, 3), 17, 70, 9)]
 

@@ -47,10 +47,12 @@ def two_layer_mlp(
 ) -> torch.Tensor:
     """``relu(x @ w1.T + b1) @ w2.T + b2`` (the tutorial's network) as one fused op each way.
 
-    Weights in nn.Linear's layout: w1 ``[hidden, in]``, w2 ``[out, hidden]``.
+    Weights in nn.Linear's layout: w1 ``[hidden, in]``, w2 ``[out, hidden]``. Where the
+    layers are narrow (hidden and out ≤ 256) and there are many rows, the CPU runs it
+    block by block with the hidden activation in cache, and without writing it at all
+    when no gradient is recorded (docs/ARCHITECTURE.md).
     """
-    out = torch.ops.twolayer_ext.two_layer_forward.default(x, w1, b1, w2, b2)[0]
-    return cast(torch.Tensor, out)
+    return cast(torch.Tensor, torch.ops.twolayer_ext.two_layer.default(x, w1, b1, w2, b2))
 
 
 def two_layer_sgd_step(

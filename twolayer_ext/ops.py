@@ -33,6 +33,7 @@ _register_fake = cast(Callable[[str], Callable[[_F], _F]], torch.library.registe
 linear_relu = torch.ops.twolayer_ext.linear_relu.default
 linear_relu_backward = torch.ops.twolayer_ext.linear_relu_backward.default
 two_layer_forward = torch.ops.twolayer_ext.two_layer_forward.default
+two_layer = torch.ops.twolayer_ext.two_layer.default
 two_layer_backward = torch.ops.twolayer_ext.two_layer_backward.default
 two_layer_sgd_step = torch.ops.twolayer_ext.two_layer_sgd_step.default
 relu = torch.ops.twolayer_ext.relu.default
@@ -112,6 +113,17 @@ def _two_layer_forward_fake(
     hidden, _ = _linear_relu_fake(x, w1, b1)
     _check_linear_args("twolayer_ext::two_layer_forward", hidden, w2)
     return hidden.new_empty((*x.shape[:-1], w2.shape[0])), hidden
+
+
+@_register_fake("twolayer_ext::two_layer")
+def _two_layer_fake(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+) -> torch.Tensor:
+    return _two_layer_forward_fake(x, w1, b1, w2, b2)[0]
 
 
 @_register_fake("twolayer_ext::two_layer_backward")
@@ -212,8 +224,8 @@ torch.library.register_autograd(
 )
 
 
-# Autocast: like nn.Linear, linear_relu and two_layer_forward run in the autocast dtype (its floating
-# inputs are cast to it); relu and the backward ops follow their inputs' dtype. (The training
+# Autocast: like nn.Linear, linear_relu, two_layer_forward and two_layer run in the autocast
+# dtype (their floating inputs are cast to it); relu and the backward ops follow their inputs' dtype. (The training
 # step's autocast kernel is C++, beside the step itself: csrc/composite/two_layer_sgd_step.cpp.)
 # The Autocast keys sit above Autograd in the dispatcher, so the casts are
 # recorded and the gradients come back in the parameters' own dtype.
@@ -234,7 +246,11 @@ def _autocast_kernel(
     return kernel
 
 
-for _name, _op in [("linear_relu", linear_relu), ("two_layer_forward", two_layer_forward)]:
+for _name, _op in [
+    ("linear_relu", linear_relu),
+    ("two_layer_forward", two_layer_forward),
+    ("two_layer", two_layer),
+]:
     for _device, _key in [("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")]:
         _autocast_lib.impl(
             _name, _autocast_kernel(_op, _device, getattr(torch._C.DispatchKey, _key)), _key

@@ -95,10 +95,23 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward_autograd(const at::Tensor& 
   return {out[0], out[1]};
 }
 
+// two_layer (the output alone): the node above when a graph is recorded, so that
+// backward has hidden; otherwise the device kernel, which need not produce hidden.
+at::Tensor two_layer_autograd(const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
+                              const at::Tensor& w2, const OptTensor& b2) {
+  if (!should_record(x, w1, b1, w2, b2)) {
+    static const auto output_only = op_handle<TwoLayerSig>("twolayer_ext::two_layer");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return output_only.call(x, w1, b1, w2, b2);
+  }
+  return TwoLayerFunction::apply(x, w1, b1, w2, b2)[0];
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(twolayer_ext, Autograd, m) {
   m.impl("two_layer_forward", &two_layer_forward_autograd);
+  m.impl("two_layer", &two_layer_autograd);
 }
 
 }  // namespace twolayer_ext::autograd

@@ -121,6 +121,13 @@ at::Tensor linear_relu_output(const at::Tensor& x, const at::Tensor& weight,
   return std::get<0>(linear_relu_impl(x, weight, bias, /*keep_mask=*/false));
 }
 
+void relu_rows_(at::Tensor& y) {
+  TORCH_INTERNAL_ASSERT(y.dim() == 2 && y.is_contiguous());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, y.scalar_type(), "relu_rows_", [&] {
+    relu_mask_epilogue<scalar_t>(y.data_ptr<scalar_t>(), nullptr, y.size(0), y.size(1));
+  });
+}
+
 }  // namespace cpu
 
 namespace {

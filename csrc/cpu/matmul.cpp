@@ -36,12 +36,19 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
   }
 }
 
-at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b) {
+void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   const int64_t m = a.size(0), t = a.size(1), n = b.size(1);
-  if (!(is_float(a) && rows_contiguous(b) && use_fast_gemm(m, n, t))) return at::mm(a, b);
-  at::Tensor c = at::empty({m, n}, b.options());
+  if (!(is_float(a) && rows_contiguous(b) && rows_contiguous(out) && use_fast_gemm(m, n, t))) {
+    at::mm_out(out, a, b);
+    return;
+  }
   gemm_bcast_f32(a.data_ptr<float>(), a.stride(1), a.stride(0), b.data_ptr<float>(), b.stride(0),
-                 c.data_ptr<float>(), n, m, n, t);
+                 out.data_ptr<float>(), out.stride(0), m, n, t);
+}
+
+at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor c = at::empty({a.size(0), b.size(1)}, b.options());
+  mm_nn_out(c, a, b);
   return c;
 }
 

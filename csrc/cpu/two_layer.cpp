@@ -2,10 +2,15 @@
 // tutorial's whole network, relu(x W1ᵀ + b1) W2ᵀ + b2, one op each way, so a
 // training step crosses the dispatcher and autograd twice instead of ~10 times.
 //
-// Layer 1 is the fused linear_relu kernel; layer 2 a plain linear (matmul.cpp).
-// Backward reads the ReLU mask from the saved hidden activation (which grad_w2
-// needs anyway) rather than keeping a mask, while it masks grad_hidden in place
-// and reduces grad_b1 in the same pass.
+// Narrow networks with many rows run fully fused, block by block
+// (two_layer_fused.cpp, whose use_fused_mlp says when). Otherwise layer 1 is the
+// fused linear_relu kernel and layer 2 a plain linear (matmul.cpp). Backward reads
+// the ReLU mask from the saved hidden activation (which grad_w2 needs anyway)
+// rather than keeping a mask, while it masks grad_hidden in place and reduces
+// grad_b1 in the same pass.
+//
+// twolayer_ext::two_layer (the output alone) runs here when no gradient is
+// recorded: then the fused path writes no hidden activation at all.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -20,6 +25,7 @@ namespace {
 
 constexpr const char* kFwd = "twolayer_ext::two_layer_forward";
 constexpr const char* kBwd = "twolayer_ext::two_layer_backward";
+constexpr const char* kOut = "twolayer_ext::two_layer";
 
 std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const at::Tensor& w1,
                                                      const OptTensor& b1, const at::Tensor& w2,
@@ -28,10 +34,32 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const 
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t rows = leading_rows(x), hidden_features = w1.size(0), out_features = w2.size(0);
-  at::Tensor hidden = linear_relu_output(x, w1, b1);  // no mask: backward reads hidden (above)
   at::Tensor out = at::empty({rows, out_features}, x.options());
+  if (use_fused_mlp(rows, w1.size(1), hidden_features, out_features, x.scalar_type(),
+                    MlpPass::kForward)) {
+    at::Tensor hidden = at::empty({rows, hidden_features}, x.options());
+    fused_two_layer_forward(out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, &hidden);
+    return {out.view(with_last_dim(x, out_features)),
+            hidden.view(with_last_dim(x, hidden_features))};
+  }
+  at::Tensor hidden = linear_relu_output(x, w1, b1);  // no mask: backward reads hidden (above)
   linear_out(out, hidden.reshape({rows, hidden_features}), w2, b2);
   return {out.view(with_last_dim(x, out_features)), hidden};
+}
+
+at::Tensor two_layer(const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
+                     const at::Tensor& w2, const OptTensor& b2) {
+  check_two_layer_args(kOut, x, w1, b1, w2, b2, kCpuDtypes);
+  TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
+  const int64_t rows = leading_rows(x), out_features = w2.size(0);
+  if (!use_fused_mlp(rows, w1.size(1), w1.size(0), out_features, x.scalar_type(),
+                     MlpPass::kForward)) {
+    return std::get<0>(two_layer_forward(x, w1, b1, w2, b2));
+  }
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  at::Tensor out = at::empty({rows, out_features}, x.options());
+  fused_two_layer_forward(out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, nullptr);
+  return out.view(with_last_dim(x, out_features));
 }
 
 std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward(
@@ -42,6 +70,13 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t rows = leading_rows(x), hidden_features = w1.size(0), out_features = w2.size(0);
   const at::Tensor g2 = grad_out.reshape({rows, out_features});
+  if (use_fused_mlp(rows, w1.size(1), hidden_features, out_features, x.scalar_type(),
+                    MlpPass::kBackward)) {
+    auto grads = fused_two_layer_backward(g2, x.reshape({rows, w1.size(1)}), w1, w2,
+                                          hidden.reshape({rows, hidden_features}), output_mask);
+    if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
+    return grads;
+  }
   OptTensor gx, gw1, gb1, gw2, gb2;
   if (output_mask[3]) gw2 = mm_tn(g2, hidden.reshape({rows, hidden_features}));
   if (output_mask[4]) gb2 = at::sum(g2, {0});
@@ -58,6 +93,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
 TORCH_LIBRARY_IMPL(twolayer_ext, CPU, m) {
   m.impl("two_layer_forward", &two_layer_forward);
   m.impl("two_layer_backward", &two_layer_backward);
+  m.impl("two_layer", &two_layer);
 }
 
 }  // namespace twolayer_ext::cpu

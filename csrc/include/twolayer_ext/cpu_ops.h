@@ -19,6 +19,11 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
 at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b);
 // a[m, t] @ b[t, n] -> [m, n]  (grad_x = grad @ weight)
 at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b);
+// mm_nn into out [m, n] (any strides).
+void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
+
+// y = relu(y) in place, on a contiguous 2-D tensor (linear_relu's epilogue without the mask).
+void relu_rows_(at::Tensor& y);
 
 std::tuple<at::Tensor, at::Tensor> linear_relu(const at::Tensor& x, const at::Tensor& weight,
                                                const OptTensor& bias);
@@ -40,5 +45,20 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tenso
 std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(
     at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& y,
     std::array<bool, 3> output_mask);
+
+// The whole network block by block, each block's hidden activation kept in cache between
+// the products (csrc/cpu/two_layer_fused.cpp, which says when it pays).
+enum class MlpPass { kForward, kBackward };
+bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
+                   at::ScalarType dtype, MlpPass pass);
+// out [rows, out] (contiguous) = relu(x w1ᵀ + b1) w2ᵀ + b2 for a 2-D x [rows, in]; the hidden
+// activation is also written to *hidden [rows, hidden] (contiguous) if hidden is not null.
+void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Tensor& w1,
+                             const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2,
+                             at::Tensor* hidden);
+// two_layer_backward for 2-D grad_out [rows, out], x [rows, in], hidden [rows, hidden].
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_layer_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& hidden, std::array<bool, 5> output_mask);
 
 }  // namespace twolayer_ext::cpu

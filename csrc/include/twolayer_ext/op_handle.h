@@ -19,6 +19,8 @@ using TwoLayerForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& 
                                                               const OptTensor& b1,
                                                               const at::Tensor& w2,
                                                               const OptTensor& b2);
+using TwoLayerSig = at::Tensor(const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
+                               const at::Tensor& w2, const OptTensor& b2);
 using TwoLayerBackwardSig = std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor>(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
     const at::Tensor& hidden, std::array<bool, 5> output_mask);

@@ -1,0 +1,184 @@
+// The two-layer network, relu(x W1ᵀ + b1) W2ᵀ + b2, fully fused on the CPU: rows go in
+// blocks small enough that a block's hidden activation (and in backward its gradient)
+// stays in L2 from the product that writes it to the one that reads it.
+//
+// Why: when the layers are narrow (hidden, out ≤ 256) each product is a few FLOPs per
+// byte, and layer by layer the time goes to memory: the hidden activation is written,
+// read and written by the ReLU, read by layer 2, and in backward grad_hidden is written,
+// masked, then read twice more. Fresh output pages cost as much again (the first touch
+// of each 4 KiB page faults). Block by block, only x, out and (in training) hidden
+// itself cross memory. Measured on a 2-core AVX-512 machine: docs/BENCHMARKS.md.
+//
+// Parallelism is over blocks, each thread running whole blocks with single-threaded
+// products (a BLAS call inside a parallel region runs on its thread); blocks, and the
+// chunks of blocks whose gradient partial sums are added in a fixed order, depend on
+// the shapes only, so results do not depend on the number of threads.
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/threshold_backward.h>
+#include <ATen/ops/zeros.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "twolayer_ext/cpu_ops.h"
+
+namespace twolayer_ext::cpu {
+namespace {
+
+// A block's hidden activation: 256 KiB, so that it, the block of grad_hidden and the
+// operands' rows fit a 1-2 MiB L2 together.
+constexpr int64_t kHiddenBlockBytes = 256 << 10;
+// Rows per block stay in [kMinBlockRows, kMaxBlockRows]: fewer rows make the products
+// inefficient, more bring nothing once the block fits.
+constexpr int64_t kMinBlockRows = 64, kMaxBlockRows = 2048;
+// Backward's partial weight gradients: one set per chunk of consecutive blocks, at most
+// this many chunks (a few MiB at most for the widths the rule admits).
+constexpr int64_t kMaxChunks = 64;
+// The rule's bounds (use_fused_mlp): the widest layers measured, and at least two blocks.
+constexpr int64_t kMaxFusedWidth = 1024;
+constexpr int64_t kMinFusedBlocks = 2;
+constexpr int64_t kMaxNarrowWeight = 16384;  // in x hidden, for the backward outside float32
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct Blocks {
+  int64_t rows, size, count;
+  int64_t begin(int64_t i) const { return i * size; }
+  int64_t length(int64_t i) const { return std::min(size, rows - i * size); }
+};
+
+Blocks blocks_for(int64_t rows, int64_t hidden_features, int64_t elem_size) {
+  const int64_t fit = kHiddenBlockBytes / std::max<int64_t>(1, hidden_features * elem_size);
+  const int64_t size = std::clamp(fit, kMinBlockRows, kMaxBlockRows);
+  return {rows, size, ceil_div(rows, size)};
+}
+
+// acc += aᵀ @ b, in acc's dtype (float for the 16-bit types: torch accumulates their
+// weight gradients in float and rounds once).
+void add_mm_tn(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() == acc.scalar_type()) {
+    acc.add_(mm_tn(a, b));
+  } else {
+    acc.add_(mm_tn(a.to(acc.scalar_type()), b.to(acc.scalar_type())));
+  }
+}
+
+// parts [chunks, ...] summed over chunks in chunk order, in the gradient's dtype.
+at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
+  if (parts.size(0) == 0) return at::zeros(parts.sizes().slice(1), parts.options().dtype(dtype));
+  at::Tensor total = parts[0].clone();
+  for (int64_t c = 1; c < parts.size(0); ++c) total.add_(parts[c]);
+  return total.to(dtype);
+}
+
+}  // namespace
+
+// The rule: TWOLAYER_EXT_FUSED_MLP=1 or 0 forces the path. Otherwise the forward runs
+// fused wherever there are two blocks or more and the layers are at most 1024 wide: it
+// won at every such size measured, in every dtype (inference, fused/layered time, 2-core
+// AVX-512: float32 262144x64->64->16 3.7x, 65536x1000->100->10 2.0x, 4096x512->512->512
+// 1.8x, 2048x64->64->16 1.4x; bfloat16 1.1-2.5x; float64 1.0-2.9x). One block would run
+// on one thread. The backward runs fused in float32 (1.1-2.6x at the same sizes) and, in
+// the other dtypes, where in x hidden ≤ 16384: its partial weight gradients are
+// accumulated per block, which costs more than it saves for wide layers there (training,
+// 4096x512->512->512: float64 0.63x, bfloat16 0.72x; bfloat16 65536x1000->100->10
+// 0.55x, where the 16-bit products also run in float; 262144x64->64->16: float64 1.6x,
+// bfloat16 1.02x). Thread count is not an input: the path, and so the result, must not
+// depend on it.
+bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
+                   at::ScalarType dtype, MlpPass pass) {
+  const char* choice = std::getenv("TWOLAYER_EXT_FUSED_MLP");
+  if (choice != nullptr && *choice != '\0') {
+    TORCH_CHECK_VALUE(std::strcmp(choice, "0") == 0 || std::strcmp(choice, "1") == 0,
+                      "TWOLAYER_EXT_FUSED_MLP must be '0' or '1' (or unset), but got '", choice,
+                      "'");
+    return *choice == '1';
+  }
+  const int64_t elem_size = c10::elementSize(dtype);
+  const bool fits = hidden_features <= kMaxFusedWidth && out_features <= kMaxFusedWidth &&
+                    blocks_for(rows, hidden_features, elem_size).count >= kMinFusedBlocks;
+  if (pass == MlpPass::kForward || !fits) return fits;
+  return dtype == at::kFloat || in_features * hidden_features <= kMaxNarrowWeight;
+}
+
+void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Tensor& w1,
+                             const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2,
+                             at::Tensor* hidden) {
+  const int64_t hidden_features = w1.size(0);
+  const Blocks blocks = blocks_for(x.size(0), hidden_features, x.element_size());
+  at::parallel_for(0, blocks.count, 1, [&](int64_t first, int64_t last) {
+    // Worker threads do not inherit the caller's dispatch state: stay below autograd.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    at::Tensor buffer;  // this thread's hidden block, when hidden is not kept
+    if (hidden == nullptr) buffer = at::empty({blocks.size, hidden_features}, x.options());
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t r0 = blocks.begin(i), nr = blocks.length(i);
+      at::Tensor hb = hidden ? hidden->narrow(0, r0, nr) : buffer.narrow(0, 0, nr);
+      linear_out(hb, x.narrow(0, r0, nr), w1, b1);
+      relu_rows_(hb);
+      at::Tensor ob = out.narrow(0, r0, nr);
+      linear_out(ob, hb, w2, b2);
+    }
+  });
+}
+
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_layer_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& hidden, std::array<bool, 5> output_mask) {
+  const auto [need_gx, need_gw1, need_gb1, need_gw2, need_gb2] = output_mask;
+  const bool layer1 = need_gx || need_gw1 || need_gb1;
+  const int64_t rows = x.size(0), in_features = w1.size(1), hidden_features = w1.size(0),
+                out_features = w2.size(0);
+  const at::ScalarType dtype = x.scalar_type(), acc = at::toOpMathType(dtype);
+  const Blocks blocks = blocks_for(rows, hidden_features, x.element_size());
+  const int64_t max_chunks = std::clamp<int64_t>(blocks.count, 1, kMaxChunks);
+  const int64_t per_chunk = std::max<int64_t>(1, ceil_div(blocks.count, max_chunks));
+  const int64_t chunks = ceil_div(blocks.count, per_chunk);
+
+  const auto partials = [&](bool needed, at::IntArrayRef shape) {
+    std::vector<int64_t> sizes{chunks};
+    sizes.insert(sizes.end(), shape.begin(), shape.end());
+    return needed ? at::zeros(sizes, x.options().dtype(acc)) : at::Tensor();
+  };
+  at::Tensor pw1 = partials(need_gw1, {hidden_features, in_features});
+  at::Tensor pb1 = partials(need_gb1, {hidden_features});
+  at::Tensor pw2 = partials(need_gw2, {out_features, hidden_features});
+  at::Tensor pb2 = partials(need_gb2, {out_features});
+  at::Tensor gx = need_gx ? at::empty({rows, in_features}, x.options()) : at::Tensor();
+
+  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
+    for (int64_t c = first; c < last; ++c) {
+      at::Tensor w1_part = need_gw1 ? pw1[c] : at::Tensor();
+      at::Tensor w2_part = need_gw2 ? pw2[c] : at::Tensor();
+      for (int64_t i = c * per_chunk; i < std::min(blocks.count, (c + 1) * per_chunk); ++i) {
+        const int64_t r0 = blocks.begin(i), nr = blocks.length(i);
+        const at::Tensor gb = grad_out.narrow(0, r0, nr), hb = hidden.narrow(0, r0, nr);
+        if (need_gw2) add_mm_tn(w2_part, gb, hb);
+        if (need_gb2) pb2[c].add_(at::sum(gb, {0}, false, acc));
+        if (!layer1) continue;
+        at::Tensor gh = mm_nn(gb, w2);              // grad_hidden [nr, hidden], in cache
+        at::threshold_backward_out(gh, gh, hb, 0);  // ReLU: kept where hidden > 0 or NaN
+        if (need_gb1) pb1[c].add_(at::sum(gh, {0}, false, acc));
+        if (need_gw1) add_mm_tn(w1_part, gh, x.narrow(0, r0, nr));
+        if (need_gx) {
+          at::Tensor gxb = gx.narrow(0, r0, nr);
+          mm_nn_out(gxb, gh, w1);
+        }
+      }
+    }
+  });
+  const auto total = [&](bool needed, const at::Tensor& parts) {
+    return needed ? OptTensor(sum_in_order(parts, dtype)) : std::nullopt;
+  };
+  return {need_gx ? OptTensor(gx) : std::nullopt, total(need_gw1, pw1), total(need_gb1, pb1),
+          total(need_gw2, pw2), total(need_gb2, pb2)};
+}
+
+}  // namespace twolayer_ext::cpu

@@ -1,0 +1,152 @@
+"""The CPU's fully fused two-layer path (csrc/cpu/two_layer_fused.cpp) at the sizes where
+the rule picks it by itself: several row blocks, a last block shorter than the others,
+every CPU dtype, inference without the hidden activation, thread-count independence,
+NaN, odd strides; and twolayer_ext::two_layer, the output-only op that runs it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import CPU_DTYPES, ERR, assert_close, check_two_layer_ops, make_weight, make_x
+
+import twolayer_ext
+from twolayer_ext import reference
+
+# Several 64- to 2048-row blocks each, with a short last block: (rows, in, hidden, out).
+# Block rows are 256 KiB / (hidden * element size), clamped to [64, 2048].
+MULTI_BLOCK = [(4099, 32, 64, 16), (700, 20, 1024, 3), (2500, 100, 130, 7)]
+
+
+def _params(d_in, hidden, d_out, dtype, bias=True):
+    w1 = make_weight(hidden, d_in, dtype, "cpu") / d_in**0.5
+    w2 = make_weight(d_out, hidden, dtype, "cpu") / hidden**0.5
+    b1 = torch.randn(hidden, dtype=dtype) if bias else None
+    b2 = torch.randn(d_out, dtype=dtype) if bias else None
+    return w1, b1, w2, b2
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("shape", MULTI_BLOCK, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "sliced"])
+def test_ops_match_reference_on_many_blocks(dtype, shape, layout, monkeypatch):
+    monkeypatch.delenv("TWOLAYER_EXT_FUSED_MLP", raising=False)  # the rule's own choice
+    rows, d_in, hidden, d_out = shape
+    x = make_x((rows, d_in), dtype, "cpu", layout)
+    check_two_layer_ops(x, *_params(d_in, hidden, d_out, dtype), [True] * 5, dtype)
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_inference_equals_training_forward(dtype, bias):
+    """two_layer under no_grad (no hidden written) is bitwise two_layer_forward's output."""
+    rows, d_in, hidden, d_out = MULTI_BLOCK[0]
+    x = torch.randn(3, rows, d_in, dtype=dtype)
+    params = _params(d_in, hidden, d_out, dtype, bias)
+    with torch.no_grad():
+        out = torch.ops.twolayer_ext.two_layer(x, *params)
+    expected, _ = torch.ops.twolayer_ext.two_layer_forward(x, *params)
+    assert out.shape == (3, rows, d_out)
+    assert torch.equal(out, expected)
+    ref = reference.two_layer_forward(
+        x.double(), *(p.double() if p is not None else None for p in params)
+    )
+    assert_close(out, ref[0], dtype, "out")
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=lambda d: str(d)[6:])
+def test_results_do_not_depend_on_thread_count(dtype):
+    rows, d_in, hidden, d_out = MULTI_BLOCK[2]
+    x = torch.randn(rows, d_in, dtype=dtype, requires_grad=True)
+    params = [p.requires_grad_() for p in _params(d_in, hidden, d_out, dtype)]
+    grad = torch.randn(rows, d_out, dtype=dtype)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            out = twolayer_ext.two_layer_mlp(x, *params)
+            grads = torch.autograd.grad(out, [x, *params], grad)
+            with torch.no_grad():
+                inference = twolayer_ext.two_layer_mlp(x, *params)
+            results.append([out, inference, *grads])
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+def test_fused_and_layered_paths_agree(monkeypatch):
+    rows, d_in, hidden, d_out = MULTI_BLOCK[0]
+    x = torch.randn(rows, d_in, dtype=torch.float64, requires_grad=True)
+    params = [p.requires_grad_() for p in _params(d_in, hidden, d_out, torch.float64)]
+    grad = torch.randn(rows, d_out, dtype=torch.float64)
+    got = {}
+    for path in ("0", "1"):
+        monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", path)
+        out = twolayer_ext.two_layer_mlp(x, *params)
+        got[path] = [out, *torch.autograd.grad(out, [x, *params], grad)]
+    for a, b in zip(got["0"], got["1"]):
+        assert_close(a, b, torch.float64)
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=lambda d: str(d)[6:])
+def test_nan_propagates_and_is_masked_like_torch(dtype):
+    rows, d_in, hidden, d_out = MULTI_BLOCK[0]
+    x = torch.randn(rows, d_in, dtype=dtype)
+    x[5, 3] = float("nan")  # row 5: NaN hidden units, NaN output
+    x[3000, :] = float("inf")
+    params = _params(d_in, hidden, d_out, dtype)
+    with torch.no_grad():
+        out = twolayer_ext.two_layer_mlp(x, *params)
+    expected = reference.two_layer_forward(x.double(), *(p.double() for p in params))[0]
+    assert torch.equal(out.isnan(), expected.isnan())
+    assert out[5].isnan().all()
+    # A NaN gradient reaches the hidden layer only where the ReLU is open (threshold_backward).
+    w1, _, w2, _ = params
+    clean = x.nan_to_num(0.0, 0.0, 0.0)
+    hidden_act = torch.relu(torch.randn(rows, hidden, dtype=dtype))
+    grad_out = torch.randn(rows, d_out, dtype=dtype)
+    grad_out[7, 0] = float("nan")
+    args = (grad_out, clean, w1, w2, hidden_act)
+    got = torch.ops.twolayer_ext.two_layer_backward(*args, [True] * 5)
+    want = reference.two_layer_backward(*(t.double() for t in args), [True] * 5)
+    for g, r in zip(got, want):
+        assert torch.equal(g.isnan(), r.isnan())
+
+
+def test_gradcheck_across_blocks(monkeypatch):
+    """float64 gradcheck with three row blocks (64 rows each at hidden = 1024)."""
+    monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", "1")
+    kw = {"dtype": torch.float64}
+    x, w1, w2 = torch.randn(130, 2, **kw), torch.randn(1024, 2, **kw), torch.randn(2, 1024, **kw)
+    b1, b2 = torch.randn(1024, **kw), torch.randn(2, **kw)
+    with torch.no_grad():
+        h = x @ w1.t() + b1
+        b1[h.abs().min(0).values < 1e-3] += 0.01
+    inputs = [t.requires_grad_() for t in (x, w1, b1, w2, b2)]
+    assert torch.autograd.gradcheck(twolayer_ext.two_layer_mlp, inputs, fast_mode=True)
+
+
+def test_two_layer_op_opcheck_and_autograd():
+    for rg in (False, True):
+        x = torch.randn(4, 6, requires_grad=rg)
+        w1, b1 = torch.randn(5, 6, requires_grad=rg), torch.randn(5, requires_grad=rg)
+        w2 = torch.randn(3, 5, requires_grad=rg)
+        torch.library.opcheck(torch.ops.twolayer_ext.two_layer.default, (x, w1, b1, w2, None))
+    out = torch.ops.twolayer_ext.two_layer(x, w1, b1, w2, None)
+    assert out.grad_fn.name().startswith("torch::autograd::CppNode<twolayer_ext::")
+
+
+@pytest.mark.parametrize("value", ["2", "yes", "fused"])
+def test_unknown_path_is_rejected(value, monkeypatch):
+    monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", value)
+    with pytest.raises(ValueError, match="TWOLAYER_EXT_FUSED_MLP must be '0' or '1'"):
+        twolayer_ext.two_layer_mlp(torch.randn(3, 4), torch.randn(5, 4), None, torch.randn(2, 5))
+
+
+def test_two_layer_op_rejects_bad_input():
+    with pytest.raises(ERR, match="twolayer_ext::two_layer: w2 must have shape"):
+        torch.ops.twolayer_ext.two_layer(
+            torch.randn(3, 4), torch.randn(5, 4), None, torch.randn(2, 6), None
+        )
