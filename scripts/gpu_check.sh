@@ -3,7 +3,7 @@
 #   1. builds the extension against the installed torch,
 #   2. runs the whole test suite with the CUDA tests enabled,
 #   3. runs compute-sanitizer (memcheck; racecheck on the shared-memory GEMM) over a short CUDA run,
-#   4. prints the register/spill report and the GPU benchmark table.
+#   4. prints the register/spill report and the GPU benchmark tables (ops; narrow MLPs).
 # Usage: bash scripts/gpu_check.sh [LOG_DIR]   (about 5 minutes on an H100 with 16 cores)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +54,8 @@ bash scripts/cuda_resource_usage.sh | tee "$LOG/resource_usage.txt" | tail -20
 
 step "benchmark"
 (cd /tmp && $PY -m twolayer_ext bench --device cuda --json "$LOG/gpu-bench.json") | tee "$LOG/bench.txt"
+(cd /tmp && $PY -m twolayer_ext bench --device cuda --suite mlp --rounds 5 \
+  --json "$LOG/gpu-mlp-bench.json") | tee "$LOG/bench_mlp.txt"
 
 echo
 [ $status -eq 0 ] && echo "GPU CHECK: PASS" || echo "GPU CHECK: FAIL"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -240,3 +241,23 @@ def test_cli_rejects_bad_arguments_up_front(case):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_mlp_bench_suite_smoke(tmp_path, capsys):
+    """`bench --suite mlp` on a tiny network, so it cannot rot (no timing is asserted)."""
+    import json
+
+    out = tmp_path / "mlp.json"
+    before = os.environ.get("TWOLAYER_EXT_FUSED_MLP")
+    args = ["bench", "--suite", "mlp", "--quick", "--rounds", "1", "--no-compile"]
+    assert cli_main([*args, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    modes = [r["case"].split()[0] for r in report["results"]]
+    assert modes == ["inference", "fwd+bwd", "sgd_step"]
+    for r in report["results"]:
+        assert set(r["timings_ms"]) == {"ext", "ext layered", "torch"}
+        assert all(t > 0 for t in r["timings_ms"].values())
+    training = report["results"][1]
+    assert set(training["peak_bytes"]) == {"ext", "ext layered", "torch"}
+    assert os.environ.get("TWOLAYER_EXT_FUSED_MLP") == before  # the harness restores it
+    assert "peak MiB" in capsys.readouterr().out

@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="cpu: the CPU ops (default); cuda: the CUDA ops on both GEMM paths",
     )
+    b.add_argument(
+        "--suite",
+        choices=["ops", "mlp"],
+        default="ops",
+        help="ops: every op and the tutorial's step (default); mlp: narrow networks with many "
+        "rows (the fully fused path), with peak memory",
+    )
     b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     b.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
@@ -246,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             use_compile=not args.no_compile,
             quick=args.quick,
             device=args.device,
+            suite=args.suite,
         )
         return 0
     return _cmd_train(args)

@@ -23,6 +23,7 @@ __all__ = [
     "relu",
     "relu_backward",
     "relu_keep",
+    "two_layer",
     "two_layer_backward",
     "two_layer_forward",
     "two_layer_sgd_step",
@@ -73,6 +74,17 @@ def two_layer_forward(
     """Reference for ``torch.ops.twolayer_ext.two_layer_forward``: ``(out, hidden)``."""
     hidden = linear_relu(x, w1, b1)
     return F.linear(hidden, w2, b2), hidden
+
+
+def two_layer(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+) -> torch.Tensor:
+    """Reference for ``torch.ops.twolayer_ext.two_layer``: the network's output alone."""
+    return two_layer_forward(x, w1, b1, w2, b2)[0]
 
 
 def two_layer_backward(

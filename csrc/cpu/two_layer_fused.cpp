@@ -43,7 +43,7 @@ constexpr int64_t kMaxChunks = 64;
 // The rule's bounds (use_fused_mlp): the widest layers measured, and at least two blocks.
 constexpr int64_t kMaxFusedWidth = 1024;
 constexpr int64_t kMinFusedBlocks = 2;
-constexpr int64_t kMaxNarrowWeight = 16384;  // in x hidden, for the backward outside float32
+constexpr int64_t kMaxNarrowWeight = 16384;  // in x hidden, for the float64 backward
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -81,16 +81,16 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 
 // The rule: TWOLAYER_EXT_FUSED_MLP=1 or 0 forces the path. Otherwise the forward runs
 // fused wherever there are two blocks or more and the layers are at most 1024 wide: it
-// won at every such size measured, in every dtype (inference, fused/layered time, 2-core
-// AVX-512: float32 262144x64->64->16 3.7x, 65536x1000->100->10 2.0x, 4096x512->512->512
-// 1.8x, 2048x64->64->16 1.4x; bfloat16 1.1-2.5x; float64 1.0-2.9x). One block would run
-// on one thread. The backward runs fused in float32 (1.1-2.6x at the same sizes) and, in
-// the other dtypes, where in x hidden ≤ 16384: its partial weight gradients are
-// accumulated per block, which costs more than it saves for wide layers there (training,
-// 4096x512->512->512: float64 0.63x, bfloat16 0.72x; bfloat16 65536x1000->100->10
-// 0.55x, where the 16-bit products also run in float; 262144x64->64->16: float64 1.6x,
-// bfloat16 1.02x). Thread count is not an input: the path, and so the result, must not
-// depend on it.
+// won or tied at every such size measured, in every dtype (inference, layered/fused time,
+// 2-core AVX-512, `bench --suite mlp` and docs/BENCHMARKS.md: float32 262144x64->64->16
+// 2.5x, 1048576x32->128->3 3.6x, 65536x1000->100->10 2.0x, 4096x512->512->512 1.8x,
+// 2048x64->64->16 1.4x; bfloat16 1.0-2.5x; float64 1.0-2.7x). One block would run on one
+// thread. The backward runs fused in float32 (training 1.1-2.7x at the same sizes) and in
+// float64 where in x hidden ≤ 16384 (1.5-1.7x at 262144x64->64->16 and 1048576x32->128->3;
+// wider, the per-block updates of the partial weight gradients cost more than they save:
+// 4096x512->512->512 0.63x). Not for the 16-bit types, whose products it runs in float:
+// bfloat16 262144x64->64->16 0.74x, 65536x1000->100->10 0.55x. Thread count is not an
+// input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
   const char* choice = std::getenv("TWOLAYER_EXT_FUSED_MLP");
@@ -104,7 +104,8 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
   const bool fits = hidden_features <= kMaxFusedWidth && out_features <= kMaxFusedWidth &&
                     blocks_for(rows, hidden_features, elem_size).count >= kMinFusedBlocks;
   if (pass == MlpPass::kForward || !fits) return fits;
-  return dtype == at::kFloat || in_features * hidden_features <= kMaxNarrowWeight;
+  return dtype == at::kFloat ||
+         (dtype == at::kDouble && in_features * hidden_features <= kMaxNarrowWeight);
 }
 
 void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Tensor& w1,

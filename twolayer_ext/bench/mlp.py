@@ -1,0 +1,201 @@
+"""Narrow networks with many rows (``bench --suite mlp``): where the two-layer ops run fully
+fused (csrc/cpu/two_layer_fused.cpp), against torch eager, torch.compile and the ops'
+layer-by-layer path, side by side in one run, plus the peak memory of a training step.
+
+Modes: inference (no_grad), training forward+backward (every parameter's gradient), and
+one SGD step (``TwoLayerNet.sgd_step`` against the step torch users write). ``ext`` is what
+the ops' rule picks; ``ext layered`` forces the layer-by-layer path
+(``TWOLAYER_EXT_FUSED_MLP=0``). Ratios are torch-eager time / extension time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import TwoLayerNet, twolayer_state_dict_to_sequential
+from .timing import time_cuda_interleaved, time_interleaved
+
+# (rows, in, hidden, out): an implicit-representation-like net, a NeRF/PINN-like one, and
+# the tutorial's network at 65536 rows.
+NETWORKS = [(262144, 64, 64, 16), (1048576, 32, 128, 3), (65536, 1000, 100, 10)]
+QUICK_NETWORKS = [(4096, 16, 32, 4)]
+DTYPES = {"cpu": [torch.float32, torch.bfloat16, torch.float64], "cuda": [torch.bfloat16]}
+QUICK_DTYPES = {"cpu": [torch.float32], "cuda": [torch.float32]}
+LR = 1e-6
+
+
+def _path(fused: str | None, fn: Callable[[], object]) -> Callable[[], object]:
+    """fn with TWOLAYER_EXT_FUSED_MLP set to `fused` (None: unset, the rule decides)."""
+
+    def run() -> object:
+        if fused is None:
+            os.environ.pop("TWOLAYER_EXT_FUSED_MLP", None)
+        else:
+            os.environ["TWOLAYER_EXT_FUSED_MLP"] = fused
+        return fn()
+
+    return run
+
+
+def _rss_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        match = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else 0
+
+
+def peak_bytes(fn: Callable[[], object], device: str) -> int | None:
+    """Memory fn() needs at its peak above what is live before it: the CUDA caching
+    allocator's peak, or on Linux the peak resident set (reset through /proc/self/clear_refs)
+    minus the resident set before; None where neither is available."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    with contextlib.suppress(OSError, AttributeError):  # glibc: give freed heap back to the OS,
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # so the step's memory is counted when touched
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak (VmHWM) to the current resident set
+    except OSError:
+        return None
+    base = _rss_bytes("VmRSS")
+    fn()
+    return _rss_bytes("VmHWM") - base
+
+
+def _compiled(model: nn.Module, use_compile: bool) -> Callable[..., Any] | None:
+    if not use_compile:
+        return None
+    torch._dynamo.reset()  # fresh per case: the same code objects for new shapes and dtypes
+    return torch.compile(model)  # default mode, as a new user would call it
+
+
+def bench_network(
+    net_size: tuple[int, int, int, int],
+    dtype: torch.dtype,
+    device: str,
+    rounds: int,
+    use_compile: bool,
+) -> list[dict[str, Any]]:
+    """The three modes of one network and dtype; each row's timings in ms and peak bytes."""
+    rows, d_in, hidden, d_out = net_size
+    torch.manual_seed(0)
+    net = TwoLayerNet(d_in, hidden, d_out, device=device, dtype=dtype)
+    seq = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+    seq = seq.to(device, dtype)
+    seq.load_state_dict(twolayer_state_dict_to_sequential(net.state_dict()))
+    x = torch.randn(rows, d_in, device=device, dtype=dtype)
+    y = torch.randn(rows, d_out, device=device, dtype=dtype)
+    net_params, seq_params = list(net.parameters()), list(seq.parameters())
+    compiled = _compiled(seq, use_compile)
+    opt = torch.optim.SGD(seq.parameters(), lr=LR)
+
+    def infer(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], object]:
+        def run() -> object:
+            with torch.no_grad():
+                return model(x)
+
+        return run
+
+    def train(model: Callable[[torch.Tensor], torch.Tensor], params: list) -> Callable[[], object]:
+        return lambda: torch.autograd.grad(model(x).sum(), params)
+
+    def step(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], object]:
+        def run() -> object:
+            loss = F.mse_loss(model(x), y, reduction="sum")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss
+
+        return run
+
+    modes = {
+        "inference": (infer(net), infer(seq), infer(compiled) if compiled else None),
+        "fwd+bwd": (
+            train(net, net_params),
+            train(seq, seq_params),
+            train(compiled, seq_params) if compiled else None,
+        ),
+        "sgd_step": (
+            lambda: net.sgd_step(x, y, LR),
+            step(seq),
+            step(compiled) if compiled else None,
+        ),
+    }
+    timer = time_cuda_interleaved if device == "cuda" else time_interleaved
+    shape = f"{rows}x{d_in}->{hidden}->{d_out} {str(dtype).removeprefix('torch.')}"
+    results = []
+    for mode, (ext, eager, comp) in modes.items():
+        fns = {"ext": _path(None, ext), "ext layered": _path("0", ext), "torch": eager}
+        if comp is not None:
+            fns["torch.compile"] = comp
+        timings = timer(fns, rounds)
+        row: dict[str, Any] = {"case": f"{mode} {shape}", "timings_ms": timings, "peak_bytes": {}}
+        if mode == "fwd+bwd":
+            row["peak_bytes"] = {name: peak_bytes(fns[name], device) for name in fns}
+        results.append(row)
+    return results
+
+
+def run(
+    rounds: int = 15, use_compile: bool = True, quick: bool = False, device: str = "cpu"
+) -> dict[str, Any]:
+    """Every network, dtype and mode; a JSON-able dict."""
+    results = []
+    forced = os.environ.get("TWOLAYER_EXT_FUSED_MLP")
+    try:
+        for dtype in (QUICK_DTYPES if quick else DTYPES)[device]:
+            for net_size in QUICK_NETWORKS if quick else NETWORKS:
+                results += bench_network(net_size, dtype, device, rounds, use_compile)
+    finally:  # the variants set and unset it; leave it as it was
+        if forced is None:
+            os.environ.pop("TWOLAYER_EXT_FUSED_MLP", None)
+        else:
+            os.environ["TWOLAYER_EXT_FUSED_MLP"] = forced
+    for r in results:
+        t = r["timings_ms"]
+        r["ratios"] = {k: t["torch"] / v for k, v in t.items() if k != "torch"}
+        r["ratios"]["layered/ext"] = t["ext layered"] / t["ext"]
+    return {
+        "suite": "mlp",
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "results": results,
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    cols = ["ext", "ext layered", "torch", "torch.compile"]
+    lines = [
+        f"torch {report['torch']}, {report['device']}, {report['threads']} threads",
+        f"{'case':<42}"
+        + "".join(f"{c + ' ms':>17}" for c in cols)
+        + f"{'torch/ext':>10}{'compile/ext':>12}{'layered/ext':>12}"
+        + "   peak MiB ext / layered / torch / compile",
+    ]
+    for r in report["results"]:
+        t, q, p = r["timings_ms"], r["ratios"], r["peak_bytes"]
+        row = f"{r['case']:<42}" + "".join(
+            f"{t[c]:>17.3f}" if c in t else f"{'-':>17}" for c in cols
+        )
+        compile_ratio = t["torch.compile"] / t["ext"] if "torch.compile" in t else float("nan")
+        row += f"{q['ext']:>10.2f}{compile_ratio:>12.2f}{q['layered/ext']:>12.2f}"
+        if p:
+            mib = [p.get(c) for c in cols]
+            row += "   " + " / ".join("-" if b is None else f"{b / 2**20:.0f}" for b in mib)
+        lines.append(row)
+    return "\n".join(lines)
