@@ -14,7 +14,7 @@ import contextlib
 import ctypes
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -109,7 +109,9 @@ def bench_network(
 
         return run
 
-    def train(model: Callable[[torch.Tensor], torch.Tensor], params: list) -> Callable[[], object]:
+    def train(
+        model: Callable[[torch.Tensor], torch.Tensor], params: Sequence[torch.Tensor]
+    ) -> Callable[[], object]:
         return lambda: torch.autograd.grad(model(x).sum(), params)
 
     def step(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], object]:
