@@ -15,6 +15,8 @@ namespace twolayer_ext::cpu {
 // or AVX2) where they apply (cpu_gemm.h), ATen's BLAS otherwise. All operands 2-D, any strides.
 // out[m, n] = x[m, k] @ w[n, k].T + bias[n] (bias optional); out contiguous.
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias);
+// The same into a new contiguous tensor.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bias);
 // a[t, m].T @ b[t, n] -> [m, n]  (grad_weight = grad.T @ x)
 at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b);
 // a[m, t] @ b[t, n] -> [m, n]  (grad_x = grad @ weight)
