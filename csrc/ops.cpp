@@ -41,6 +41,11 @@ TORCH_LIBRARY(twolayer_ext, m) {
   m.def(
       "two_layer_backward(Tensor grad_out, Tensor x, Tensor w1, Tensor w2, Tensor hidden, "
       "bool[5] output_mask) -> (Tensor?, Tensor?, Tensor?, Tensor?, Tensor?)");
+  // two_layer_backward with no hidden activation saved: the kernel recomputes it from x, w1
+  // and b1 (on the CPU's fused path block by block, where keeping it costs more).
+  m.def(
+      "two_layer_backward_recompute(Tensor grad_out, Tensor x, Tensor w1, Tensor? b1, Tensor w2, "
+      "bool[5] output_mask) -> (Tensor?, Tensor?, Tensor?, Tensor?, Tensor?)");
   // One SGD training step of the network above, in place: out = two_layer_forward(x, ...),
   // loss = mse_loss(out, y, reduction), then every parameter p -= lr * d loss / d p.
   // Returns the loss (computed before the update). Not differentiable; no .grad is written.

@@ -35,6 +35,7 @@ linear_relu_backward = torch.ops.twolayer_ext.linear_relu_backward.default
 two_layer_forward = torch.ops.twolayer_ext.two_layer_forward.default
 two_layer = torch.ops.twolayer_ext.two_layer.default
 two_layer_backward = torch.ops.twolayer_ext.two_layer_backward.default
+two_layer_backward_recompute = torch.ops.twolayer_ext.two_layer_backward_recompute.default
 two_layer_sgd_step = torch.ops.twolayer_ext.two_layer_sgd_step.default
 relu = torch.ops.twolayer_ext.relu.default
 relu_backward = torch.ops.twolayer_ext.relu_backward.default
@@ -148,6 +149,19 @@ def _two_layer_backward_fake(
         else None
         for i, (wanted, shape) in enumerate(zip(output_mask, shapes))
     )
+
+
+@_register_fake("twolayer_ext::two_layer_backward_recompute")
+def _two_layer_backward_recompute_fake(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    output_mask: Sequence[bool],
+) -> tuple[torch.Tensor | None, ...]:
+    hidden, _ = _linear_relu_fake(x, w1, b1)
+    return _two_layer_backward_fake(grad_out, x, w1, w2, hidden, output_mask)
 
 
 def _check_sgd_step_args(

@@ -25,6 +25,7 @@ __all__ = [
     "relu_keep",
     "two_layer",
     "two_layer_backward",
+    "two_layer_backward_recompute",
     "two_layer_forward",
     "two_layer_sgd_step",
     "unpack_mask",
@@ -104,6 +105,19 @@ def two_layer_backward(
     grad_h = (g2 @ w2).reshape(hidden.shape)
     grad_x, grad_w1, grad_b1 = linear_relu_backward(grad_h, x, w1, mask, output_mask[:3])
     return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
+
+
+def two_layer_backward_recompute(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    output_mask: Sequence[bool],
+) -> tuple[torch.Tensor | None, ...]:
+    """Reference for ``torch.ops.twolayer_ext.two_layer_backward_recompute``: two_layer_backward
+    on the hidden activation computed again from x, w1 and b1."""
+    return two_layer_backward(grad_out, x, w1, w2, linear_relu(x, w1, b1), output_mask)
 
 
 def two_layer_sgd_step(

@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "twolayer_ext/cpu_ops.h"
 
 namespace twolayer_ext::autograd {
 namespace {
@@ -95,14 +96,65 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward_autograd(const at::Tensor& 
   return {out[0], out[1]};
 }
 
-// two_layer (the output alone): the node above when a graph is recorded, so that
-// backward has hidden; otherwise the device kernel, which need not produce hidden.
+const c10::TypedOperatorHandle<TwoLayerSig>& output_only() {
+  static const auto op = op_handle<TwoLayerSig>("twolayer_ext::two_layer");
+  return op;
+}
+
+// The network without its hidden activation saved: backward recomputes it
+// (two_layer_backward_recompute), where the CPU's fused path makes that cheaper than
+// keeping it (cpu::recompute_hidden). It saves the inputs only, so a training step keeps
+// no rows x hidden tensor. With create_graph, backward recomputes hidden through
+// two_layer_forward's own node instead, so that double backward sees hidden as the
+// function of x, w1 and b1 that it is.
+class TwoLayerRecomputeFunction : public torch::autograd::Function<TwoLayerRecomputeFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1,
+                            const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2) {
+    at::Tensor out;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      out = output_only().call(x, w1, b1, w2, b2);
+    }
+    ctx->save_for_backward({x, w1, present(b1) ? *b1 : at::Tensor(), w2});
+    ctx->saved_data["has_b1"] = present(b1);
+    ctx->saved_data["has_b2"] = present(b2);
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto recompute =
+        op_handle<TwoLayerBackwardRecomputeSig>("twolayer_ext::two_layer_backward_recompute");
+    const auto e = edges(ctx->saved_data["has_b1"].toBool(), ctx->saved_data["has_b2"].toBool());
+    const variable_list s = ctx->get_saved_variables();  // x, w1, b1 (or undefined), w2
+    const OptTensor b1 = s[2].defined() ? OptTensor(s[2]) : std::nullopt;
+    std::array<bool, 5> need{};
+    for (size_t i = 0; i < 5; ++i) need[i] = e.needs(ctx, i);
+    OptTensor gx, gw1, gb1, gw2, gb2;
+    if (at::GradMode::is_enabled()) {  // create_graph: every step differentiable
+      const at::Tensor hidden = std::get<1>(ops().forward.call(s[0], s[1], b1, s[3], std::nullopt));
+      std::tie(gx, gw1, gb1, gw2, gb2) =
+          ops().backward.call(grads[0], s[0], s[1], s[3], hidden, need);
+    } else {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      std::tie(gx, gw1, gb1, gw2, gb2) = recompute.call(grads[0], s[0], s[1], b1, s[3], need);
+    }
+    return {or_undefined(gx), or_undefined(gw1), or_undefined(gb1), or_undefined(gw2),
+            or_undefined(gb2)};
+  }
+};
+
+// two_layer (the output alone): without a graph, the device kernel (which on the CPU's
+// fused path writes no hidden activation); with one, the node above where the CPU
+// recomputes hidden in backward, else two_layer_forward's node (which keeps hidden).
 at::Tensor two_layer_autograd(const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
                               const at::Tensor& w2, const OptTensor& b2) {
   if (!should_record(x, w1, b1, w2, b2)) {
-    static const auto output_only = op_handle<TwoLayerSig>("twolayer_ext::two_layer");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return output_only.call(x, w1, b1, w2, b2);
+    return output_only().call(x, w1, b1, w2, b2);
+  }
+  if (cpu::recompute_hidden(x, w1, w2)) {
+    return TwoLayerRecomputeFunction::apply(x, w1, b1, w2, b2);
   }
   return TwoLayerFunction::apply(x, w1, b1, w2, b2)[0];
 }

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "twolayer_ext/checks.h"
+#include "twolayer_ext/cpu_ops.h"
 #include "twolayer_ext/op_handle.h"
 
 namespace twolayer_ext::composite {
@@ -67,7 +68,19 @@ at::Tensor sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
 
   static const auto forward = op_handle<TwoLayerForwardSig>("twolayer_ext::two_layer_forward");
   static const auto backward = op_handle<TwoLayerBackwardSig>("twolayer_ext::two_layer_backward");
-  auto [out, hidden] = forward.call(xc, w1c, cast_opt(b1), w2c, cast_opt(b2));
+  static const auto output_only = op_handle<TwoLayerSig>("twolayer_ext::two_layer");
+  static const auto backward_recompute =
+      op_handle<TwoLayerBackwardRecomputeSig>("twolayer_ext::two_layer_backward_recompute");
+  // The ops that TwoLayerNet's autograd node runs for these shapes (csrc/autograd/two_layer.cpp):
+  // where the CPU recomputes the hidden activation in backward, the forward writes none.
+  const bool recompute = cpu::recompute_hidden(xc, w1c, w2c);
+  const OptTensor b1c = cast_opt(b1);
+  at::Tensor out, hidden;
+  if (recompute) {
+    out = output_only.call(xc, w1c, b1c, w2c, cast_opt(b2));
+  } else {
+    std::tie(out, hidden) = forward.call(xc, w1c, b1c, w2c, cast_opt(b2));
+  }
   const at::Tensor out_l = compute ? out.to(at::kFloat) : out;
   const at::Tensor y_l = compute ? y.to(at::kFloat) : y;
   at::Tensor loss = at::mse_loss(out_l, y_l, reduction);
@@ -75,8 +88,10 @@ at::Tensor sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
   // seeded with d loss / d loss = 1.
   at::Tensor grad_out = at::mse_loss_backward(at::ones({}, loss.options()), out_l, y_l, reduction);
   if (compute) grad_out = grad_out.to(*compute);
-  auto [gx, gw1, gb1, gw2, gb2] =
-      backward.call(grad_out, xc, w1c, w2c, hidden, {false, true, has_b1, true, has_b2});
+  const std::array<bool, 5> need{false, true, has_b1, true, has_b2};
+  auto [gx, gw1, gb1, gw2, gb2] = recompute
+                                      ? backward_recompute.call(grad_out, xc, w1c, b1c, w2c, need)
+                                      : backward.call(grad_out, xc, w1c, w2c, hidden, need);
   std::vector<at::Tensor> params{w1, w2}, grads{*gw1, *gw2};
   if (has_b1) params.push_back(*b1), grads.push_back(*gb1);
   if (has_b2) params.push_back(*b2), grads.push_back(*gb2);

@@ -26,6 +26,7 @@ namespace {
 constexpr const char* kFwd = "twolayer_ext::two_layer_forward";
 constexpr const char* kBwd = "twolayer_ext::two_layer_backward";
 constexpr const char* kOut = "twolayer_ext::two_layer";
+constexpr const char* kRecompute = "twolayer_ext::two_layer_backward_recompute";
 
 std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const at::Tensor& w1,
                                                      const OptTensor& b1, const at::Tensor& w2,
@@ -72,8 +73,9 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   const at::Tensor g2 = grad_out.reshape({rows, out_features});
   if (use_fused_mlp(rows, w1.size(1), hidden_features, out_features, x.scalar_type(),
                     MlpPass::kBackward)) {
-    auto grads = fused_two_layer_backward(g2, x.reshape({rows, w1.size(1)}), w1, w2,
-                                          hidden.reshape({rows, hidden_features}), output_mask);
+    const at::Tensor hidden2 = hidden.reshape({rows, hidden_features});
+    auto grads = fused_two_layer_backward(g2, x.reshape({rows, w1.size(1)}), w1, std::nullopt, w2,
+                                          &hidden2, output_mask);
     if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
     return grads;
   }
@@ -88,12 +90,37 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   return {gx, gw1, gb1, gw2, gb2};
 }
 
+// two_layer_backward without a saved hidden activation: recomputed block by block on the
+// fused path (the forward wrote none), or layer 1 run again on the layered one.
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward_recompute(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
+    const at::Tensor& w2, std::array<bool, 5> output_mask) {
+  check_two_layer_args(kRecompute, x, w1, b1, w2, std::nullopt, kCpuDtypes);
+  check_same(kRecompute, "grad_out", grad_out, "x", x);
+  const auto out_shape = with_last_dim(x, w2.size(0));
+  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef(out_shape), kRecompute,
+                    ": grad_out must have shape ", at::IntArrayRef(out_shape), ", but got ",
+                    grad_out.sizes());
+  TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const int64_t rows = leading_rows(x), in_features = w1.size(1), out_features = w2.size(0);
+  if (!recompute_hidden(x, w1, w2)) {
+    return two_layer_backward(grad_out, x, w1, w2, linear_relu_output(x, w1, b1), output_mask);
+  }
+  auto grads =
+      fused_two_layer_backward(grad_out.reshape({rows, out_features}),
+                               x.reshape({rows, in_features}), w1, b1, w2, nullptr, output_mask);
+  if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
+  return grads;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(twolayer_ext, CPU, m) {
   m.impl("two_layer_forward", &two_layer_forward);
   m.impl("two_layer_backward", &two_layer_backward);
   m.impl("two_layer", &two_layer);
+  m.impl("two_layer_backward_recompute", &two_layer_backward_recompute);
 }
 
 }  // namespace twolayer_ext::cpu

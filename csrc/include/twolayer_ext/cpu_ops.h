@@ -58,9 +58,16 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
 void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Tensor& w1,
                              const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2,
                              at::Tensor* hidden);
-// two_layer_backward for 2-D grad_out [rows, out], x [rows, in], hidden [rows, hidden].
+// two_layer_backward for 2-D grad_out [rows, out], x [rows, in], hidden [rows, hidden]; with
+// hidden null, each block's hidden activation is recomputed from x, w1 and b1 exactly as
+// fused_two_layer_forward computed it (the same blocks and kernels: the same bits).
 std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_layer_backward(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
-    const at::Tensor& hidden, std::array<bool, 5> output_mask);
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
+    const at::Tensor& w2, const at::Tensor* hidden, std::array<bool, 5> output_mask);
+
+// Whether the network's gradients are computed without keeping its hidden activation
+// (two_layer_backward_recompute): where both fused CPU passes run (CUDA keeps it: no fused
+// kernel there yet). Any device may ask; false under symbolic shapes.
+bool recompute_hidden(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2);
 
 }  // namespace twolayer_ext::cpu

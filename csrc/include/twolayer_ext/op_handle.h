@@ -25,6 +25,11 @@ using TwoLayerBackwardSig = std::tuple<OptTensor, OptTensor, OptTensor, OptTenso
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
     const at::Tensor& hidden, std::array<bool, 5> output_mask);
 
+using TwoLayerBackwardRecomputeSig =
+    std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor>(
+        const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
+        const at::Tensor& w2, std::array<bool, 5> output_mask);
+
 // The typed dispatcher handle of a registered op ("twolayer_ext::name").
 // Callers keep it in a function-local static, so the schema is looked up once.
 template <typename Signature>
