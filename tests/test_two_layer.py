@@ -192,16 +192,17 @@ def _activation_bytes(fn, *alive) -> int:
 
 
 def test_saved_for_backward_no_larger_than_torch(mlp_path):
-    x = torch.randn(64, 1000)
-    net = twolayer_ext.TwoLayerNet(1000, 100, 10)
-    seq = nn.Sequential(nn.Linear(1000, 100), nn.ReLU(), nn.Linear(100, 10))
+    # A narrow first layer (in = 32): where the CPU runs the network fused, its training keeps
+    # no hidden activation at all (backward recomputes it); torch and the layered path keep it.
+    xn = torch.randn(64, 32)
+    net = twolayer_ext.TwoLayerNet(32, 100, 10)
+    seq = nn.Sequential(nn.Linear(32, 100), nn.ReLU(), nn.Linear(100, 10))
     seq.load_state_dict(twolayer_ext.twolayer_state_dict_to_sequential(net.state_dict()))
     hidden_bytes = 64 * 100 * 4
-    # torch keeps the hidden activation; so does the layered path; the fused path keeps nothing
-    # (backward recomputes it).
-    assert _activation_bytes(lambda: seq(x), x, *seq.parameters()) == hidden_bytes
-    ours = _activation_bytes(lambda: net(x), x, *net.parameters())
+    assert _activation_bytes(lambda: seq(xn), xn, *seq.parameters()) == hidden_bytes
+    ours = _activation_bytes(lambda: net(xn), xn, *net.parameters())
     assert ours == (0 if mlp_path == "fused" else hidden_bytes)
+    x = torch.randn(64, 1000)
     layer = twolayer_ext.LinearReLU(1000, 100)
     lin = nn.Linear(1000, 100)
     ours = _saved_bytes(lambda: layer(x))
@@ -210,7 +211,8 @@ def test_saved_for_backward_no_larger_than_torch(mlp_path):
     assert ours == x.numel() * 4 + 64 * ((100 + 7) // 8)  # x (for grad_weight) + the bit mask
     x.requires_grad_()
     assert _saved_bytes(lambda: layer(x)) < _saved_bytes(lambda: torch.relu(lin(x)))
-    ours = _activation_bytes(lambda: net(x), x, *net.parameters())
+    xn.requires_grad_()
+    ours = _activation_bytes(lambda: net(xn), xn, *net.parameters())
     assert ours == (0 if mlp_path == "fused" else hidden_bytes)
 
 

@@ -44,6 +44,7 @@ constexpr int64_t kMaxChunks = 64;
 constexpr int64_t kMaxFusedWidth = 1024;
 constexpr int64_t kMinFusedBlocks = 2;
 constexpr int64_t kMaxNarrowWeight = 16384;  // in x hidden, for the float64 backward
+constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -108,10 +109,12 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
          (dtype == at::kDouble && in_features * hidden_features <= kMaxNarrowWeight);
 }
 
-// Training keeps no hidden activation where both passes run fused: writing it costs more
-// than computing it again block by block in backward (262144x64->64->16 float32, 2 cores:
-// the forward took 30.9 ms writing hidden and 14.2 ms without it, while recomputing layer 1
-// costs about the 11.8 ms of the forward's own layer 1; the backward read hidden in 10.4 ms).
+// Training keeps no hidden activation where both passes run fused and layer 1 is cheap to
+// run again (in_features ≤ 64): there, writing hidden costs more than recomputing it block
+// by block in backward (bench --suite mlp, float32, 2 cores: training 262144x64->64->16
+// 47.4 -> 37.9 ms, 1048576x32->128->3 277 -> 202 ms; peak memory of the step 82 -> 18 MiB
+// and 526 -> 15 MiB). With in = 1000 layer 1 is most of the arithmetic and recomputing it
+// lost (65536x1000->100->10: 92 -> 129 ms); widths between 64 and 1000 are not measured.
 bool recompute_hidden(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
   // The rule reads sizes; under tracing with symbolic shapes (torch.export, dynamic
   // torch.compile) that would specialise them, so traced graphs keep hidden.
@@ -124,7 +127,7 @@ bool recompute_hidden(const at::Tensor& x, const at::Tensor& w1, const at::Tenso
     return use_fused_mlp(leading_rows(x), w1.size(1), w1.size(0), w2.size(0), x.scalar_type(),
                          pass);
   };
-  return fused(MlpPass::kForward) && fused(MlpPass::kBackward);
+  return w1.size(1) <= kMaxRecomputeIn && fused(MlpPass::kForward) && fused(MlpPass::kBackward);
 }
 
 void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Tensor& w1,
