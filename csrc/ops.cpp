@@ -22,6 +22,9 @@ TORCH_LIBRARY(twolayer_ext, m) {
   // y = relu(x @ weight.T + bias), plus the ReLU mask that backward needs,
   // packed eight output columns to a byte: [prod(x.shape[:-1]), ceil(out/8)] uint8.
   m.def("linear_relu(Tensor x, Tensor weight, Tensor? bias) -> (Tensor, Tensor)");
+  // linear_relu's output alone, what a module call needs. Differentiable (through
+  // linear_relu/linear_relu_backward); when no gradient is recorded, no mask is built.
+  m.def("linear_relu_output(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   // Gradients of linear_relu w.r.t. (x, weight, bias); only those with
   // output_mask[i] set are computed, the others are returned as None.
   m.def(

@@ -44,7 +44,7 @@ def _custom_ops(ep) -> set[str]:
 def test_export_save_load_run_matches_eager(device, tmp_path):
     model, ep = _exported(device)
     assert _custom_ops(ep) == {
-        "twolayer_ext.linear_relu.default",
+        "twolayer_ext.linear_relu_output.default",  # the output alone: no mask kept
         "twolayer_ext.two_layer.default",  # the output alone: no hidden activation kept
     }
     path = tmp_path / "deployed.pt2"

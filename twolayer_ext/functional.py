@@ -29,8 +29,9 @@ def linear_relu(
         ``torch.relu(torch.nn.functional.linear(x, weight, bias))``.
     """
     # The op is differentiable through its C++ autograd kernel (csrc/autograd/), which
-    # costs a few microseconds where a Python autograd.Function costs tens.
-    return cast(torch.Tensor, torch.ops.twolayer_ext.linear_relu.default(x, weight, bias)[0])
+    # costs a few microseconds where a Python autograd.Function costs tens; without a graph
+    # it builds no ReLU mask.
+    return cast(torch.Tensor, torch.ops.twolayer_ext.linear_relu_output.default(x, weight, bias))
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:

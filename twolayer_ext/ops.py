@@ -31,6 +31,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _register_fake = cast(Callable[[str], Callable[[_F], _F]], torch.library.register_fake)
 
 linear_relu = torch.ops.twolayer_ext.linear_relu.default
+linear_relu_output = torch.ops.twolayer_ext.linear_relu_output.default
 linear_relu_backward = torch.ops.twolayer_ext.linear_relu_backward.default
 two_layer_forward = torch.ops.twolayer_ext.two_layer_forward.default
 two_layer = torch.ops.twolayer_ext.two_layer.default
@@ -81,6 +82,13 @@ def _linear_relu_fake(
     y = x.new_empty((*x.shape[:-1], out_features))
     mask = x.new_empty((rows, mask_bytes(out_features)), dtype=torch.uint8)
     return y, mask
+
+
+@_register_fake("twolayer_ext::linear_relu_output")
+def _linear_relu_output_fake(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    return _linear_relu_fake(x, weight, bias)[0]
 
 
 @_register_fake("twolayer_ext::linear_relu_backward")
@@ -238,8 +246,8 @@ torch.library.register_autograd(
 )
 
 
-# Autocast: like nn.Linear, linear_relu, two_layer_forward and two_layer run in the autocast
-# dtype (their floating inputs are cast to it); relu and the backward ops follow their inputs' dtype. (The training
+# Autocast: like nn.Linear, the forward ops (linear_relu[_output], two_layer[_forward]) run in
+# the autocast dtype (their floating inputs are cast to it); relu and the backward ops follow their inputs' dtype. (The training
 # step's autocast kernel is C++, beside the step itself: csrc/composite/two_layer_sgd_step.cpp.)
 # The Autocast keys sit above Autograd in the dispatcher, so the casts are
 # recorded and the gradients come back in the parameters' own dtype.
@@ -262,6 +270,7 @@ def _autocast_kernel(
 
 for _name, _op in [
     ("linear_relu", linear_relu),
+    ("linear_relu_output", linear_relu_output),
     ("two_layer_forward", two_layer_forward),
     ("two_layer", two_layer),
 ]:

@@ -19,6 +19,7 @@ __all__ = [
     "linear_relu",
     "linear_relu_backward",
     "linear_relu_op",
+    "linear_relu_output",
     "pack_mask",
     "relu",
     "relu_backward",
@@ -45,6 +46,13 @@ def linear_relu_op(
     """Reference for ``torch.ops.twolayer_ext.linear_relu``: ``(y, packed mask)``."""
     y = linear_relu(x, weight, bias)
     return y, pack_mask(relu_keep(y).reshape(-1, weight.shape[0]))
+
+
+def linear_relu_output(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Reference for ``torch.ops.twolayer_ext.linear_relu_output``: linear_relu's output."""
+    return linear_relu(x, weight, bias)
 
 
 def linear_relu_backward(

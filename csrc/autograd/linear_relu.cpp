@@ -65,8 +65,25 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_autograd(const at::Tensor& x,
   return {out[0], out[1]};
 }
 
+// linear_relu_output (the output alone): with a graph, the node above (which keeps the
+// mask); without one, the device kernel, which on the CPU builds no mask.
+at::Tensor linear_relu_output_autograd(const at::Tensor& x, const at::Tensor& weight,
+                                       const OptTensor& bias) {
+  if (!should_record(x, weight, bias)) {
+    static const auto output_only =
+        op_handle<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&)>(
+            "twolayer_ext::linear_relu_output");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return output_only.call(x, weight, bias);
+  }
+  return LinearReLUFunction::apply(x, weight, bias)[0];
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(twolayer_ext, Autograd, m) { m.impl("linear_relu", &linear_relu_autograd); }
+TORCH_LIBRARY_IMPL(twolayer_ext, Autograd, m) {
+  m.impl("linear_relu", &linear_relu_autograd);
+  m.impl("linear_relu_output", &linear_relu_output_autograd);
+}
 
 }  // namespace twolayer_ext::autograd

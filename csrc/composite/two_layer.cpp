@@ -1,7 +1,8 @@
-// twolayer_ext::two_layer (the network's output alone) and two_layer_backward_recompute
-// on devices without kernels of their own (CUDA): two_layer_forward's output, and
-// two_layer_backward on a hidden activation computed by two_layer_forward. The CPU kernels
-// (csrc/cpu/two_layer.cpp) write no hidden activation on the fused path.
+// The output-only ops on devices without kernels of their own (CUDA), composed of the ops
+// that have them: linear_relu_output is linear_relu's output, two_layer is
+// two_layer_forward's output, and two_layer_backward_recompute is two_layer_backward on a
+// hidden activation computed by two_layer_forward. The CPU kernels (csrc/cpu/) build no
+// mask and, on the fused path, write no hidden activation.
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
@@ -25,9 +26,18 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   return backward.call(grad_out, x, w1, w2, hidden, output_mask);
 }
 
+// linear_relu_output: linear_relu's output (the CUDA kernel builds the mask anyway).
+at::Tensor linear_relu_output(const at::Tensor& x, const at::Tensor& weight,
+                              const OptTensor& bias) {
+  static const auto op = op_handle<std::tuple<at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const OptTensor&)>("twolayer_ext::linear_relu");
+  return std::get<0>(op.call(x, weight, bias));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(twolayer_ext, CompositeExplicitAutograd, m) {
+  m.impl("linear_relu_output", &linear_relu_output);
   m.impl("two_layer", &two_layer);
   m.impl("two_layer_backward_recompute", &two_layer_backward_recompute);
 }

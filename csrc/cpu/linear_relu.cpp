@@ -149,6 +149,9 @@ void relu_rows_(at::Tensor& y) {
 
 }  // namespace cpu
 
-TORCH_LIBRARY_IMPL(twolayer_ext, CPU, m) { m.impl("linear_relu", &cpu::linear_relu); }
+TORCH_LIBRARY_IMPL(twolayer_ext, CPU, m) {
+  m.impl("linear_relu", &cpu::linear_relu);
+  m.impl("linear_relu_output", &cpu::linear_relu_output);
+}
 
 }  // namespace twolayer_ext
