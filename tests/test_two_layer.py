@@ -21,6 +21,7 @@ from torch import nn
 
 import twolayer_ext
 from twolayer_ext import reference
+from twolayer_ext.bench.timing import saved_bytes
 
 # Every test here runs on both CPU paths of the two-layer ops (conftest.mlp_path).
 pytestmark = pytest.mark.usefixtures("mlp_path")
@@ -162,35 +163,6 @@ def test_opcheck_two_layer(device):
         )
 
 
-def _saved_bytes(fn) -> int:
-    """Bytes of the distinct tensors autograd saves while running fn()."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
-def _activation_bytes(fn, *alive) -> int:
-    """Bytes autograd saves beyond what is alive anyway (the input, the parameters)."""
-    skip = {t.untyped_storage().data_ptr() for t in alive}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in skip:
-            seen[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 def test_saved_for_backward_no_larger_than_torch(mlp_path):
     # A narrow first layer (in = 32): where the CPU runs the network fused, its training keeps
     # no hidden activation at all (backward recomputes it); torch and the layered path keep it.
@@ -199,20 +171,20 @@ def test_saved_for_backward_no_larger_than_torch(mlp_path):
     seq = nn.Sequential(nn.Linear(32, 100), nn.ReLU(), nn.Linear(100, 10))
     seq.load_state_dict(twolayer_ext.twolayer_state_dict_to_sequential(net.state_dict()))
     hidden_bytes = 64 * 100 * 4
-    assert _activation_bytes(lambda: seq(xn), xn, *seq.parameters()) == hidden_bytes
-    ours = _activation_bytes(lambda: net(xn), xn, *net.parameters())
+    assert saved_bytes(lambda: seq(xn), xn, *seq.parameters()) == hidden_bytes
+    ours = saved_bytes(lambda: net(xn), xn, *net.parameters())
     assert ours == (0 if mlp_path == "fused" else hidden_bytes)
     x = torch.randn(64, 1000)
     layer = twolayer_ext.LinearReLU(1000, 100)
     lin = nn.Linear(1000, 100)
-    ours = _saved_bytes(lambda: layer(x))
-    theirs = _saved_bytes(lambda: torch.relu(lin(x)))
+    ours = saved_bytes(lambda: layer(x))
+    theirs = saved_bytes(lambda: torch.relu(lin(x)))
     assert ours < theirs  # the ReLU mask is 1 bit per output instead of the output itself
     assert ours == x.numel() * 4 + 64 * ((100 + 7) // 8)  # x (for grad_weight) + the bit mask
     x.requires_grad_()
-    assert _saved_bytes(lambda: layer(x)) < _saved_bytes(lambda: torch.relu(lin(x)))
+    assert saved_bytes(lambda: layer(x)) < saved_bytes(lambda: torch.relu(lin(x)))
     xn.requires_grad_()
-    ours = _activation_bytes(lambda: net(xn), xn, *net.parameters())
+    ours = saved_bytes(lambda: net(xn), xn, *net.parameters())
     assert ours == (0 if mlp_path == "fused" else hidden_bytes)
 
 

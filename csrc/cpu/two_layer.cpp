@@ -96,11 +96,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
     const at::Tensor& w2, std::array<bool, 5> output_mask) {
   check_two_layer_args(kRecompute, x, w1, b1, w2, std::nullopt, kCpuDtypes);
-  check_same(kRecompute, "grad_out", grad_out, "x", x);
-  const auto out_shape = with_last_dim(x, w2.size(0));
-  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef(out_shape), kRecompute,
-                    ": grad_out must have shape ", at::IntArrayRef(out_shape), ", but got ",
-                    grad_out.sizes());
+  check_two_layer_grad_out(kRecompute, grad_out, x, w2);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t rows = leading_rows(x), in_features = w1.size(1), out_features = w2.size(0);

@@ -32,12 +32,15 @@ def time_interleaved(
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
-def saved_bytes(fn: Callable[[], object]) -> int:
-    """Bytes of the distinct storages autograd saves for backward while running fn()."""
+def saved_bytes(fn: Callable[[], object], *alive: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves for backward while running fn(),
+    not counting the storages of ``alive`` (tensors kept anyway: the input, the parameters)."""
+    skip = {t.untyped_storage().data_ptr() for t in alive}
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        if t.untyped_storage().data_ptr() not in skip:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

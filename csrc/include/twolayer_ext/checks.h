@@ -94,18 +94,25 @@ inline void check_two_layer_args(const char* op, const at::Tensor& x, const at::
   }
 }
 
+// grad_out of the network's output: x.shape[:-1] + [out], x's dtype and device.
+inline void check_two_layer_grad_out(const char* op, const at::Tensor& grad_out,
+                                     const at::Tensor& x, const at::Tensor& w2) {
+  check_same(op, "grad_out", grad_out, "x", x);
+  const auto out_shape = with_last_dim(x, w2.size(0));
+  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef(out_shape), op,
+                    ": grad_out must have shape ", at::IntArrayRef(out_shape), ", but got ",
+                    grad_out.sizes());
+}
+
 // grad_out: x.shape[:-1] + [out]; hidden: x.shape[:-1] + [hidden], as two_layer_forward returns.
 inline void check_two_layer_backward_args(const char* op, const at::Tensor& grad_out,
                                           const at::Tensor& x, const at::Tensor& w1,
                                           const at::Tensor& w2, const at::Tensor& hidden,
                                           std::initializer_list<at::ScalarType> allowed) {
   check_two_layer_args(op, x, w1, std::nullopt, w2, std::nullopt, allowed);
-  check_same(op, "grad_out", grad_out, "x", x);
+  check_two_layer_grad_out(op, grad_out, x, w2);
   check_same(op, "hidden", hidden, "x", x);
-  const auto out_shape = with_last_dim(x, w2.size(0)), hid_shape = with_last_dim(x, w1.size(0));
-  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef(out_shape), op,
-                    ": grad_out must have shape ", at::IntArrayRef(out_shape), ", but got ",
-                    grad_out.sizes());
+  const auto hid_shape = with_last_dim(x, w1.size(0));
   TORCH_CHECK_VALUE(hidden.sizes() == at::IntArrayRef(hid_shape), op, ": hidden must have shape ",
                     at::IntArrayRef(hid_shape), ", but got ", hidden.sizes());
 }
