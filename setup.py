@@ -13,15 +13,35 @@ Environment variables:
 
 from __future__ import annotations
 
+import copy
 import glob
 import importlib.metadata
 import os
+import platform
 import shutil
+from typing import Any
 
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCH_LIST = "9.0+PTX"
+
+# Per-ISA translation units, csrc/cpu/isa/*_<isa>.cpp: code written with at::vec::Vectorized,
+# compiled once per instruction set with these flags, as ATen compiles its own kernels
+# (its AVX512 and AVX2 capabilities); csrc/cpu/isa/passes.cpp picks one at run time. The rest
+# of the extension is built for the baseline, so the wheel runs on any x86-64 CPU.
+ISA_FLAGS = {
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "default": [],
+}
+
+
+def _isa_kernels() -> dict[str, list[str]]:
+    """The per-ISA variants this machine's compiler builds: all on x86-64, else the baseline."""
+    if platform.machine().lower() in ("x86_64", "amd64") and os.name == "posix":
+        return ISA_FLAGS
+    return {"default": []}
 
 
 def _is_toolkit(path: str | None) -> bool:
@@ -76,23 +96,57 @@ def _write_build_config(torch_mod, arch_list: str) -> None:
         f.write(f"CUDA_ARCH_LIST = {arch_list!r}\n")
 
 
+def _with_isa_kernels(build_ext_cls: type, isa_kernels: dict[str, list[str]]) -> type:
+    """torch's BuildExtension, compiling the per-ISA files first, each with its own flags.
+
+    BuildExtension gives every source of an extension the same flags, so these are compiled
+    by the same compiler wrapper (ninja included) with the extension's final flags plus the
+    ISA's, and linked in as extra objects.
+    """
+
+    class BuildWithIsaKernels(build_ext_cls):  # type: ignore[misc, valid-type]
+        def build_extension(self, ext: Any) -> None:  # setuptools.Extension
+            objects = []
+            for isa, flags in isa_kernels.items():
+                files = sorted(glob.glob(f"csrc/cpu/isa/*_{isa}.cpp"))
+                args = copy.deepcopy(ext.extra_compile_args)
+                args["cxx"] = [*args["cxx"], *flags]
+                objects += self.compiler.compile(
+                    files,
+                    output_dir=self.build_temp,
+                    macros=ext.define_macros,
+                    include_dirs=ext.include_dirs,
+                    debug=self.debug,
+                    extra_postargs=args,
+                    depends=ext.depends,
+                )
+            ext.extra_objects = [*(ext.extra_objects or []), *objects]
+            super().build_extension(ext)
+
+    return BuildWithIsaKernels
+
+
 def main() -> None:
     import torch
 
     with_cuda = _want_cuda(torch)
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
+    isa_kernels = _isa_kernels()
+    per_isa = {f for isa in ISA_FLAGS for f in glob.glob(f"csrc/cpu/isa/*_{isa}.cpp")}
     sources = sorted(
         glob.glob("csrc/*.cpp")
         + glob.glob("csrc/autograd/*.cpp")
         + glob.glob("csrc/composite/*.cpp")
         + glob.glob("csrc/cpu/*.cpp")
+        + [f for f in glob.glob("csrc/cpu/isa/*.cpp") if f not in per_isa]
     )
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     # -fopenmp: at::parallel_for is an inline OpenMP region; without it the
     # kernels would silently run on one thread. No -march=native: the binary
     # must run on any x86-64 CPU (BLAS picks the ISA at run time).
     cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
+    cxx_flags.append(f"-DTWOLAYER_EXT_ISA_PASSES={int('avx512' in isa_kernels)}")
     # py_limited_api: the module uses CPython's stable ABI only (csrc/ops.cpp), so one
     # wheel serves every Python >= 3.10 (tag cp310-abi3; torch adds -DPy_LIMITED_API).
     ext_kwargs = {
@@ -130,7 +184,7 @@ def main() -> None:
     _write_build_config(torch, arch_list)
     setup(
         ext_modules=[ext],
-        cmdclass={"build_ext": BuildExtension},
+        cmdclass={"build_ext": _with_isa_kernels(BuildExtension, isa_kernels)},
         options={"bdist_wheel": {"py_limited_api": "cp310"}},
         # The extension runs only with the torch it was compiled against: pin it, so that
         # pip installs that torch with the wheel and reports any later change as a conflict.

@@ -8,12 +8,25 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/isa/passes.h"
+
 // Importing twolayer_ext._C loads this shared library, which runs the static
-// TORCH_LIBRARY initialisers below. The module itself has no Python API; this
-// keeps the build free of pybind11/torch/extension.h (slow to compile).
+// TORCH_LIBRARY initialisers below. The module's one Python function reports which
+// instruction set the CPU element-wise passes run (twolayer_ext.build_info()); plain
+// CPython, which keeps the build free of pybind11/torch/extension.h (slow to compile).
+namespace {
+PyObject* cpu_passes_isa(PyObject*, PyObject*) {
+  return PyUnicode_FromString(twolayer_ext::cpu::passes::instruction_set());
+}
+PyMethodDef methods[] = {
+    {"cpu_passes_isa", cpu_passes_isa, METH_NOARGS,
+     "The instruction set of the CPU element-wise passes: avx512, avx2 or default."},
+    {nullptr, nullptr, 0, nullptr}};
+}  // namespace
+
 extern "C" {
 PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 }

@@ -28,8 +28,11 @@ def build_info() -> dict[str, Any]:
     Returns a dict with the package version, the torch version it was built
     against (and the running one), whether CUDA kernels were compiled (read from
     the dispatcher, not just the build flags), the CUDA arch list, the number of
-    intra-op (OpenMP) threads, the CPU ISA in use and the supported dtypes per device.
+    intra-op (OpenMP) threads, the CPU ISA in use (ATen's and the extension's element-wise
+    passes') and the supported dtypes per device.
     """
+    from . import _C  # loaded by the package's import (_loader.py), which checks the build
+
     cuda_kernels = _has_kernel("twolayer_ext::linear_relu", "CUDA")
     return {
         "version": __version__,
@@ -42,8 +45,11 @@ def build_info() -> dict[str, Any]:
         "openmp_threads": torch.get_num_threads(),
         # The ISA ATen picked at run time (its BLAS and vectorised kernels). The
         # extension's own float32 GEMM kernels pick AVX-512 or AVX2 the same way
-        # (TWOLAYER_EXT_CPU_GEMM); the rest of it is compiled for baseline x86-64.
+        # (TWOLAYER_EXT_CPU_GEMM).
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+        # The instruction set of the extension's element-wise passes (csrc/cpu/isa/), compiled
+        # per ISA with at::vec and picked to match ATen's (ATEN_CPU_CAPABILITY selects it too).
+        "cpu_passes_isa": _C.cpu_passes_isa(),
         "dtypes": {
             dev: [str(d).removeprefix("torch.") for d in ds] for dev, ds in SUPPORTED_DTYPES.items()
         },

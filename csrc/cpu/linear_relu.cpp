@@ -2,7 +2,7 @@
 //
 // The GEMM (matmul.cpp: the float32 kernels or ATen's BLAS, bias folded in) runs one
 // block of rows at a time (see rows_per_block), and the ReLU + mask-packing epilogue
-// then runs on that block.
+// (isa/passes.h) then runs on that block.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -12,7 +12,7 @@
 
 #include <algorithm>
 
-#include "relu_bits.h"
+#include "isa/passes.h"
 #include "twolayer_ext/checks.h"
 #include "twolayer_ext/cpu_ops.h"
 
@@ -33,55 +33,14 @@ int64_t rows_per_block(int64_t out_features, int64_t elem_size) {
   return std::max<int64_t>(64, kBlockBytes / std::max<int64_t>(1, out_features * elem_size));
 }
 
-// In place on rows [begin, end) of a contiguous [rows, n] block: y = relu(y), and (if mask
-// is not null) the packed mask bits, set where y > 0 or NaN (relu_bits.h). A row goes in
-// chunks: a select on the raw bits, then a flag per element (after the select exactly the
-// kept elements have nonzero bits), then the flags packed eight to a byte (pack8). The
-// first two are loops the compiler vectorises for every dtype.
-template <typename scalar_t>
-[[gnu::always_inline]] inline void relu_mask_rows(scalar_t* y, uint8_t* mask, int64_t begin,
-                                                  int64_t end, int64_t n) {
-  using Bits = cpu::ReluBits<scalar_t>;
-  using Raw = typename Bits::Raw;
-  constexpr int64_t kChunk = 256;  // elements; a multiple of 8, so chunks start on mask bytes
-  const int64_t nbytes = mask_bytes(n);
-  uint8_t keep[kChunk];
-  for (int64_t i = begin; i < end; ++i) {
-    Raw* __restrict__ row = cpu::raw(y + i * n);
-    for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-      const int64_t count = std::min(kChunk, n - c0);
-      Raw* __restrict__ r = row + c0;
-      for (int64_t j = 0; j < count; ++j) {
-        const Raw v = r[j];
-        r[j] = Bits::keep(v) ? v : Raw(0);
-      }
-      if (mask == nullptr) continue;
-      for (int64_t j = 0; j < count; ++j) keep[j] = r[j] != Raw(0);
-      std::fill(keep + count, keep + (count + 7) / 8 * 8, uint8_t{0});
-      uint8_t* bytes = mask + i * nbytes + c0 / 8;
-      for (int64_t b = 0; b < (count + 7) / 8; ++b) bytes[b] = cpu::pack8(keep + 8 * b);
-    }
-  }
-}
-
-// relu_mask_rows compiled for AVX-512, AVX2 and the baseline (relu_bits.h has the numbers).
-#define TWOLAYER_EXT_EPILOGUE_CLONES(T)                                                            \
-  TWOLAYER_EXT_ISA_CLONES void relu_mask_rows_isa(T* y, uint8_t* mask, int64_t begin, int64_t end, \
-                                                  int64_t n) {                                     \
-    relu_mask_rows<T>(y, mask, begin, end, n);                                                     \
-  }
-TWOLAYER_EXT_EPILOGUE_CLONES(float)
-TWOLAYER_EXT_EPILOGUE_CLONES(double)
-TWOLAYER_EXT_EPILOGUE_CLONES(c10::BFloat16)
-TWOLAYER_EXT_EPILOGUE_CLONES(c10::Half)
-#undef TWOLAYER_EXT_EPILOGUE_CLONES
-
-// The epilogue over a whole [rows, n] block, rows split across threads.
+// The epilogue over a whole [rows, n] block, in place: y = relu(y) and, if mask is not null,
+// its packed bits (csrc/cpu/isa/passes.h), rows split across threads.
 template <typename scalar_t>
 void relu_mask_epilogue(scalar_t* y, uint8_t* mask, int64_t rows, int64_t n) {
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(n, 1));
-  at::parallel_for(0, rows, grain,
-                   [&](int64_t begin, int64_t end) { relu_mask_rows_isa(y, mask, begin, end, n); });
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    cpu::passes::relu_mask_rows(y, mask, begin, end, n);
+  });
 }
 
 }  // namespace

@@ -12,10 +12,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 
-#include "relu_bits.h"
+#include "isa/passes.h"
 #include "twolayer_ext/checks.h"
 #include "twolayer_ext/cpu_ops.h"
 
@@ -24,112 +23,15 @@ namespace {
 
 constexpr const char* kBwd = "twolayer_ext::linear_relu_backward";
 
-}  // namespace
-
-namespace {
-
-// Which gradients pass the ReLU: keep flags (0/1) for elements c0..c0+count-1 of row
-// i of the layer output, written to `flags`.
-
-// From the packed mask of linear_relu (bit j % 8 of byte j / 8; c0 is a multiple of 8).
-struct PackedMaskKeep {
-  const uint8_t* mask;
-  int64_t nbytes;
-  void row(int64_t i, int64_t c0, int64_t count, uint8_t* flags) const {  // flags: nonzero
-    const uint8_t* bytes = mask + i * nbytes + c0 / 8;
-    for (int64_t b = 0; b < (count + 7) / 8; ++b) cpu::unpack8(bytes[b], flags + 8 * b);
-  }
-};
-
-// From the layer's output y [rows, n]: kept where y > 0 or y is NaN (relu_bits.h).
+// One pass over grad_y (isa/passes.h): gm = grad_y where kept, else 0 (if gm != nullptr),
+// and grad_bias = sum over rows of gm (if gb != nullptr), accumulated in float for the 16-bit
+// types, as torch does. gm may alias g. The bias sum is reduced over fixed row chunks whose
+// size depends only on `rows`, then the chunk sums are added in order, so the result does not
+// depend on the number of threads (nor on the instruction set: every one adds in row order).
 template <typename scalar_t>
-struct OutputKeep {
-  const scalar_t* y;
-  int64_t n;
-  void row(int64_t i, int64_t c0, int64_t count, uint8_t* flags) const {
-    const auto* r = cpu::raw(y + i * n + c0);
-    for (int64_t j = 0; j < count; ++j) flags[j] = cpu::ReluBits<scalar_t>::keep(r[j]);
-  }
-};
-
-// The accumulation type's value of raw bits (relu_bits.h): bfloat16 is the top half of a
-// float, so its conversion is a shift the compiler vectorises.
-template <typename scalar_t>
-inline at::opmath_type<scalar_t> acc_value(typename cpu::ReluBits<scalar_t>::Raw r) {
-  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    return c10::detail::f32_from_bits(r);
-  } else if constexpr (std::is_same_v<scalar_t, c10::Half>) {
-    return static_cast<float>(c10::Half(r, c10::Half::from_bits()));
-  } else {
-    return r;
-  }
-}
-
-// One pass over grad_y: gm = grad_y where kept, else 0 (if gm != nullptr), and
-// grad_bias = sum over rows of gm (if gb != nullptr), accumulated in float for the 16-bit
-// types, as torch does. gm may alias g: each element is read before it is written. The
-// bias sum is reduced over fixed row chunks whose size depends only on `rows`, then the
-// chunk sums are added in order, so the result does not depend on the number of threads.
-// Rows go in column chunks: keep flags first, then a select on the raw bits (a select,
-// not a multiply: a masked-out NaN/Inf gradient becomes 0, as in torch) and the partial
-// sums, in loops the compiler vectorises for every dtype.
-template <typename scalar_t, typename Keep>
-[[gnu::always_inline]] inline void mask_grad_rows(const scalar_t* g, int64_t gs0, int64_t gs1,
-                                                  const Keep& keep, int64_t begin, int64_t end,
-                                                  int64_t n, scalar_t* gm,
-                                                  at::opmath_type<scalar_t>* part) {
-  using acc_t = at::opmath_type<scalar_t>;
-  using Raw = typename cpu::ReluBits<scalar_t>::Raw;
-  constexpr int64_t kCols = 256;  // a multiple of 8: column chunks start on mask bytes
-  uint8_t flags[kCols];
-  Raw masked[kCols];
-  for (int64_t i = begin; i < end; ++i) {
-    for (int64_t c0 = 0; c0 < n; c0 += kCols) {
-      const int64_t count = std::min(kCols, n - c0);
-      keep.row(i, c0, count, flags);
-      const scalar_t* gr = g + i * gs0 + c0 * gs1;
-      // Unconditional loads and a select: branch-free, so GCC vectorises it.
-      const Raw* graw = cpu::raw(gr);
-      if (gs1 == 1) {
-        for (int64_t j = 0; j < count; ++j) {
-          const Raw v = graw[j];
-          masked[j] = flags[j] ? v : Raw(0);
-        }
-      } else {
-        for (int64_t j = 0; j < count; ++j) {
-          const Raw v = graw[j * gs1];
-          masked[j] = flags[j] ? v : Raw(0);
-        }
-      }
-      if (gm) std::copy(masked, masked + count, cpu::raw(gm + i * n + c0));
-      if (part) {
-        acc_t* __restrict__ p = part + c0;
-        for (int64_t j = 0; j < count; ++j) p[j] += acc_value<scalar_t>(masked[j]);
-      }
-    }
-  }
-}
-
-// mask_grad_rows compiled for AVX-512, AVX2 and the baseline, as relu_mask_rows_isa.
-#define TWOLAYER_EXT_MASK_GRAD_CLONES(T, KEEP)                                                  \
-  TWOLAYER_EXT_ISA_CLONES void mask_grad_rows_isa(const T* g, int64_t gs0, int64_t gs1,         \
-                                                  const KEEP& keep, int64_t begin, int64_t end, \
-                                                  int64_t n, T* gm, at::opmath_type<T>* part) { \
-    mask_grad_rows<T, KEEP>(g, gs0, gs1, keep, begin, end, n, gm, part);                        \
-  }
-#define TWOLAYER_EXT_MASK_GRAD_CLONES_FOR(T)       \
-  TWOLAYER_EXT_MASK_GRAD_CLONES(T, PackedMaskKeep) \
-  TWOLAYER_EXT_MASK_GRAD_CLONES(T, OutputKeep<T>)
-TWOLAYER_EXT_MASK_GRAD_CLONES_FOR(float)
-TWOLAYER_EXT_MASK_GRAD_CLONES_FOR(double)
-TWOLAYER_EXT_MASK_GRAD_CLONES_FOR(c10::BFloat16)
-TWOLAYER_EXT_MASK_GRAD_CLONES_FOR(c10::Half)
-#undef TWOLAYER_EXT_MASK_GRAD_CLONES_FOR
-#undef TWOLAYER_EXT_MASK_GRAD_CLONES
-
-template <typename scalar_t, typename Keep>
-void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep keep, int64_t rows,
-                               int64_t n, scalar_t* gm, scalar_t* gb) {
+void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1,
+                               cpu::passes::KeepSource<scalar_t> keep, int64_t rows, int64_t n,
+                               scalar_t* gm, scalar_t* gb) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t chunk = std::max<int64_t>(64, (rows + 255) / 256);
   const int64_t nchunks = (rows + chunk - 1) / chunk;
@@ -137,8 +39,8 @@ void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1, Keep
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, chunk * n));
   at::parallel_for(0, nchunks, grain, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
-      mask_grad_rows_isa(g, gs0, gs1, keep, c * chunk, std::min(rows, (c + 1) * chunk), n, gm,
-                         gb ? partial.data() + c * n : nullptr);
+      cpu::passes::mask_grad_rows(g, gs0, gs1, keep, c * chunk, std::min(rows, (c + 1) * chunk), n,
+                                  gm, gb ? partial.data() + c * n : nullptr);
     }
   });
   if (gb) {
@@ -186,7 +88,7 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tenso
   if (need_gx || need_gw || need_gb) {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_backward_cpu", [&] {
-          const PackedMaskKeep keep{mask.data_ptr<uint8_t>(), mask_bytes(out_features)};
+          const cpu::passes::KeepSource<scalar_t> keep{mask.data_ptr<uint8_t>(), nullptr};
           mask_grad_and_reduce_bias<scalar_t>(g2.data_ptr<scalar_t>(), g2.stride(0), g2.stride(1),
                                               keep, rows, out_features,
                                               gm.defined() ? gm.data_ptr<scalar_t>() : nullptr,
@@ -211,7 +113,7 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(
   if (need_gx || need_gw || need_gb) {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kBFloat16, at::kHalf, x.scalar_type(), "linear_relu_backward_from_output", [&] {
-          const OutputKeep<scalar_t> keep{y2.data_ptr<scalar_t>(), out_features};
+          const cpu::passes::KeepSource<scalar_t> keep{nullptr, y2.data_ptr<scalar_t>()};
           scalar_t* g = gm.data_ptr<scalar_t>();
           mask_grad_and_reduce_bias<scalar_t>(g, out_features, 1, keep, rows, out_features,
                                               (need_gx || need_gw) ? g : nullptr,

@@ -1,9 +1,8 @@
 // CPU kernels for twolayer_ext::relu and relu_backward (the tutorial's MyReLU).
 //
-// The 16-bit types: a select on the raw bits over contiguous data, split with
-// at::parallel_for, in a loop the compiler vectorises, compiled for AVX-512, AVX2 and the
-// baseline x86-64 ISA with the best picked at load time (relu_bits.h), so the wheel runs on
-// any x86-64 CPU. float and double: ATen's kernels (aten_is_faster below).
+// The 16-bit types: a select on the raw bits over contiguous data (isa/passes.h: at::vec,
+// compiled per instruction set), split with at::parallel_for. float and double: ATen's
+// kernels (aten_is_faster below).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -12,7 +11,7 @@
 #include <ATen/ops/threshold_backward.h>
 #include <torch/library.h>
 
-#include "relu_bits.h"
+#include "isa/passes.h"
 #include "twolayer_ext/checks.h"
 
 namespace twolayer_ext {
@@ -22,44 +21,17 @@ constexpr const char* kFwd = "twolayer_ext::relu";
 constexpr const char* kBwd = "twolayer_ext::relu_backward";
 constexpr int64_t kGrain = 32768;
 
-// out[i] = v[i] where y[i] passed the ReLU, else 0, over n contiguous elements
-// (relu_bits.h): relu(x) = select(x, x) lets NaN through as torch.relu does, and
-// relu_backward = select(y, grad) is threshold_backward. On the raw bits, so the
-// loop vectorises for every dtype.
-template <typename scalar_t>
-[[gnu::always_inline]] inline void select_range(const scalar_t* y, const scalar_t* v, scalar_t* out,
-                                                int64_t b, int64_t e) {
-  using Bits = cpu::ReluBits<scalar_t>;
-  using Raw = typename Bits::Raw;
-  // Local restrict pointers and unconditional loads: a branch-free loop GCC vectorises.
-  const Raw* __restrict__ yr = cpu::raw(y);
-  const Raw* __restrict__ vr = cpu::raw(v);
-  Raw* __restrict__ o = cpu::raw(out);
-  for (int64_t i = b; i < e; ++i) {
-    const Raw value = vr[i];
-    o[i] = Bits::keep(yr[i]) ? value : Raw(0);
-  }
-}
-
-// select_range compiled for AVX-512, AVX2 and the baseline (relu_bits.h).
-#define TWOLAYER_EXT_SELECT_CLONES(T)                                                      \
-  TWOLAYER_EXT_ISA_CLONES void select_range_isa(const T* y, const T* v, T* out, int64_t b, \
-                                                int64_t e) {                               \
-    select_range<T>(y, v, out, b, e);                                                      \
-  }
-TWOLAYER_EXT_SELECT_CLONES(float)
-TWOLAYER_EXT_SELECT_CLONES(double)
-TWOLAYER_EXT_SELECT_CLONES(c10::BFloat16)
-TWOLAYER_EXT_SELECT_CLONES(c10::Half)
-#undef TWOLAYER_EXT_SELECT_CLONES
-
+// out[i] = v[i] where y[i] passed the ReLU, else 0 (isa/passes.h), over n contiguous
+// elements: relu(x) = select(x, x) lets NaN through as torch.relu does, and relu_backward =
+// select(y, grad) is threshold_backward.
 template <typename scalar_t>
 void select_where_kept(const scalar_t* y, const scalar_t* v, scalar_t* out, int64_t n) {
-  at::parallel_for(0, n, kGrain, [=](int64_t b, int64_t e) { select_range_isa(y, v, out, b, e); });
+  at::parallel_for(0, n, kGrain,
+                   [=](int64_t b, int64_t e) { cpu::passes::select_kept(y, v, out, b, e); });
 }
 
-// float and double go to ATen's own relu / threshold_backward: even with the select
-// compiled for AVX-512 (select_range_isa) the two tie or ATen wins by a few percent there
+// float and double go to ATen's own relu / threshold_backward: with the select compiled
+// for AVX-512 (isa/passes.h) the two tie or ATen wins by a few percent there
 // (2048^2 on this 2-core AVX-512 machine, torch time / ours, one interleaved run: float32
 // 0.96 vs 0.985 forward, 0.93 vs 0.95 backward; float64 0.98 both ways; the passes are bound
 // by writing fresh pages). For the 16-bit types the bit select wins clearly (bfloat16: 0.11

@@ -1,0 +1,74 @@
+// The element-wise passes of the CPU kernels: ReLU with its packed mask (linear_relu's
+// epilogue), relu / relu_backward, and the backward's masked gradient with its bias-gradient
+// partial sums.
+//
+// Written once with at::vec::Vectorized (passes_impl.h) and compiled once per instruction
+// set, as ATen compiles its own kernels: passes_avx512.cpp, passes_avx2.cpp and
+// passes_default.cpp (setup.py gives each its -m flags). The functions below pick one per
+// process: the instruction set ATen itself runs (torch.backends.cpu.get_cpu_capability(),
+// so ATEN_CPU_CAPABILITY=avx2 or =default selects the narrower kernels for tests and
+// measurements), when the CPU has every feature the file was compiled for. Each works on a
+// range of rows, so that callers split the work with at::parallel_for.
+//
+// Which elements pass the ReLU: !(v <= 0), i.e. v > 0 or NaN. torch.relu keeps NaN,
+// threshold_backward passes its gradient, relu'(0) = 0. The mask has bit j % 8 of byte j / 8
+// set for column j of a row, mask_bytes(n) bytes per row.
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+
+namespace twolayer_ext::cpu::passes {
+
+// Rows [begin, end) of a contiguous [rows, n] block y, in place: y = relu(y), and, when mask
+// is not null, its bits (row i at mask + i * mask_bytes(n)).
+template <typename T>
+void relu_mask_rows(T* y, uint8_t* mask, int64_t begin, int64_t end, int64_t n);
+
+// out[i] = v[i] where y[i] passed the ReLU, else +0, for i in [begin, end): relu(x) is
+// select_kept(x, x) and relu_backward(grad, y) is select_kept(y, grad).
+template <typename T>
+void select_kept(const T* y, const T* v, T* out, int64_t begin, int64_t end);
+
+// Where the backward's ReLU mask comes from: the packed bits of linear_relu (mask != null,
+// mask_bytes(n) per row), or else the layer's output y ([rows, n], contiguous).
+template <typename T>
+struct KeepSource {
+  const uint8_t* mask;
+  const T* y;
+};
+
+// Rows [begin, end) of the gradient g (element [i, j] at g[i * gs0 + j * gs1]): the masked
+// gradient (g where kept, else +0: a select, so a masked-out NaN or Inf becomes 0, as in
+// torch) to gm [rows, n] (if gm is not null; gm may be g itself when gs1 == 1), and added to
+// part[0..n) row by row, in row order (if part is not null; float for the 16-bit types).
+template <typename T>
+void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, int64_t begin,
+                    int64_t end, int64_t n, T* gm, at::opmath_type<T>* part);
+
+// The instruction set these functions run ("avx512", "avx2" or "default").
+const char* instruction_set();
+
+// The same functions for one instruction set: defined by passes_impl.h in its per-ISA file,
+// called by the functions above (passes.cpp).
+#define TWOLAYER_EXT_DECLARE_ISA_PASSES(ISA)                                                   \
+  namespace ISA {                                                                              \
+  template <typename T>                                                                        \
+  void relu_mask_rows(T* y, uint8_t* mask, int64_t begin, int64_t end, int64_t n);             \
+  template <typename T>                                                                        \
+  void select_kept(const T* y, const T* v, T* out, int64_t begin, int64_t end);                \
+  template <typename T>                                                                        \
+  void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, int64_t begin, \
+                      int64_t end, int64_t n, T* gm, at::opmath_type<T>* part);                \
+  }
+TWOLAYER_EXT_DECLARE_ISA_PASSES(DEFAULT)
+#if TWOLAYER_EXT_ISA_PASSES
+TWOLAYER_EXT_DECLARE_ISA_PASSES(AVX2)
+TWOLAYER_EXT_DECLARE_ISA_PASSES(AVX512)
+#endif
+#undef TWOLAYER_EXT_DECLARE_ISA_PASSES
+
+}  // namespace twolayer_ext::cpu::passes
