@@ -31,11 +31,12 @@ void select_where_kept(const scalar_t* y, const scalar_t* v, scalar_t* out, int6
 }
 
 // float and double go to ATen's own relu / threshold_backward: with the select compiled
-// for AVX-512 (isa/passes.h) the two tie or ATen wins by a few percent there
-// (2048^2 on this 2-core AVX-512 machine, torch time / ours, one interleaved run: float32
-// 0.96 vs 0.985 forward, 0.93 vs 0.95 backward; float64 0.98 both ways; the passes are bound
-// by writing fresh pages). For the 16-bit types the bit select wins clearly (bfloat16: 0.11
-// vs torch's 0.27 ms forward, 0.20 vs 0.32 ms backward), so they stay here.
+// for AVX-512 (isa/passes.h) the two tie or ATen wins there, the passes being bound by
+// writing fresh pages (2048^2 on this 2-core AVX-512 machine, one interleaved run, ours vs
+// ATen's: float32 302 vs 278 us forward, 712 vs 711 us backward; float64 9.82 vs 9.97 ms and
+// 10.9 vs 11.8 ms, within the page-fault noise of float64 at that size). For the 16-bit types
+// the bit select wins clearly (bfloat16 2048^2: 0.10 vs torch's 0.28 ms forward, 0.20 vs
+// 0.34 ms backward: docs/BENCHMARKS.md), so they stay here.
 bool aten_is_faster(const at::Tensor& t) {
   return t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
 }
