@@ -71,4 +71,17 @@ TWOLAYER_EXT_DECLARE_ISA_PASSES(AVX512)
 #endif
 #undef TWOLAYER_EXT_DECLARE_ISA_PASSES
 
+// The passes' explicit instantiations for every CPU dtype, in the namespace where this is
+// expanded: passes.cpp (the functions above) and passes_impl.h (one instruction set's).
+#define TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(T)                                                 \
+  template void relu_mask_rows<T>(T*, uint8_t*, int64_t, int64_t, int64_t);                    \
+  template void select_kept<T>(const T*, const T*, T*, int64_t, int64_t);                      \
+  template void mask_grad_rows<T>(const T*, int64_t, int64_t, KeepSource<T>, int64_t, int64_t, \
+                                  int64_t, T*, at::opmath_type<T>*);
+#define TWOLAYER_EXT_INSTANTIATE_PASSES()            \
+  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(float)         \
+  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(double)        \
+  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(c10::BFloat16) \
+  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(c10::Half)
+
 }  // namespace twolayer_ext::cpu::passes

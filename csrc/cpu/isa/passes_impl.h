@@ -214,15 +214,6 @@ void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, in
   }
 }
 
-#define TWOLAYER_EXT_INSTANTIATE_PASSES(T)                                                     \
-  template void relu_mask_rows<T>(T*, uint8_t*, int64_t, int64_t, int64_t);                    \
-  template void select_kept<T>(const T*, const T*, T*, int64_t, int64_t);                      \
-  template void mask_grad_rows<T>(const T*, int64_t, int64_t, KeepSource<T>, int64_t, int64_t, \
-                                  int64_t, T*, at::opmath_type<T>*);
-TWOLAYER_EXT_INSTANTIATE_PASSES(float)
-TWOLAYER_EXT_INSTANTIATE_PASSES(double)
-TWOLAYER_EXT_INSTANTIATE_PASSES(c10::BFloat16)
-TWOLAYER_EXT_INSTANTIATE_PASSES(c10::Half)
-#undef TWOLAYER_EXT_INSTANTIATE_PASSES
+TWOLAYER_EXT_INSTANTIATE_PASSES()
 
 }  // namespace twolayer_ext::cpu::passes::CPU_CAPABILITY
