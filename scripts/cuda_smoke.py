@@ -1,7 +1,9 @@
 """A short run of every CUDA kernel and dtype at awkward sizes, for compute-sanitizer.
 
 Both GEMM paths run (TWOLAYER_EXT_CUDA_GEMM=vendor, then custom): cuBLAS with the fused
-passes of csrc/cuda/fused_passes.cu, and the extension's own GEMM kernels.
+passes of csrc/cuda/fused_passes.cu, and the extension's own GEMM kernels. Then the fully
+fused two-layer kernels (csrc/cuda/fused_mlp.cu, TWOLAYER_EXT_FUSED_MLP=1), both ways and
+with the recomputing backward.
 
 Usage: compute-sanitizer --tool memcheck python scripts/cuda_smoke.py
 Exits non-zero if any result differs from the reference.
@@ -89,6 +91,38 @@ def run_path() -> int:
     return bad
 
 
+def fused_mlp() -> int:
+    """The fused kernels at two sizes: three row blocks, a short last one, odd widths; and
+    1032 row blocks (more than the backward's 1024 thread blocks, so chunks of two)."""
+    os.environ["TWOLAYER_EXT_FUSED_MLP"] = "1"
+    bad = 0
+    try:
+        for dtype, tol in TOL.items():
+            for rows, d_in, hidden, d_out in [(70, 17, 40, 3), (33000, 16, 24, 5)]:
+                x = torch.randn(rows, d_in, device="cuda", dtype=dtype)
+                w1 = torch.randn(d_in, hidden, device="cuda", dtype=dtype).t() / d_in**0.5
+                w2 = torch.randn(d_out, hidden, device="cuda", dtype=dtype) / hidden**0.5
+                b1 = torch.randn(hidden, device="cuda", dtype=dtype)
+                b2 = torch.randn(d_out, device="cuda", dtype=dtype)
+                out, h = torch.ops.twolayer_ext.two_layer_forward(x, w1, b1, w2, b2)
+                g = torch.randn_like(out)
+                got = [out, *torch.ops.twolayer_ext.two_layer_backward(g, x, w1, w2, h, [True] * 5)]
+                got += torch.ops.twolayer_ext.two_layer_backward_recompute(
+                    g, x, w1, b1, w2, [True] * 5
+                )
+                d = [t.double() for t in (x, w1, b1, w2, b2, g, h)]
+                want = reference.two_layer_backward(d[5], d[0], d[1], d[3], d[6], [True] * 5)
+                want = [torch.nn.functional.linear(d[6], d[3], d[4]), *want, *want]
+                for a, r in zip(got, want):
+                    if not _err(a, r) <= tol:
+                        print(f"MISMATCH fused_mlp {dtype} {rows}x{d_in}: {_err(a, r):.3g}")
+                        bad += 1
+        torch.cuda.synchronize()
+    finally:
+        del os.environ["TWOLAYER_EXT_FUSED_MLP"]
+    return bad
+
+
 def main() -> int:
     bad = 0
     for path in ("vendor", "custom"):
@@ -96,7 +130,9 @@ def main() -> int:
         path_bad = run_path()
         print(f"cuda_smoke [{path}]:", "ok" if path_bad == 0 else f"{path_bad} mismatches")
         bad += path_bad
-    return 1 if bad else 0
+    fused_bad = fused_mlp()
+    print("cuda_smoke [fused_mlp]:", "ok" if fused_bad == 0 else f"{fused_bad} mismatches")
+    return 1 if bad + fused_bad else 0
 
 
 if __name__ == "__main__":

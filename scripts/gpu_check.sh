@@ -2,7 +2,8 @@
 # GPU verification, for a machine with a CUDA GPU and PyTorch already installed:
 #   1. builds the extension against the installed torch,
 #   2. runs the whole test suite with the CUDA tests enabled,
-#   3. runs compute-sanitizer (memcheck; racecheck on the shared-memory GEMM) over a short CUDA run,
+#   3. runs compute-sanitizer (memcheck; racecheck on the shared-memory kernels: the GEMM and
+#      the fused MLP) over a short CUDA run (scripts/cuda_smoke.py),
 #   4. prints the register/spill report and the GPU benchmark tables (ops; narrow MLPs).
 # Usage: bash scripts/gpu_check.sh [LOG_DIR]   (about 5 minutes on an H100 with 16 cores)
 set -uo pipefail

@@ -34,9 +34,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"replay with TWOLAYER_TEST_SEED={SESSION_SEED}")
 
 
-# The CPU runs the two-layer ops fully fused (block by block, csrc/cpu/two_layer_fused.cpp)
-# or layer by layer, chosen per call; TWOLAYER_EXT_FUSED_MLP forces one. Test modules that
-# use this fixture run each CPU test on both paths.
+# The two-layer ops run fully fused (block by block: csrc/cpu/two_layer_fused.cpp,
+# csrc/cuda/fused_mlp.cu) or layer by layer, chosen per call; TWOLAYER_EXT_FUSED_MLP forces
+# one (on CUDA, "1" where the fused kernels' shared memory fits). Test modules that use this
+# fixture run each test on both paths.
 MLP_PATHS = {"layered": "0", "fused": "1"}
 
 
@@ -55,21 +56,17 @@ if HAS_CUDA:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Keep a test's custom-GEMM copy only where it touches CUDA, its fused-MLP copy only
-    where it does not (the CUDA ops have one two-layer path)."""
+    """Keep a test's custom-GEMM copy only where it touches CUDA."""
     keep, drop = [], []
     for item in items:
         params = getattr(item, "callspec", None)
         params = params.params if params else {}
         touches_cuda = "cuda" in item.nodeid.lower() or params.get("device") == "cuda"
-        wanted = not (params.get("mlp_path") == "fused" and touches_cuda)
+        wanted = True
         if "cuda_gemm_path" in params:
             path = params["cuda_gemm_path"]
             only = item.get_closest_marker("gemm_path")
-            if only is not None:
-                wanted = wanted and path == only.args[0]
-            else:
-                wanted = wanted and (path != "custom" or touches_cuda)
+            wanted = path == only.args[0] if only is not None else path != "custom" or touches_cuda
         (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)

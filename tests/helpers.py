@@ -123,3 +123,11 @@ def check_two_layer_ops(x, w1, b1, w2, b2, output_mask: list[bool], dtype) -> No
         grad_out.double(), x.double(), w1.double(), w2.double(), hidden.double(), output_mask
     )
     assert_requested_grads(got, want, output_mask, ["x", "w1", "b1", "w2", "b2"], dtype)
+
+
+def cuda_kernel_names(fn) -> list[str]:
+    """The names of the CUDA kernels that fn() launches (by the profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 import torch
-from helpers import HAS_CUDA, assert_close, check_two_layer_ops
+from helpers import HAS_CUDA, assert_close, check_two_layer_ops, cuda_kernel_names
 
 import twolayer_ext
 from twolayer_ext import reference
@@ -116,13 +116,6 @@ PIPELINED_CASES = [
 ]
 
 
-def _cuda_kernel_names(fn) -> list[str]:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-
-
 @pytest.mark.gemm_path("custom")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", PIPELINED_CASES, ids=str)
@@ -144,7 +137,7 @@ def test_pipelined_gemm_matches_reference(dtype, case, x_t):
         grads = torch.ops.twolayer_ext.linear_relu_backward(g, x, w, mask, [True, True, True])
         results.update(y=y, mask=mask, grads=grads)
 
-    names = _cuda_kernel_names(run)
+    names = cuda_kernel_names(run)
     # Every product took the pipelined kernel, and grad_bias came out of the grad_w GEMM.
     assert sum("pipelined_gemm_kernel" in n for n in names) == 3, names
     assert not any("tiled_gemm_kernel" in n or "bias_grad_kernel" in n for n in names), names
@@ -191,7 +184,7 @@ def test_vendor_path_runs_cublas_and_one_fused_pass_each_way(dtype):
             g, x, w, results["mask"], [True, True, True]
         )
 
-    fwd, bwd = _cuda_kernel_names(forward), _cuda_kernel_names(backward)
+    fwd, bwd = cuda_kernel_names(forward), cuda_kernel_names(backward)
     for names in (fwd, bwd):
         assert not any(k in n for n in names for k in CUSTOM_GEMM_KERNELS), names
     assert sum("relu_mask_kernel" in n for n in fwd) == 1, fwd

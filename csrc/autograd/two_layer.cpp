@@ -16,7 +16,7 @@
 #include <torch/library.h>
 
 #include "common.h"
-#include "twolayer_ext/cpu_ops.h"
+#include "twolayer_ext/fused_mlp.h"
 
 namespace twolayer_ext::autograd {
 namespace {
@@ -102,9 +102,9 @@ const c10::TypedOperatorHandle<TwoLayerSig>& output_only() {
 }
 
 // The network without its hidden activation saved: backward recomputes it
-// (two_layer_backward_recompute), where the CPU's fused path makes that cheaper than
-// keeping it (cpu::recompute_hidden). It saves the inputs only, so a training step keeps
-// no rows x hidden tensor. With create_graph, backward recomputes hidden through
+// (two_layer_backward_recompute), where the fused path makes that cheaper than keeping it
+// (recompute_hidden, fused_mlp.h). It saves the inputs only, so a training step keeps no
+// rows x hidden tensor. With create_graph, backward recomputes hidden through
 // two_layer_forward's own node instead, so that double backward sees hidden as the
 // function of x, w1 and b1 that it is.
 class TwoLayerRecomputeFunction : public torch::autograd::Function<TwoLayerRecomputeFunction> {
@@ -144,8 +144,8 @@ class TwoLayerRecomputeFunction : public torch::autograd::Function<TwoLayerRecom
   }
 };
 
-// two_layer (the output alone): without a graph, the device kernel (which on the CPU's
-// fused path writes no hidden activation); with one, the node above where the CPU
+// two_layer (the output alone): without a graph, the device kernel (which on the fused
+// path writes no hidden activation); with one, the node above where the fused path
 // recomputes hidden in backward, else two_layer_forward's node (which keeps hidden).
 at::Tensor two_layer_autograd(const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
                               const at::Tensor& w2, const OptTensor& b2) {
@@ -153,7 +153,7 @@ at::Tensor two_layer_autograd(const at::Tensor& x, const at::Tensor& w1, const O
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return output_only().call(x, w1, b1, w2, b2);
   }
-  if (cpu::recompute_hidden(x, w1, w2)) {
+  if (recompute_hidden(x, w1, w2)) {
     return TwoLayerRecomputeFunction::apply(x, w1, b1, w2, b2);
   }
   return TwoLayerFunction::apply(x, w1, b1, w2, b2)[0];

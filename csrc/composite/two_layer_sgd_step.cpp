@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "twolayer_ext/checks.h"
-#include "twolayer_ext/cpu_ops.h"
+#include "twolayer_ext/fused_mlp.h"
 #include "twolayer_ext/op_handle.h"
 
 namespace twolayer_ext::composite {
@@ -72,8 +72,8 @@ at::Tensor sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
   static const auto backward_recompute =
       op_handle<TwoLayerBackwardRecomputeSig>("twolayer_ext::two_layer_backward_recompute");
   // The ops that TwoLayerNet's autograd node runs for these shapes (csrc/autograd/two_layer.cpp):
-  // where the CPU recomputes the hidden activation in backward, the forward writes none.
-  const bool recompute = cpu::recompute_hidden(xc, w1c, w2c);
+  // where the fused path recomputes the hidden activation in backward, the forward writes none.
+  const bool recompute = recompute_hidden(xc, w1c, w2c);
   const OptTensor b1c = cast_opt(b1);
   at::Tensor out, hidden;
   if (recompute) {

@@ -23,8 +23,6 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "twolayer_ext/cpu_ops.h"
 
@@ -94,13 +92,7 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 // input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
-  const char* choice = std::getenv("TWOLAYER_EXT_FUSED_MLP");
-  if (choice != nullptr && *choice != '\0') {
-    TORCH_CHECK_VALUE(std::strcmp(choice, "0") == 0 || std::strcmp(choice, "1") == 0,
-                      "TWOLAYER_EXT_FUSED_MLP must be '0' or '1' (or unset), but got '", choice,
-                      "'");
-    return *choice == '1';
-  }
+  if (const auto forced = fused_mlp_forced()) return *forced;
   const int64_t elem_size = c10::elementSize(dtype);
   const bool fits = hidden_features <= kMaxFusedWidth && out_features <= kMaxFusedWidth &&
                     blocks_for(rows, hidden_features, elem_size).count >= kMinFusedBlocks;
@@ -115,19 +107,12 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
 // 47.4 -> 37.9 ms, 1048576x32->128->3 277 -> 202 ms; peak memory of the step 82 -> 18 MiB
 // and 526 -> 15 MiB). With in = 1000 layer 1 is most of the arithmetic and recomputing it
 // lost (65536x1000->100->10: 92 -> 129 ms); widths between 64 and 1000 are not measured.
-bool recompute_hidden(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
-  // The rule reads sizes; under tracing with symbolic shapes (torch.export, dynamic
-  // torch.compile) that would specialise them, so traced graphs keep hidden.
-  const auto symbolic = [](const at::Tensor& t) {
-    return t.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
-  };
-  if (!x.device().is_cpu() || symbolic(x) || symbolic(w1) || symbolic(w2)) return false;
-  if (w1.dim() != 2 || w2.dim() != 2) return false;  // the op's checks will say what is wrong
+bool recompute_hidden(int64_t rows, int64_t in_features, int64_t hidden_features,
+                      int64_t out_features, at::ScalarType dtype) {
   const auto fused = [&](MlpPass pass) {
-    return use_fused_mlp(leading_rows(x), w1.size(1), w1.size(0), w2.size(0), x.scalar_type(),
-                         pass);
+    return use_fused_mlp(rows, in_features, hidden_features, out_features, dtype, pass);
   };
-  return w1.size(1) <= kMaxRecomputeIn && fused(MlpPass::kForward) && fused(MlpPass::kBackward);
+  return in_features <= kMaxRecomputeIn && fused(MlpPass::kForward) && fused(MlpPass::kBackward);
 }
 
 void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Tensor& w1,

@@ -6,19 +6,31 @@
 // hidden activation, which grad_w2 needs anyway), then layer 2 with its bias.
 // Backward: layer 2's products give grad_w2, grad_b2 and grad_hidden; layer 1
 // masks grad_hidden in place from hidden and reduces grad_b1 in the same pass.
+//
+// Where cuda_fused_mlp (twolayer_ext/fused_mlp.h) says so, each op instead runs the fully
+// fused kernels of fused_mlp.h, and two_layer (the output alone) and
+// two_layer_backward_recompute write no hidden activation at all.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "fused_mlp.h"
 #include "layer.h"
 #include "twolayer_ext/checks.h"
+#include "twolayer_ext/fused_mlp.h"
 
 namespace twolayer_ext::cuda {
 namespace {
 
 constexpr const char* kFwd = "twolayer_ext::two_layer_forward";
 constexpr const char* kBwd = "twolayer_ext::two_layer_backward";
+constexpr const char* kOut = "twolayer_ext::two_layer";
+constexpr const char* kRecompute = "twolayer_ext::two_layer_backward_recompute";
+
+bool fused(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, MlpPass pass) {
+  return cuda_fused_mlp(leading_rows(x), w1.size(1), w1.size(0), w2.size(0), x.scalar_type(), pass);
+}
 
 std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const at::Tensor& w1,
                                                      const OptTensor& b1, const at::Tensor& w2,
@@ -28,6 +40,12 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const 
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = leading_rows(x), hidden_features = w1.size(0), out_features = w2.size(0);
   at::Tensor hidden = at::empty({rows, hidden_features}, x.options());
+  if (fused(x, w1, w2, MlpPass::kForward)) {
+    at::Tensor out = at::empty({rows, out_features}, x.options());
+    fused_mlp_forward(out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, &hidden);
+    return {out.view(with_last_dim(x, out_features)),
+            hidden.view(with_last_dim(x, hidden_features))};
+  }
   linear_forward(hidden, x.reshape({rows, w1.size(1)}), w1, b1, /*relu=*/true, /*mask=*/{});
   at::Tensor out = at::empty({rows, out_features}, x.options());
   linear_forward(out, hidden, w2, b2, /*relu=*/false, /*mask=*/{});
@@ -41,6 +59,14 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   TORCH_INTERNAL_ASSERT(x.is_cuda());
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = leading_rows(x);
+  if (fused(x, w1, w2, MlpPass::kBackward)) {
+    const at::Tensor hidden2 = hidden.reshape({rows, w1.size(0)});
+    auto grads =
+        fused_mlp_backward(grad_out.reshape({rows, w2.size(0)}), x.reshape({rows, w1.size(1)}), w1,
+                           std::nullopt, w2, &hidden2, output_mask);
+    if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
+    return grads;
+  }
   const at::Tensor hidden2 = hidden.reshape({rows, w1.size(0)}).contiguous();
   const bool need_layer1 = output_mask[0] || output_mask[1] || output_mask[2];
   // Layer 2 has no ReLU; its input gradient is layer 1's output gradient.
@@ -57,11 +83,47 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   return {gx, gw1, gb1, gw2, gb2};
 }
 
+// The output alone: without writing the hidden activation where the fused kernel runs.
+at::Tensor two_layer(const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
+                     const at::Tensor& w2, const OptTensor& b2) {
+  check_two_layer_args(kOut, x, w1, b1, w2, b2, kCudaDtypes);
+  TORCH_INTERNAL_ASSERT(x.is_cuda());
+  if (!fused(x, w1, w2, MlpPass::kForward))
+    return std::get<0>(two_layer_forward(x, w1, b1, w2, b2));
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t rows = leading_rows(x), out_features = w2.size(0);
+  at::Tensor out = at::empty({rows, out_features}, x.options());
+  fused_mlp_forward(out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, nullptr);
+  return out.view(with_last_dim(x, out_features));
+}
+
+// two_layer_backward without a saved hidden activation: recomputed block by block where
+// both fused kernels run, else computed by two_layer_forward first.
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward_recompute(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
+    const at::Tensor& w2, std::array<bool, 5> output_mask) {
+  check_two_layer_args(kRecompute, x, w1, b1, w2, std::nullopt, kCudaDtypes);
+  check_two_layer_grad_out(kRecompute, grad_out, x, w2);
+  TORCH_INTERNAL_ASSERT(x.is_cuda());
+  if (!fused(x, w1, w2, MlpPass::kForward) || !fused(x, w1, w2, MlpPass::kBackward)) {
+    const at::Tensor hidden = std::get<1>(two_layer_forward(x, w1, b1, w2, std::nullopt));
+    return two_layer_backward(grad_out, x, w1, w2, hidden, output_mask);
+  }
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t rows = leading_rows(x);
+  auto grads = fused_mlp_backward(grad_out.reshape({rows, w2.size(0)}),
+                                  x.reshape({rows, w1.size(1)}), w1, b1, w2, nullptr, output_mask);
+  if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
+  return grads;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(twolayer_ext, CUDA, m) {
   m.impl("two_layer_forward", &two_layer_forward);
   m.impl("two_layer_backward", &two_layer_backward);
+  m.impl("two_layer", &two_layer);
+  m.impl("two_layer_backward_recompute", &two_layer_backward_recompute);
 }
 
 }  // namespace twolayer_ext::cuda

@@ -7,6 +7,7 @@
 #include <array>
 #include <tuple>
 
+#include "twolayer_ext/fused_mlp.h"
 #include "twolayer_ext/tensor_util.h"
 
 namespace twolayer_ext::cpu {
@@ -50,7 +51,6 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(
 
 // The whole network block by block, each block's hidden activation kept in cache between
 // the products (csrc/cpu/two_layer_fused.cpp, which says when it pays).
-enum class MlpPass { kForward, kBackward };
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass);
 // out [rows, out] (contiguous) = relu(x w1ᵀ + b1) w2ᵀ + b2 for a 2-D x [rows, in]; the hidden
@@ -65,9 +65,8 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_laye
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
     const at::Tensor& w2, const at::Tensor* hidden, std::array<bool, 5> output_mask);
 
-// Whether the network's gradients are computed without keeping its hidden activation
-// (two_layer_backward_recompute): where both fused CPU passes run (CUDA keeps it: no fused
-// kernel there yet). Any device may ask; false under symbolic shapes.
-bool recompute_hidden(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2);
+// The CPU half of twolayer_ext::recompute_hidden (fused_mlp.h), on concrete sizes.
+bool recompute_hidden(int64_t rows, int64_t in_features, int64_t hidden_features,
+                      int64_t out_features, at::ScalarType dtype);
 
 }  // namespace twolayer_ext::cpu
