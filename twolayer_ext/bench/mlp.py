@@ -1,11 +1,14 @@
 """Narrow networks with many rows (``bench --suite mlp``): where the two-layer ops run fully
-fused (csrc/cpu/two_layer_fused.cpp), against torch eager, torch.compile and the ops'
-layer-by-layer path, side by side in one run, plus the peak memory of a training step.
+fused (csrc/cpu/two_layer_fused.cpp, csrc/cuda/fused_mlp.cu), against torch eager,
+torch.compile and the ops' layer-by-layer path, side by side in one run, plus the peak
+memory of a training step.
 
 Modes: inference (no_grad), training forward+backward (every parameter's gradient), and
 one SGD step (``TwoLayerNet.sgd_step`` against the step torch users write). ``ext`` is what
 the ops' rule picks; ``ext layered`` forces the layer-by-layer path
-(``TWOLAYER_EXT_FUSED_MLP=0``). Ratios are torch-eager time / extension time.
+(``TWOLAYER_EXT_FUSED_MLP=0``); on CUDA, where the rule does not pick the fused kernels
+until they are measured, ``ext fused`` forces them (``=1``; where their shared memory does
+not fit, that is the layered path again). Ratios are torch-eager time / extension time.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from .timing import time_cuda_interleaved, time_interleaved
 # the tutorial's network at 65536 rows.
 NETWORKS = [(262144, 64, 64, 16), (1048576, 32, 128, 3), (65536, 1000, 100, 10)]
 QUICK_NETWORKS = [(4096, 16, 32, 4)]
-DTYPES = {"cpu": [torch.float32, torch.bfloat16, torch.float64], "cuda": [torch.bfloat16]}
+DTYPES = {
+    "cpu": [torch.float32, torch.bfloat16, torch.float64],
+    "cuda": [torch.bfloat16, torch.float16, torch.float32, torch.float64],
+}
 QUICK_DTYPES = {"cpu": [torch.float32], "cuda": [torch.float32]}
 LR = 1e-6
 
@@ -142,6 +148,8 @@ def bench_network(
     results = []
     for mode, (ext, eager, comp) in modes.items():
         fns = {"ext": _path(None, ext), "ext layered": _path("0", ext), "torch": eager}
+        if device == "cuda":
+            fns["ext fused"] = _path("1", ext)
         if comp is not None:
             fns["torch.compile"] = comp
         timings = timer(fns, rounds)
@@ -171,6 +179,10 @@ def run(
         t = r["timings_ms"]
         r["ratios"] = {k: t["torch"] / v for k, v in t.items() if k != "torch"}
         r["ratios"]["layered/ext"] = t["ext layered"] / t["ext"]
+        if "ext fused" in t:
+            r["ratios"]["layered/fused"] = t["ext layered"] / t["ext fused"]
+            if "torch.compile" in t:
+                r["ratios"]["compile/fused"] = t["torch.compile"] / t["ext fused"]
     return {
         "suite": "mlp",
         "torch": torch.__version__,
@@ -181,13 +193,16 @@ def run(
 
 
 def format_table(report: dict[str, Any]) -> str:
-    cols = ["ext", "ext layered", "torch", "torch.compile"]
+    fused = any("ext fused" in r["timings_ms"] for r in report["results"])
+    cols = ["ext", "ext layered", *(["ext fused"] if fused else []), "torch", "torch.compile"]
     lines = [
         f"torch {report['torch']}, {report['device']}, {report['threads']} threads",
         f"{'case':<42}"
         + "".join(f"{c + ' ms':>17}" for c in cols)
         + f"{'torch/ext':>10}{'compile/ext':>12}{'layered/ext':>12}"
-        + "   peak MiB ext / layered / torch / compile",
+        + (f"{'torch/fused':>12}{'compile/fused':>14}" if fused else "")
+        + "   peak MiB "
+        + " / ".join(c.removeprefix("ext ").replace("torch.", "") for c in cols),
     ]
     for r in report["results"]:
         t, q, p = r["timings_ms"], r["ratios"], r["peak_bytes"]
@@ -196,6 +211,9 @@ def format_table(report: dict[str, Any]) -> str:
         )
         compile_ratio = t["torch.compile"] / t["ext"] if "torch.compile" in t else float("nan")
         row += f"{q['ext']:>10.2f}{compile_ratio:>12.2f}{q['layered/ext']:>12.2f}"
+        if fused:
+            nan = float("nan")
+            row += f"{q.get('ext fused', nan):>12.2f}{q.get('compile/fused', nan):>14.2f}"
         if p:
             mib = [p.get(c) for c in cols]
             row += "   " + " / ".join("-" if b is None else f"{b / 2**20:.0f}" for b in mib)
