@@ -1,9 +1,11 @@
-"""The CUDA fully fused two-layer kernels (csrc/cuda/fused_mlp.cu), which run where
+"""The CUDA fully fused two-layer kernels (csrc/cuda/fused_mlp*.cu*), which run where
 TWOLAYER_EXT_FUSED_MLP=1 asks for them (opt-in until measured faster on a GPU): every CUDA
-dtype, several 32-row blocks with a short last one, more row blocks than thread blocks,
+dtype on its variant (tensor cores for float16/bfloat16 and TF32, SIMT for float32 and
+float64), several 32-row blocks with a short last one, more row blocks than thread blocks,
 strided inputs, the output-mask subsets, NaN, determinism, the recomputing backward, and
-the fallbacks. Each test that means the fused kernels checks with the profiler that they
-ran, so a silent fallback to the layered path cannot pass for them. Skips without a GPU."""
+the fallbacks. Each test that means the fused kernels checks with the profiler that the
+expected ones ran, so a silent fallback to another path cannot pass for them. Skips
+without a GPU."""
 
 from __future__ import annotations
 
@@ -26,6 +28,12 @@ from twolayer_ext import reference
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 
 FORWARD, BACKWARD = "fused_mlp_forward_kernel", "fused_mlp_backward_kernel"
+
+
+def _variant(dtype: torch.dtype) -> str:
+    """The kernels' namespace for dtype, TF32 off (torch's default)."""
+    return "tc::" if dtype in (torch.float16, torch.bfloat16) else "simt::"
+
 
 # (rows, in, hidden, out) whose both passes fit the kernels' shared memory in every dtype:
 # one row; a short last block; widths that are no multiple of the 16-thread tile edge; and
@@ -65,8 +73,35 @@ def test_ops_match_reference(shape, dtype, layout, bias):
     rows, d_in, hidden, d_out = shape
     x = make_x((rows, d_in), dtype, "cuda", layout)
     params = _params(d_in, hidden, d_out, dtype, bias, transposed=layout == "sliced")
-    names = cuda_kernel_names(lambda: check_two_layer_ops(x, *params, [True] * 5, dtype))
-    assert FORWARD in " ".join(names) and BACKWARD in " ".join(names)
+    names = " ".join(cuda_kernel_names(lambda: check_two_layer_ops(x, *params, [True] * 5, dtype)))
+    assert _variant(dtype) + FORWARD in names and _variant(dtype) + BACKWARD in names
+
+
+@pytest.mark.parametrize("shape", [SHAPES[1], WIDE_SHAPES[0]], ids=str)
+def test_float32_runs_tf32_tensor_cores_where_torch_allows_tf32(shape):
+    rows, d_in, hidden, d_out = shape
+    x = torch.randn(rows, d_in, device="cuda")
+    params = _params(d_in, hidden, d_out, torch.float32)
+    ref = reference.two_layer_forward(x.double(), *(p.double() for p in params))[0]
+    old = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        names = " ".join(
+            cuda_kernel_names(lambda: check_two_layer_ops(x, *params, [True] * 5, torch.bfloat16))
+        )
+        with torch.no_grad():
+            fast = twolayer_ext.two_layer_mlp(x, *params)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        with torch.no_grad():
+            exact = twolayer_ext.two_layer_mlp(x, *params)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    # TF32 keeps 10 mantissa bits: within bfloat16's tolerance, and less exact than float32.
+    assert "tc::" + FORWARD in names and "tc::" + BACKWARD in names
+    scale = ref.abs().max().item()
+    err_fast = (fast.double() - ref).abs().max().item() / scale
+    err_exact = (exact.double() - ref).abs().max().item() / scale
+    assert err_exact < 1e-5 < err_fast < 5e-3
 
 
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=lambda d: str(d)[6:])
@@ -107,7 +142,7 @@ def test_output_only_and_recompute_are_bitwise_the_saved_hidden_results(dtype):
             grad_out, x, w1, b1, w2, [True] * 5
         )
     )
-    assert BACKWARD in " ".join(names) and FORWARD not in " ".join(names)
+    assert _variant(dtype) + BACKWARD in " ".join(names) and FORWARD not in " ".join(names)
     again = torch.ops.twolayer_ext.two_layer_backward_recompute(grad_out, x, w1, b1, w2, [True] * 5)
     for a, b in zip(kept, again):
         assert torch.equal(a, b)
@@ -175,7 +210,7 @@ def test_gradcheck():
         b1[h.abs().min(0).values < 1e-3] += 0.01
     inputs = [t.requires_grad_() for t in (x, w1, b1, w2, b2)]
     names = cuda_kernel_names(lambda: twolayer_ext.two_layer_mlp(*inputs).sum().backward())
-    assert BACKWARD in " ".join(names)
+    assert "simt::" + BACKWARD in " ".join(names)
     assert torch.autograd.gradcheck(twolayer_ext.two_layer_mlp, inputs, fast_mode=True)
 
 

@@ -1,12 +1,13 @@
 // The two-layer network, relu(x W1ᵀ + b1) W2ᵀ + b2, fully fused on CUDA: each thread block
 // keeps both weight matrices in shared memory and runs blocks of 32 rows through both
 // layers there, so the hidden activation never goes to global memory unless it is asked
-// for (defined in fused_mlp.cu; when it runs: cuda_fused_mlp in twolayer_ext/fused_mlp.h).
+// for (defined in fused_mlp.cu; when each variant runs: cuda_fused_mlp in
+// twolayer_ext/fused_mlp.h).
 //
-// Every function takes any strides, dispatches on the dtype (float32, float64, float16,
-// bfloat16), enqueues on the current stream and checks its launches. The caller has
-// checked the arguments, set the device guard and verified the shapes fit
-// (cuda_fused_mlp), with rows > 0.
+// Every function runs the kernels of `variant` (SIMT or tensor cores, as cuda_fused_mlp in
+// twolayer_ext/fused_mlp.h chose them for these shapes, dtype and pass; not kNone), takes
+// any strides, dispatches on the dtype, enqueues on the current stream and checks its
+// launches. The caller has checked the arguments and set the device guard.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,6 +15,7 @@
 #include <array>
 #include <tuple>
 
+#include "twolayer_ext/fused_mlp.h"
 #include "twolayer_ext/tensor_util.h"
 
 namespace twolayer_ext::cuda {
@@ -21,17 +23,18 @@ namespace twolayer_ext::cuda {
 // out [rows, out] (contiguous) = relu(x w1ᵀ + b1) w2ᵀ + b2 for x [rows, in]; the hidden
 // activation relu(x w1ᵀ + b1) is also written to *hidden ([rows, hidden], contiguous) when
 // hidden is not null.
-void fused_mlp_forward(at::Tensor& out, const at::Tensor& x, const at::Tensor& w1,
-                       const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2,
-                       at::Tensor* hidden);
+void fused_mlp_forward(cuda_mlp::Variant variant, at::Tensor& out, const at::Tensor& x,
+                       const at::Tensor& w1, const OptTensor& b1, const at::Tensor& w2,
+                       const OptTensor& b2, at::Tensor* hidden);
 
 // two_layer_backward for grad_out [rows, out], x [rows, in] and the hidden activation
 // [rows, hidden]; with hidden null, each block's hidden activation is recomputed from x,
-// w1 and b1 by the forward's own code (the same bits). The weight and bias gradients are
-// summed per chunk of consecutive row blocks and the chunks added in order, the chunks
-// depending on `rows` alone: deterministic, whatever the GPU.
+// w1 and b1 by the forward's own code (the same bits, if the forward ran the same variant). The
+// weight and bias gradients are summed per chunk of consecutive row blocks and the chunks added in
+// order, the chunks depending on `rows` alone: deterministic, whatever the GPU.
 std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_mlp_backward(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
-    const at::Tensor& w2, const at::Tensor* hidden, std::array<bool, 5> output_mask);
+    cuda_mlp::Variant variant, const at::Tensor& grad_out, const at::Tensor& x,
+    const at::Tensor& w1, const OptTensor& b1, const at::Tensor& w2, const at::Tensor* hidden,
+    std::array<bool, 5> output_mask);
 
 }  // namespace twolayer_ext::cuda

@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include "fused_mlp.h"
+#include "launch_utils.cuh"
 #include "layer.h"
 #include "twolayer_ext/checks.h"
 #include "twolayer_ext/fused_mlp.h"
@@ -23,13 +24,18 @@
 namespace twolayer_ext::cuda {
 namespace {
 
+using cuda_mlp::Variant;
+
 constexpr const char* kFwd = "twolayer_ext::two_layer_forward";
 constexpr const char* kBwd = "twolayer_ext::two_layer_backward";
 constexpr const char* kOut = "twolayer_ext::two_layer";
 constexpr const char* kRecompute = "twolayer_ext::two_layer_backward_recompute";
 
-bool fused(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, MlpPass pass) {
-  return cuda_fused_mlp(leading_rows(x), w1.size(1), w1.size(0), w2.size(0), x.scalar_type(), pass);
+// The fused kernels for this pass, or kNone (twolayer_ext/fused_mlp.h).
+cuda_mlp::Variant fused(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+                        MlpPass pass) {
+  return cuda_fused_mlp(leading_rows(x), w1.size(1), w1.size(0), w2.size(0), x.scalar_type(), pass,
+                        use_tf32(x));
 }
 
 std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const at::Tensor& w1,
@@ -40,9 +46,9 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const 
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = leading_rows(x), hidden_features = w1.size(0), out_features = w2.size(0);
   at::Tensor hidden = at::empty({rows, hidden_features}, x.options());
-  if (fused(x, w1, w2, MlpPass::kForward)) {
+  if (const auto variant = fused(x, w1, w2, MlpPass::kForward); variant != Variant::kNone) {
     at::Tensor out = at::empty({rows, out_features}, x.options());
-    fused_mlp_forward(out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, &hidden);
+    fused_mlp_forward(variant, out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, &hidden);
     return {out.view(with_last_dim(x, out_features)),
             hidden.view(with_last_dim(x, hidden_features))};
   }
@@ -59,11 +65,11 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   TORCH_INTERNAL_ASSERT(x.is_cuda());
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = leading_rows(x);
-  if (fused(x, w1, w2, MlpPass::kBackward)) {
+  if (const auto variant = fused(x, w1, w2, MlpPass::kBackward); variant != Variant::kNone) {
     const at::Tensor hidden2 = hidden.reshape({rows, w1.size(0)});
-    auto grads =
-        fused_mlp_backward(grad_out.reshape({rows, w2.size(0)}), x.reshape({rows, w1.size(1)}), w1,
-                           std::nullopt, w2, &hidden2, output_mask);
+    auto grads = fused_mlp_backward(variant, grad_out.reshape({rows, w2.size(0)}),
+                                    x.reshape({rows, w1.size(1)}), w1, std::nullopt, w2, &hidden2,
+                                    output_mask);
     if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
     return grads;
   }
@@ -88,12 +94,12 @@ at::Tensor two_layer(const at::Tensor& x, const at::Tensor& w1, const OptTensor&
                      const at::Tensor& w2, const OptTensor& b2) {
   check_two_layer_args(kOut, x, w1, b1, w2, b2, kCudaDtypes);
   TORCH_INTERNAL_ASSERT(x.is_cuda());
-  if (!fused(x, w1, w2, MlpPass::kForward))
-    return std::get<0>(two_layer_forward(x, w1, b1, w2, b2));
+  const auto variant = fused(x, w1, w2, MlpPass::kForward);
+  if (variant == Variant::kNone) return std::get<0>(two_layer_forward(x, w1, b1, w2, b2));
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = leading_rows(x), out_features = w2.size(0);
   at::Tensor out = at::empty({rows, out_features}, x.options());
-  fused_mlp_forward(out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, nullptr);
+  fused_mlp_forward(variant, out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, nullptr);
   return out.view(with_last_dim(x, out_features));
 }
 
@@ -105,13 +111,15 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   check_two_layer_args(kRecompute, x, w1, b1, w2, std::nullopt, kCudaDtypes);
   check_two_layer_grad_out(kRecompute, grad_out, x, w2);
   TORCH_INTERNAL_ASSERT(x.is_cuda());
-  if (!fused(x, w1, w2, MlpPass::kForward) || !fused(x, w1, w2, MlpPass::kBackward)) {
+  // Recomputing gives the forward's bits only where both passes run the same kernels.
+  const auto variant = fused(x, w1, w2, MlpPass::kBackward);
+  if (variant == Variant::kNone || variant != fused(x, w1, w2, MlpPass::kForward)) {
     const at::Tensor hidden = std::get<1>(two_layer_forward(x, w1, b1, w2, std::nullopt));
     return two_layer_backward(grad_out, x, w1, w2, hidden, output_mask);
   }
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = leading_rows(x);
-  auto grads = fused_mlp_backward(grad_out.reshape({rows, w2.size(0)}),
+  auto grads = fused_mlp_backward(variant, grad_out.reshape({rows, w2.size(0)}),
                                   x.reshape({rows, w1.size(1)}), w1, b1, w2, nullptr, output_mask);
   if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
   return grads;

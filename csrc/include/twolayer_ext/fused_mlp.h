@@ -27,23 +27,29 @@ inline std::optional<bool> fused_mlp_forced() {
   return *choice == '1';
 }
 
-// The CUDA kernels (csrc/cuda/fused_mlp.cu) keep both weight matrices, one block of rows
-// of every operand and, in backward, the block's partial weight gradients in shared
-// memory, all in the accumulation type (float, or double for float64). This is where
-// each lives, in elements from the start of the block's dynamic shared memory; the rule
-// and the launch both size the allocation from it, so they cannot disagree.
+// The CUDA kernels (csrc/cuda/fused_mlp*.cu*) keep both weight matrices, one block of rows
+// of every operand and, in backward, the block's partial weight gradients in shared memory.
+// The layouts below say where each lives; the rule and the launch both size the allocation
+// from them, so they cannot disagree.
 namespace cuda_mlp {
 
-// Rows per block: a multiple of the 16-thread tile edge that keeps the row blocks of x,
+// Rows per block: a multiple of the 16-row tile edge that keeps the row blocks of x,
 // hidden, grad_out and grad_hidden small next to the weights (at 64 -> 64 -> 16 in float
-// they are 27 KB of the backward's 69 KB).
+// they are 27 KB of the SIMT backward's 69 KB).
 constexpr int64_t kBlockRows = 32;
 // Dynamic shared memory per block at most: 96 KiB fits every GPU the extension builds
 // for (sm_80 and newer; sm_86/sm_89 allow 99 KiB per block, sm_80 163 KiB, sm_90 227 KiB).
 constexpr int64_t kMaxSharedBytes = 96 << 10;
 
+// Which kernels run a pass: none (the layered path), the SIMT ones (CUDA cores, float or
+// double arithmetic), or the tensor-core ones (WMMA: float16, bfloat16, and float32 as TF32).
+enum class Variant { kNone, kSimt, kTensorCores };
+
+// The SIMT kernels' layout, in elements of the accumulation type (float, or double for
+// float64), every operand converted to it on load. Rows are padded by one element against
+// bank conflicts (the products read them down a column).
 struct Layout {
-  // Weights and biases (rows padded by one element against bank conflicts).
+  // Weights and biases.
   int64_t w1, w2, b1, b2;
   // One block of rows: x, hidden, and in backward grad_out and masked grad_hidden.
   int64_t x, h, g, gh;
@@ -75,25 +81,92 @@ C10_HOST_DEVICE inline Layout layout(int64_t in, int64_t hidden, int64_t out, Ml
   return l;
 }
 
+C10_HOST_DEVICE inline int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
+C10_HOST_DEVICE inline int64_t max3(int64_t a, int64_t b, int64_t c) {
+  return a > b ? (a > c ? a : c) : (b > c ? b : c);
+}
+// The next array's byte offset (at), and at moved past `bytes` to a 128-byte boundary.
+C10_HOST_DEVICE inline int64_t take(int64_t& at, int64_t bytes) {
+  const int64_t start = at;
+  at = (at + bytes + 127) / 128 * 128;
+  return start;
+}
+
+// The tensor-core kernels' layout, in bytes. Operands stay in their dtype (elem_bytes each),
+// as the WMMA fragments load them: widths padded with zeros to the 16-element tile edge,
+// leading dimensions 8 elements more (a multiple of 16 bytes, as WMMA requires, that puts
+// consecutive rows on other banks). Products land in a float scratch block; backward's
+// running weight-gradient sums are float tiles of the padded shapes. Every array starts on
+// a 128-byte boundary (WMMA needs 32).
+struct TcLayout {
+  int64_t ld_in, ld_hidden, ld_out;  // leading dims of the operand arrays, in elements
+  int64_t ld_scratch;                // scratch [kBlockRows][ld_scratch] float
+  int64_t ld_gw1, ld_gw2;            // gw1 [pad16(hidden)][ld_gw1], gw2 [pad16(out)][ld_gw2] float
+  // Byte offsets: w1 [pad16(hidden)][ld_in], w2 [pad16(out)][ld_hidden], x [32][ld_in],
+  // h [32][ld_hidden], g [32][ld_out], gh [32][ld_hidden]; b1, b2, gb1, gb2 float vectors.
+  int64_t w1, w2, x, h, g, gh, scratch, b1, b2, gw1, gb1, gw2, gb2;
+  int64_t total;
+};
+
+C10_HOST_DEVICE inline TcLayout tc_layout(int64_t in, int64_t hidden, int64_t out, MlpPass pass,
+                                          int64_t elem_bytes) {
+  const bool backward = pass == MlpPass::kBackward;
+  const int64_t in_p = pad16(in), hidden_p = pad16(hidden), out_p = pad16(out);
+  TcLayout l{};
+  l.ld_in = in_p + 8, l.ld_hidden = hidden_p + 8, l.ld_out = out_p + 8;
+  l.ld_scratch = max3(in_p, hidden_p, out_p) + 4;
+  l.ld_gw1 = in_p + 4, l.ld_gw2 = hidden_p + 4;
+  int64_t at = 0;
+  l.w1 = take(at, hidden_p * l.ld_in * elem_bytes);
+  l.w2 = take(at, out_p * l.ld_hidden * elem_bytes);
+  l.x = take(at, kBlockRows * l.ld_in * elem_bytes);
+  l.h = take(at, kBlockRows * l.ld_hidden * elem_bytes);
+  l.g = take(at, backward ? kBlockRows * l.ld_out * elem_bytes : 0);
+  l.gh = take(at, backward ? kBlockRows * l.ld_hidden * elem_bytes : 0);
+  l.scratch = take(at, kBlockRows * l.ld_scratch * 4);
+  l.b1 = take(at, hidden * 4);
+  l.b2 = take(at, backward ? 0 : out * 4);
+  l.gw1 = take(at, backward ? hidden_p * l.ld_gw1 * 4 : 0);
+  l.gb1 = take(at, backward ? hidden * 4 : 0);
+  l.gw2 = take(at, backward ? out_p * l.ld_gw2 * 4 : 0);
+  l.gb2 = take(at, backward ? out * 4 : 0);
+  l.total = at;
+  return l;
+}
+
 }  // namespace cuda_mlp
 
 // The CUDA rule: only where TWOLAYER_EXT_FUSED_MLP=1 asks for it (no GPU measurement has
 // yet shown the kernels faster than the layered cuBLAS path, which stays the default: the
-// project's GPU design rule; docs/gpu-verification.md), on non-empty operands, and where
-// the pass's shared memory fits kMaxSharedBytes (e.g. float 262144x64->64->16 and
-// 1048576x32->128->3 both ways; the tutorial's 1000->100->10 does not fit).
-inline bool cuda_fused_mlp(int64_t rows, int64_t in, int64_t hidden, int64_t out,
-                           at::ScalarType dtype, MlpPass pass) {
-  if (!fused_mlp_forced().value_or(false)) return false;
-  if (rows == 0 || in == 0 || hidden == 0 || out == 0) return false;  // nothing to fuse
+// project's GPU design rule; docs/gpu-verification.md), on non-empty operands, with the
+// tensor-core kernels for float16/bfloat16 (and float32 where torch allows TF32) and the
+// SIMT ones otherwise, where that pass's shared memory fits kMaxSharedBytes (e.g. every
+// dtype but float64 at 262144x64->64->16 and 1048576x32->128->3, both ways; the tutorial's
+// 1000->100->10 does not fit). A float32 pass whose TF32 layout does not fit runs SIMT.
+// allow_tf32: torch.backends.cuda.matmul.allow_tf32.
+inline cuda_mlp::Variant cuda_fused_mlp(int64_t rows, int64_t in, int64_t hidden, int64_t out,
+                                        at::ScalarType dtype, MlpPass pass, bool allow_tf32) {
+  using cuda_mlp::Variant;
+  if (!fused_mlp_forced().value_or(false)) return Variant::kNone;
+  if (rows == 0 || in == 0 || hidden == 0 || out == 0) return Variant::kNone;  // nothing to fuse
+  const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
+  const int64_t max = cuda_mlp::kMaxSharedBytes;
+  if (half || (dtype == at::kFloat && allow_tf32)) {
+    if (cuda_mlp::tc_layout(in, hidden, out, pass, c10::elementSize(dtype)).total <= max) {
+      return Variant::kTensorCores;
+    }
+    if (half) return Variant::kNone;
+  }
   const int64_t acc_bytes = dtype == at::kDouble ? 8 : 4;
-  return cuda_mlp::layout(in, hidden, out, pass).total * acc_bytes <= cuda_mlp::kMaxSharedBytes;
+  const bool fits = cuda_mlp::layout(in, hidden, out, pass).total * acc_bytes <= max;
+  return fits ? Variant::kSimt : Variant::kNone;
 }
 
 // Whether the network's gradients are computed without keeping its hidden activation
 // (two_layer_backward_recompute): where both passes run fused and recomputing the hidden
 // block costs less than writing and reading it (the CPU's rule, csrc/cpu/two_layer_fused.cpp;
-// on CUDA wherever both fused kernels run). Any device may ask; false under symbolic shapes.
+// on CUDA wherever both passes run the same fused kernels, so that backward's recomputed
+// hidden has the forward's bits). Any device may ask; false under symbolic shapes.
 // Defined in csrc/fused_mlp.cpp.
 bool recompute_hidden(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2);
 
