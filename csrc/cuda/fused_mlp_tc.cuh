@@ -33,11 +33,13 @@ struct Fragment {
   using type = T;
   static constexpr int kDepth = 16;
 };
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800  // TF32 fragments exist from sm_80 on
 template <>
 struct Fragment<float> {
   using type = wmma::precision::tf32;
   static constexpr int kDepth = 8;
 };
+#endif
 
 // Element (row, col) of a matrix stored row- or column-major with leading dimension ld.
 template <typename Layout, typename T>
