@@ -25,37 +25,9 @@ using fused_mlp::kThreads;
 using fused_mlp::MlpParams;
 using fused_mlp::Strided;
 
-// Thread blocks at most. The forward's blocks loop over the row blocks; the backward's
-// each take a chunk of consecutive row blocks and write one set of partial weight
-// gradients (at 32 -> 128 -> 3: 1024 x 18 KB).
-constexpr int64_t kMaxBlocks = 1024;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// The weight gradients' places in a row of partial sums (cuda_mlp::Layout's order: gw1,
-// gb1, gw2, gb2), and where each goes (null: not asked for).
-template <typename T>
-struct Segments {
-  int64_t begin[5];  // begin[4]: the row's length
-  T* dst[4];
-};
-
-// dst = the partial sums added over chunks in chunk order, rounded to T once.
-template <typename T>
-__global__ void reduce_partials_kernel(const typename Numeric<T>::acc* partials, int64_t chunks,
-                                       const Segments<T> seg) {
-  using Acc = typename Numeric<T>::acc;
-  const int64_t n = seg.begin[4];
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    int s = 0;
-    while (e >= seg.begin[s + 1]) ++s;
-    if (seg.dst[s] == nullptr) continue;
-    Acc sum = partials[e];
-    for (int64_t c = 1; c < chunks; ++c) sum += partials[c * n + e];
-    seg.dst[s][e - seg.begin[s]] = Numeric<T>::from_acc(sum);
-  }
-}
+using fused_mlp::ceil_div;
+using fused_mlp::kMaxBlocks;
+using fused_mlp::Segments;
 
 template <typename T>
 T* mutable_ptr(const at::Tensor& t) {
@@ -172,9 +144,8 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_mlp_back
   const int64_t rows = x.size(0), in = w1.size(1), hidden_f = w1.size(0), out_f = w2.size(0);
   const int64_t n_gw1 = hidden_f * in, n_gw2 = out_f * hidden_f;
   const int64_t partials_n = n_gw1 + hidden_f + n_gw2 + out_f;
-  const int64_t blocks = ceil_div(rows, fused_mlp::kBlockRows);
-  const int64_t per_chunk = ceil_div(blocks, std::min(blocks, kMaxBlocks));
-  const int64_t chunks = ceil_div(blocks, per_chunk);
+  const std::pair<int64_t, int64_t> chunking = fused_mlp::chunking(rows);
+  const int64_t chunks = chunking.first, per_chunk = chunking.second;
   const auto maybe = [&](bool needed, at::IntArrayRef shape) {
     return needed ? at::empty(shape, x.options()) : at::Tensor();
   };

@@ -1,8 +1,11 @@
 // What the fused two-layer kernels (fused_mlp_simt.cuh, fused_mlp_tc.cuh) share: their
-// arguments and the thread block's shape. Included by fused_mlp.cu only.
+// arguments, the thread block's shape, the backward's chunks of row blocks and the kernel
+// that adds the chunks' partial sums. Included by fused_mlp.cu (and the host emulation in
+// tests/cuda_emulation/).
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "dtypes.cuh"
 #include "twolayer_ext/fused_mlp.h"
@@ -12,6 +15,20 @@ namespace twolayer_ext::cuda::fused_mlp {
 using cuda_mlp::kBlockRows;
 
 constexpr int kThreads = 256;  // threads per block: 8 warps
+// Thread blocks at most. The forward's blocks loop over the row blocks; the backward's
+// each take a chunk of consecutive row blocks and write one set of partial weight
+// gradients (at 32 -> 128 -> 3: 1024 x 18 KB).
+constexpr int64_t kMaxBlocks = 1024;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The backward's chunks: {count, row blocks per chunk}, from `rows` alone (so the order in
+// which partial sums are added does not depend on the GPU). rows > 0.
+inline std::pair<int64_t, int64_t> chunking(int64_t rows) {
+  const int64_t blocks = ceil_div(rows, kBlockRows);
+  const int64_t per_chunk = ceil_div(blocks, blocks < kMaxBlocks ? blocks : kMaxBlocks);
+  return {ceil_div(blocks, per_chunk), per_chunk};
+}
 
 // A 2-D operand in global memory, any strides.
 template <typename T>
@@ -40,5 +57,30 @@ struct MlpParams {
   int64_t blocks_per_chunk;
   bool need_gw1, need_gb1, need_gw2, need_gb2;
 };
+
+// The weight gradients' places in a row of partial sums (cuda_mlp::Layout's order: gw1,
+// gb1, gw2, gb2), and where each goes (null: not asked for).
+template <typename T>
+struct Segments {
+  int64_t begin[5];  // begin[4]: the row's length
+  T* dst[4];
+};
+
+// dst = the partial sums added over chunks in chunk order, rounded to T once.
+template <typename T>
+__global__ void reduce_partials_kernel(const typename Numeric<T>::acc* partials, int64_t chunks,
+                                       const Segments<T> seg) {
+  using Acc = typename Numeric<T>::acc;
+  const int64_t n = seg.begin[4];
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int s = 0;
+    while (e >= seg.begin[s + 1]) ++s;
+    if (seg.dst[s] == nullptr) continue;
+    Acc sum = partials[e];
+    for (int64_t c = 1; c < chunks; ++c) sum += partials[c * n + e];
+    seg.dst[s][e - seg.begin[s]] = Numeric<T>::from_acc(sum);
+  }
+}
 
 }  // namespace twolayer_ext::cuda::fused_mlp

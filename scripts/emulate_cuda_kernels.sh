@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the fused-MLP CUDA kernels' own source on the CPU (tests/cuda_emulation/: each thread
+# block's 256 threads as std::threads, WMMA as whole tiles) and checks their results, twice:
+#   1. under AddressSanitizer + UBSan: out-of-bounds shared or global memory, and the results
+#      against a float64 reference (every variant and dtype);
+#   2. under ThreadSanitizer: a barrier missing between one thread's write to shared memory
+#      and another's read is a data race there (what compute-sanitizer's racecheck finds).
+# Not a substitute for scripts/gpu_check.sh (no timing, no real warps, no tensor-core
+# rounding). Needs g++ with C++20, the CUDA toolkit's headers and torch's (Python: $1).
+# Usage: bash scripts/emulate_cuda_kernels.sh [PYTHON]   (about 2 minutes on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${1:-python3}
+CUDA_INCLUDE=${CUDA_HOME:-/usr/local/cuda}/include
+if [ ! -f "$CUDA_INCLUDE/cuda_fp16.h" ]; then
+  echo "emulate_cuda_kernels: no CUDA toolkit headers at $CUDA_INCLUDE (set CUDA_HOME)" >&2
+  exit 1
+fi
+read -r TORCH_INCLUDE TORCH_LIB < <($PY -c "
+import os, torch
+root = os.path.dirname(torch.__file__)
+print(os.path.join(root, 'include'), os.path.join(root, 'lib'))")
+OUT=$(mktemp -d /tmp/twolayer_emu.XXXXXX)
+trap 'rm -rf "$OUT"' EXIT
+build() {  # build NAME SANITIZER-FLAGS
+  g++ -std=c++20 -O1 -g -Wall -Wno-attributes -Wno-unknown-pragmas $2 \
+    -I tests/cuda_emulation -I csrc/cuda -I csrc/include -I "$TORCH_INCLUDE" -I "$CUDA_INCLUDE" \
+    tests/cuda_emulation/fused_mlp.cpp -o "$OUT/$1" \
+    -L "$TORCH_LIB" -lc10 -Wl,-rpath,"$TORCH_LIB" -lpthread
+}
+build asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined" &
+build tsan "-fsanitize=thread" &
+wait -n
+wait -n
+echo "--- AddressSanitizer + UBSan"
+"$OUT/asan" | grep -v ": done$"
+echo "--- ThreadSanitizer"
+TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$OUT/tsan" | grep -v ": done$"
