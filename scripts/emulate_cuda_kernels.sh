@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Runs the fused-MLP CUDA kernels' own source on the CPU (tests/cuda_emulation/: each thread
-# block's 256 threads as std::threads, WMMA as whole tiles) and checks their results, twice:
+# Runs CUDA kernels' own source on the CPU (tests/cuda_emulation/: each thread block's
+# threads as std::threads, WMMA as whole tiles) and checks their results: the fused MLP
+# (fused_mlp.cpp) and the fused passes around cuBLAS (fused_passes.cpp), each twice:
 #   1. under AddressSanitizer + UBSan: out-of-bounds shared or global memory, and the results
 #      against a float64 reference (every variant and dtype);
 #   2. under ThreadSanitizer: a barrier missing between one thread's write to shared memory
 #      and another's read is a data race there (what compute-sanitizer's racecheck finds).
 # Not a substitute for scripts/gpu_check.sh (no timing, no real warps, no tensor-core
 # rounding). Needs g++ with C++20, the CUDA toolkit's headers and torch's (Python: $1).
-# Usage: bash scripts/emulate_cuda_kernels.sh [PYTHON]   (about 2 minutes on 2 cores)
+# Usage: bash scripts/emulate_cuda_kernels.sh [PYTHON]   (about 2.5 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
@@ -22,17 +23,21 @@ root = os.path.dirname(torch.__file__)
 print(os.path.join(root, 'include'), os.path.join(root, 'lib'))")
 OUT=$(mktemp -d /tmp/twolayer_emu.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
-build() {  # build NAME SANITIZER-FLAGS
+build() {  # build SOURCE-NAME SANITIZER-FLAGS
   g++ -std=c++20 -O1 -g -Wall -Wno-attributes -Wno-unknown-pragmas $2 \
     -I tests/cuda_emulation -I csrc/cuda -I csrc/include -I "$TORCH_INCLUDE" -I "$CUDA_INCLUDE" \
-    tests/cuda_emulation/fused_mlp.cpp -o "$OUT/$1" \
+    "tests/cuda_emulation/$1.cpp" -o "$OUT/$1_${2//[^a-z]/}" \
     -L "$TORCH_LIB" -lc10 -Wl,-rpath,"$TORCH_LIB" -lpthread
 }
-build asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined" &
-build tsan "-fsanitize=thread" &
-wait -n
-wait -n
-echo "--- AddressSanitizer + UBSan"
-"$OUT/asan" | grep -v ": done$"
-echo "--- ThreadSanitizer"
-TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$OUT/tsan" | grep -v ": done$"
+ASAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+TSAN="-fsanitize=thread"
+for kernels in fused_mlp fused_passes; do  # two compilers at a time (2 cores)
+  build $kernels "$ASAN" &
+  build $kernels "$TSAN" &
+  wait -n
+  wait -n
+  echo "--- $kernels: AddressSanitizer + UBSan"
+  "$OUT/${kernels}_${ASAN//[^a-z]/}" | grep -v ": done$"
+  echo "--- $kernels: ThreadSanitizer"
+  TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$OUT/${kernels}_${TSAN//[^a-z]/}" | grep -v ": done$"
+done

@@ -131,7 +131,7 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
   const auto forward = [&](MlpParams<T> q) {
     const unsigned grid =
         static_cast<unsigned>(std::min(ceil_div(s.rows, cuda_mlp::kBlockRows), kMaxBlocks));
-    emu::launch(grid, smem_bytes(MlpPass::kForward), smem, [&] {
+    emu::launch(grid, kThreads, smem_bytes(MlpPass::kForward), smem, [&] {
       if constexpr (kTensorCores) {
         tc::fused_mlp_forward_kernel<T>(q);
       } else {
@@ -181,7 +181,7 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
     q.partials = partials.data();
     q.blocks_per_chunk = per_chunk;
     q.need_gw1 = q.need_gb1 = q.need_gw2 = q.need_gb2 = true;
-    emu::launch(static_cast<unsigned>(chunks), smem_bytes(MlpPass::kBackward), smem, [&] {
+    emu::launch(static_cast<unsigned>(chunks), kThreads, smem_bytes(MlpPass::kBackward), smem, [&] {
       if constexpr (kTensorCores) {
         tc::fused_mlp_backward_kernel<T>(q);
       } else {
@@ -192,7 +192,8 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
                           {grads.data(), grads.data() + n_gw1, grads.data() + n_gw1 + s.hidden,
                            grads.data() + n_gw1 + s.hidden + n_gw2}};
     const unsigned grid = static_cast<unsigned>(std::min(ceil_div(n, kThreads), kMaxBlocks));
-    emu::launch(grid, 0, smem, [&] { reduce_partials_kernel<T>(partials.data(), chunks, seg); });
+    emu::launch(grid, kThreads, 0, nullptr,
+                [&] { reduce_partials_kernel<T>(partials.data(), chunks, seg); });
     gx.insert(gx.end(), grads.begin(), grads.end());
     return gx;  // grad_x, then grad_w1, grad_b1, grad_w2, grad_b2
   };
