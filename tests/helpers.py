@@ -131,3 +131,32 @@ def cuda_kernel_names(fn) -> list[str]:
         fn()
         torch.cuda.synchronize()
     return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def check_nan_like_torch(x, w1, b1, w2, b2) -> None:
+    """NaN and Inf through the two-layer ops as through torch's layers, on x's device/dtype.
+
+    Forward: a NaN in x (row 5) and an Inf row (3000) make NaN exactly where the float64
+    reference has it, and row 5 all NaN. Backward: a NaN in grad_out and a NaN hidden unit
+    (whose gradient threshold_backward passes) reach exactly the reference's NaN positions.
+    x needs 3001 rows or more; it is changed.
+    """
+    rows, hidden = x.shape[0], w1.shape[0]
+    x[5, 3] = float("nan")
+    x[3000, :] = float("inf")
+    with torch.no_grad():
+        out = torch.ops.twolayer_ext.two_layer(x, w1, b1, w2, b2)
+    params = (w1, b1, w2, b2)
+    expected = reference.two_layer_forward(x.double(), *(_double(p) for p in params))[0]
+    assert torch.equal(out.isnan(), expected.isnan())
+    assert out[5].isnan().all()
+    clean = x.nan_to_num(0.0, 0.0, 0.0)
+    hidden_act = torch.relu(torch.randn(rows, hidden, dtype=x.dtype, device=x.device))
+    hidden_act[9, 1] = float("nan")
+    grad_out = torch.randn(rows, w2.shape[0], dtype=x.dtype, device=x.device)
+    grad_out[7, 0] = float("nan")
+    args = (grad_out, clean, w1, w2, hidden_act)
+    got = torch.ops.twolayer_ext.two_layer_backward(*args, [True] * 5)
+    want = reference.two_layer_backward(*(t.double() for t in args), [True] * 5)
+    for g, r in zip(got, want):
+        assert torch.equal(g.isnan(), r.isnan())

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import CPU_DTYPES, ERR, assert_close, check_two_layer_ops, make_weight, make_x
+from helpers import (
+    CPU_DTYPES,
+    ERR,
+    assert_close,
+    check_nan_like_torch,
+    check_two_layer_ops,
+    make_weight,
+    make_x,
+)
 
 import twolayer_ext
 from twolayer_ext import reference
@@ -93,26 +101,7 @@ def test_fused_and_layered_paths_agree(monkeypatch):
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=lambda d: str(d)[6:])
 def test_nan_propagates_and_is_masked_like_torch(dtype):
     rows, d_in, hidden, d_out = MULTI_BLOCK[0]
-    x = torch.randn(rows, d_in, dtype=dtype)
-    x[5, 3] = float("nan")  # row 5: NaN hidden units, NaN output
-    x[3000, :] = float("inf")
-    params = _params(d_in, hidden, d_out, dtype)
-    with torch.no_grad():
-        out = twolayer_ext.two_layer_mlp(x, *params)
-    expected = reference.two_layer_forward(x.double(), *(p.double() for p in params))[0]
-    assert torch.equal(out.isnan(), expected.isnan())
-    assert out[5].isnan().all()
-    # A NaN gradient reaches the hidden layer only where the ReLU is open (threshold_backward).
-    w1, _, w2, _ = params
-    clean = x.nan_to_num(0.0, 0.0, 0.0)
-    hidden_act = torch.relu(torch.randn(rows, hidden, dtype=dtype))
-    grad_out = torch.randn(rows, d_out, dtype=dtype)
-    grad_out[7, 0] = float("nan")
-    args = (grad_out, clean, w1, w2, hidden_act)
-    got = torch.ops.twolayer_ext.two_layer_backward(*args, [True] * 5)
-    want = reference.two_layer_backward(*(t.double() for t in args), [True] * 5)
-    for g, r in zip(got, want):
-        assert torch.equal(g.isnan(), r.isnan())
+    check_nan_like_torch(torch.randn(rows, d_in, dtype=dtype), *_params(d_in, hidden, d_out, dtype))
 
 
 def test_gradcheck_across_blocks(monkeypatch):

@@ -16,6 +16,7 @@ from helpers import (
     HAS_CUDA,
     assert_close,
     assert_requested_grads,
+    check_nan_like_torch,
     check_two_layer_ops,
     cuda_kernel_names,
     make_weight,
@@ -175,25 +176,7 @@ def test_training_keeps_no_hidden_and_is_deterministic(dtype):
 def test_nan_propagates_and_is_masked_like_torch(dtype):
     rows, d_in, hidden, d_out = SHAPES[1]
     x = torch.randn(rows, d_in, dtype=dtype, device="cuda")
-    x[5, 3] = float("nan")
-    x[3000, :] = float("inf")
-    params = _params(d_in, hidden, d_out, dtype)
-    with torch.no_grad():
-        out = twolayer_ext.two_layer_mlp(x, *params)
-    expected = reference.two_layer_forward(x.double(), *(p.double() for p in params))[0]
-    assert torch.equal(out.isnan(), expected.isnan())
-    assert out[5].isnan().all()
-    w1, _, w2, _ = params
-    clean = x.nan_to_num(0.0, 0.0, 0.0)
-    hidden_act = torch.relu(torch.randn(rows, hidden, dtype=dtype, device="cuda"))
-    hidden_act[9, 1] = float("nan")  # a NaN hidden unit passes its gradient (threshold_backward)
-    grad_out = torch.randn(rows, d_out, dtype=dtype, device="cuda")
-    grad_out[7, 0] = float("nan")
-    args = (grad_out, clean, w1, w2, hidden_act)
-    got = torch.ops.twolayer_ext.two_layer_backward(*args, [True] * 5)
-    want = reference.two_layer_backward(*(t.double() for t in args), [True] * 5)
-    for g, r in zip(got, want):
-        assert torch.equal(g.isnan(), r.isnan())
+    check_nan_like_torch(x, *_params(d_in, hidden, d_out, dtype))
 
 
 def test_gradcheck():

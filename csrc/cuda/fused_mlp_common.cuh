@@ -20,7 +20,7 @@ constexpr int kThreads = 256;  // threads per block: 8 warps
 // gradients (at 32 -> 128 -> 3: 1024 x 18 KB).
 constexpr int64_t kMaxBlocks = 1024;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+C10_HOST_DEVICE inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The backward's chunks: {count, row blocks per chunk}, from `rows` alone (so the order in
 // which partial sums are added does not depend on the GPU). rows > 0.
@@ -57,6 +57,29 @@ struct MlpParams {
   int64_t blocks_per_chunk;
   bool need_gw1, need_gb1, need_gw2, need_gb2;
 };
+
+// The row blocks a thread block takes, [begin, end) by step: in the forward every
+// gridDim.x-th from its own index; in the backward its chunk of consecutive ones.
+struct RowBlocks {
+  int64_t begin, end, step;
+};
+
+template <typename T>
+__device__ inline RowBlocks forward_row_blocks(const MlpParams<T>& p) {
+  return {blockIdx.x, ceil_div(p.rows, kBlockRows), gridDim.x};
+}
+
+template <typename T>
+__device__ inline RowBlocks backward_row_blocks(const MlpParams<T>& p) {
+  const int64_t first = blockIdx.x * p.blocks_per_chunk;
+  return {first, min(ceil_div(p.rows, kBlockRows), first + p.blocks_per_chunk), 1};
+}
+
+// The rows of row block `block`: kBlockRows, fewer in the last.
+template <typename T>
+__device__ inline int rows_of(const MlpParams<T>& p, int64_t block) {
+  return static_cast<int>(min(kBlockRows, p.rows - block * kBlockRows));
+}
 
 // The weight gradients' places in a row of partial sums (cuda_mlp::Layout's order: gw1,
 // gb1, gw2, gb2), and where each goes (null: not asked for).

@@ -138,10 +138,10 @@ __global__ void __launch_bounds__(kThreads) fused_mlp_forward_kernel(const MlpPa
   load_rows(w2s, p.w2, 0, p.out, p.hidden);
   load_bias(b1s, p.b1, p.b1_stride, p.hidden);
   load_bias(b2s, p.b2, p.b2_stride, p.out);
-  const int64_t blocks = (p.rows + kBlockRows - 1) / kBlockRows;
-  for (int64_t block = blockIdx.x; block < blocks; block += gridDim.x) {
+  const RowBlocks mine = forward_row_blocks(p);
+  for (int64_t block = mine.begin; block < mine.end; block += mine.step) {
     const int64_t r0 = block * kBlockRows;
-    const int rows = static_cast<int>(min(kBlockRows, p.rows - r0));
+    const int rows = rows_of(p, block);
     __syncthreads();  // the weights are in; nobody reads the previous block's rows any more
     load_rows(xs, p.x, r0, rows, p.in);
     __syncthreads();
@@ -178,12 +178,10 @@ __global__ void __launch_bounds__(kThreads) fused_mlp_backward_kernel(const MlpP
   if (recompute) load_bias(b1s, p.b1, p.b1_stride, p.hidden);
   for (int e = threadIdx.x; e < l.partials; e += kThreads) gw1[e] = Acc(0);
 
-  const int64_t blocks = (p.rows + kBlockRows - 1) / kBlockRows;
-  const int64_t first = blockIdx.x * p.blocks_per_chunk;
-  const int64_t last = min(blocks, first + p.blocks_per_chunk);
-  for (int64_t block = first; block < last; ++block) {
+  const RowBlocks mine = backward_row_blocks(p);
+  for (int64_t block = mine.begin; block < mine.end; block += mine.step) {
     const int64_t r0 = block * kBlockRows;
-    const int rows = static_cast<int>(min(kBlockRows, p.rows - r0));
+    const int rows = rows_of(p, block);
     __syncthreads();  // as in the forward
     load_rows(gs, p.grad_out, r0, rows, p.out);
     if (recompute || p.need_gw1) load_rows(xs, p.x, r0, rows, p.in);

@@ -166,10 +166,10 @@ __global__ void __launch_bounds__(kThreads) fused_mlp_forward_kernel(const MlpPa
   load_padded(s.w2, l.ld_hidden, p.w2, 0, p.out, p.hidden, out_p, hidden_p);
   load_bias(s.b1, p.b1, p.b1_stride, p.hidden);
   load_bias(s.b2, p.b2, p.b2_stride, p.out);
-  const int64_t blocks = (p.rows + kBlockRows - 1) / kBlockRows;
-  for (int64_t block = blockIdx.x; block < blocks; block += gridDim.x) {
+  const RowBlocks mine = forward_row_blocks(p);
+  for (int64_t block = mine.begin; block < mine.end; block += mine.step) {
     const int64_t r0 = block * kBlockRows;
-    const int rows = static_cast<int>(min(kBlockRows, p.rows - r0));
+    const int rows = rows_of(p, block);
     __syncthreads();  // the weights are in; the previous block's scratch has been read
     load_padded(s.x, l.ld_in, p.x, r0, rows, p.in, kBlockRows, in_p);
     __syncthreads();
@@ -209,12 +209,10 @@ __global__ void __launch_bounds__(kThreads) fused_mlp_backward_kernel(const MlpP
   for (int e = threadIdx.x; e < p.hidden; e += kThreads) s.gb1[e] = 0.f;
   for (int e = threadIdx.x; e < p.out; e += kThreads) s.gb2[e] = 0.f;
 
-  const int64_t blocks = (p.rows + kBlockRows - 1) / kBlockRows;
-  const int64_t first = blockIdx.x * p.blocks_per_chunk;
-  const int64_t last = min(blocks, first + p.blocks_per_chunk);
-  for (int64_t block = first; block < last; ++block) {
+  const RowBlocks mine = backward_row_blocks(p);
+  for (int64_t block = mine.begin; block < mine.end; block += mine.step) {
     const int64_t r0 = block * kBlockRows;
-    const int rows = static_cast<int>(min(kBlockRows, p.rows - r0));
+    const int rows = rows_of(p, block);
     __syncthreads();  // as in the forward
     load_padded(s.g, l.ld_out, p.grad_out, r0, rows, p.out, kBlockRows, out_p);
     if (recompute || p.need_gw1) load_padded(s.x, l.ld_in, p.x, r0, rows, p.in, kBlockRows, in_p);

@@ -12,6 +12,8 @@
 #include "fused_mlp_common.cuh"
 #include "fused_mlp_simt.cuh"
 #include "fused_mlp_tc.cuh"
+//
+#include "check.h"
 
 namespace twolayer_ext::cuda::fused_mlp {
 namespace simt {
@@ -24,6 +26,7 @@ alignas(128) unsigned char smem[emu::kSharedBytes];
 
 namespace {
 
+using namespace emu;
 using namespace twolayer_ext;
 using namespace twolayer_ext::cuda;
 using namespace twolayer_ext::cuda::fused_mlp;
@@ -32,25 +35,6 @@ struct Shape {
   int64_t rows;
   int in, hidden, out;
 };
-
-int failures = 0;
-
-void check(bool ok, const std::string& what) {
-  if (!ok) {
-    std::printf("FAIL %s\n", what.c_str());
-    ++failures;
-  }
-}
-
-template <typename T>
-double to_double(T v) {
-  return static_cast<double>(Numeric<T>::to_acc(v));
-}
-
-template <typename T>
-T from_double(double v) {
-  return Numeric<T>::from_acc(static_cast<typename Numeric<T>::acc>(v));
-}
 
 // A host matrix of T with strides (s0, s1) over a buffer.
 template <typename T>
@@ -91,7 +75,7 @@ void compare(const std::vector<T>& got, const std::vector<double>& want, double 
 }
 
 template <typename T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+bool same_vector_bits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
@@ -146,7 +130,7 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
   forward(p);
   p.y = y2.data(), p.hidden_store = nullptr;
   forward(p);
-  check(same_bits(y, y2), label + ": output without hidden written = with it");
+  check(same_vector_bits(y, y2), label + ": output without hidden written = with it");
 
   std::vector<double> h_ref(s.rows * s.hidden), y_ref(s.rows * s.out);
   for (int64_t r = 0; r < s.rows; ++r) {
@@ -198,7 +182,7 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
     return gx;  // grad_x, then grad_w1, grad_b1, grad_w2, grad_b2
   };
   const std::vector<T> saved = backward(false), again = backward(true);
-  check(same_bits(saved, again), label + ": recomputing backward = saved-hidden backward");
+  check(same_vector_bits(saved, again), label + ": recomputing backward = saved-hidden backward");
 
   std::vector<double> gh(s.rows * s.hidden), want;
   for (int64_t r = 0; r < s.rows; ++r) {
@@ -272,8 +256,5 @@ int main() {
   run_all<float, true>(5e-3, "tc tf32");
   run_all<__half, true>(4e-3, "tc float16");
   run_all<__nv_bfloat16, true>(3e-2, "tc bfloat16");
-  std::printf(
-      failures == 0 ? "fused MLP emulation: all passed\n" : "fused MLP emulation: %d failed\n",
-      failures);
-  return failures == 0 ? 0 : 1;
+  return report("fused MLP");
 }

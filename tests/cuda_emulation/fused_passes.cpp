@@ -9,38 +9,18 @@
 // The kernels, after emu.h's definitions.
 #include "fused_passes_kernels.cuh"
 //
+#include "check.h"
+//
 #include <random>
 #include <string>
 
 namespace {
 
+using namespace emu;
 using namespace twolayer_ext::cuda;
 using namespace twolayer_ext::cuda::fused_passes;
 
 constexpr unsigned kThreads = 256;
-int failures = 0;
-
-void check(bool ok, const std::string& what) {
-  if (!ok) {
-    std::printf("FAIL %s\n", what.c_str());
-    ++failures;
-  }
-}
-
-template <typename T>
-double to_double(T v) {
-  return static_cast<double>(Numeric<T>::to_acc(v));
-}
-
-template <typename T>
-T from_double(double v) {
-  return Numeric<T>::from_acc(static_cast<typename Numeric<T>::acc>(v));
-}
-
-template <typename T>
-bool same_bits(T a, T b) {
-  return std::memcmp(&a, &b, sizeof(T)) == 0;
-}
 
 // Random values with some exact zeros of both signs and a NaN.
 template <typename T>
@@ -199,10 +179,5 @@ int main() {
   run_all<double>(1e-12, "float64");
   run_all<__half>(4e-3, "float16");
   run_all<__nv_bfloat16>(3e-2, "bfloat16");
-  if (failures == 0) {
-    std::printf("fused passes emulation: all passed\n");
-  } else {
-    std::printf("fused passes emulation: %d failed\n", failures);
-  }
-  return failures == 0 ? 0 : 1;
+  return report("fused passes");
 }
