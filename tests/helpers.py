@@ -160,3 +160,18 @@ def check_nan_like_torch(x, w1, b1, w2, b2) -> None:
     want = reference.two_layer_backward(*(t.double() for t in args), [True] * 5)
     for g, r in zip(got, want):
         assert torch.equal(g.isnan(), r.isnan())
+
+
+def saves_only_inputs(fn, inputs) -> torch.Tensor:
+    """fn() under a hook that records what autograd saves; asserts it saved nothing but
+    (views of) `inputs`, e.g. no hidden activation. Returns fn()'s result."""
+    saved = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = fn()
+    assert saved <= {t.untyped_storage().data_ptr() for t in inputs}
+    return result

@@ -15,6 +15,7 @@ from helpers import (
     check_two_layer_ops,
     make_weight,
     make_x,
+    saves_only_inputs,
 )
 
 import twolayer_ext
@@ -150,16 +151,7 @@ def test_training_recomputes_hidden(dtype):
     x = torch.randn(rows, d_in, dtype=dtype, requires_grad=True)
     params = [p.requires_grad_() for p in _params(d_in, hidden, d_out, dtype)]
     grad = torch.randn(rows, d_out, dtype=dtype)
-    saved = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        saved[t.untyped_storage().data_ptr()] = t
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = twolayer_ext.two_layer_mlp(x, *params)
-    alive = {t.untyped_storage().data_ptr() for t in (x, *params)}
-    assert set(saved) <= alive  # nothing saved but the inputs
+    out = saves_only_inputs(lambda: twolayer_ext.two_layer_mlp(x, *params), [x, *params])
     recomputed = torch.autograd.grad(out, [x, *params], grad)
     out_kept, _ = torch.ops.twolayer_ext.two_layer_forward(x, *params)  # saves hidden
     assert_close(out, out_kept, dtype, "out")

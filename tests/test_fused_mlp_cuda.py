@@ -21,6 +21,7 @@ from helpers import (
     cuda_kernel_names,
     make_weight,
     make_x,
+    saves_only_inputs,
 )
 
 import twolayer_ext
@@ -157,15 +158,7 @@ def test_training_keeps_no_hidden_and_is_deterministic(dtype):
     x = torch.randn(rows, d_in, dtype=dtype, device="cuda", requires_grad=True)
     params = [p.requires_grad_() for p in _params(d_in, hidden, d_out, dtype)]
     grad = torch.randn(rows, d_out, dtype=dtype, device="cuda")
-    saved = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        saved[t.untyped_storage().data_ptr()] = t
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = twolayer_ext.two_layer_mlp(x, *params)
-    assert set(saved) <= {t.untyped_storage().data_ptr() for t in (x, *params)}
+    out = saves_only_inputs(lambda: twolayer_ext.two_layer_mlp(x, *params), [x, *params])
     first = torch.autograd.grad(out, [x, *params], grad)
     second = torch.autograd.grad(twolayer_ext.two_layer_mlp(x, *params), [x, *params], grad)
     for a, b in zip(first, second):
