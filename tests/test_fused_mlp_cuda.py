@@ -9,6 +9,8 @@ without a GPU."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers import (
@@ -26,6 +28,7 @@ from helpers import (
 
 import twolayer_ext
 from twolayer_ext import reference
+from twolayer_ext.cli import main as cli_main
 
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 
@@ -218,3 +221,14 @@ def test_default_is_the_layered_path(monkeypatch):
     fused = twolayer_ext.two_layer_mlp(x, *params)
     monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", "0")
     assert_close(fused, twolayer_ext.two_layer_mlp(x, *params), torch.float32, "out")
+
+
+def test_mlp_bench_suite_on_cuda_times_the_fused_kernels(tmp_path, monkeypatch):
+    """`bench --suite mlp --device cuda` has its `ext fused` column (no timing is asserted)."""
+    monkeypatch.delenv("TWOLAYER_EXT_FUSED_MLP")  # the suite sets it per column itself
+    out = tmp_path / "mlp.json"
+    args = ["bench", "--suite", "mlp", "--device", "cuda", "--quick", "--rounds", "1"]
+    assert cli_main([*args, "--no-compile", "--json", str(out)]) == 0
+    for r in json.loads(out.read_text())["results"]:
+        assert set(r["timings_ms"]) == {"ext", "ext layered", "ext fused", "torch"}
+        assert "layered/fused" in r["ratios"]
