@@ -142,8 +142,8 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_mlp_back
     std::array<bool, 5> output_mask) {
   const auto [need_gx, need_gw1, need_gb1, need_gw2, need_gb2] = output_mask;
   const int64_t rows = x.size(0), in = w1.size(1), hidden_f = w1.size(0), out_f = w2.size(0);
-  const int64_t n_gw1 = hidden_f * in, n_gw2 = out_f * hidden_f;
-  const int64_t partials_n = n_gw1 + hidden_f + n_gw2 + out_f;
+  const cuda_mlp::Partials sums = cuda_mlp::partials(in, hidden_f, out_f);
+  const int64_t partials_n = sums.begin[4];
   const std::pair<int64_t, int64_t> chunking = fused_mlp::chunking(rows);
   const int64_t chunks = chunking.first, per_chunk = chunking.second;
   const auto maybe = [&](bool needed, at::IntArrayRef shape) {
@@ -175,8 +175,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_mlp_back
     }
     if (!weights) return;
     const Segments<T> seg{
-        {0, n_gw1, n_gw1 + hidden_f, n_gw1 + hidden_f + n_gw2, partials_n},
-        {mutable_ptr<T>(gw1), mutable_ptr<T>(gb1), mutable_ptr<T>(gw2), mutable_ptr<T>(gb2)}};
+        sums, {mutable_ptr<T>(gw1), mutable_ptr<T>(gb1), mutable_ptr<T>(gw2), mutable_ptr<T>(gb2)}};
     const int64_t reduce_grid = std::min(ceil_div(partials_n, kThreads), kMaxBlocks);
     reduce_partials_kernel<T>
         <<<static_cast<unsigned>(reduce_grid), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(

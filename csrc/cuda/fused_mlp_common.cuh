@@ -81,28 +81,35 @@ __device__ inline int rows_of(const MlpParams<T>& p, int64_t block) {
   return static_cast<int>(min(kBlockRows, p.rows - block * kBlockRows));
 }
 
-// The weight gradients' places in a row of partial sums (cuda_mlp::Layout's order: gw1,
-// gb1, gw2, gb2), and where each goes (null: not asked for).
+// Where each weight gradient of a row of partial sums goes (null: not asked for).
 template <typename T>
 struct Segments {
-  int64_t begin[5];  // begin[4]: the row's length
-  T* dst[4];
+  cuda_mlp::Partials at;  // the row's layout
+  T* dst[4];              // grad_w1, grad_b1, grad_w2, grad_b2
 };
+
+// dst[j] = bias[j] in the accumulation type, for j < n; nothing without a bias.
+template <typename T, typename Acc>
+__device__ void load_bias(Acc* dst, const T* bias, int64_t stride, int n) {
+  if (bias == nullptr) return;
+  for (int j = threadIdx.x; j < n; j += kThreads) dst[j] = Numeric<T>::to_acc(bias[j * stride]);
+}
 
 // dst = the partial sums added over chunks in chunk order, rounded to T once.
 template <typename T>
 __global__ void reduce_partials_kernel(const typename Numeric<T>::acc* partials, int64_t chunks,
                                        const Segments<T> seg) {
   using Acc = typename Numeric<T>::acc;
-  const int64_t n = seg.begin[4];
+  const int64_t* const begin = seg.at.begin;
+  const int64_t n = begin[4];
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
        e += int64_t(gridDim.x) * blockDim.x) {
     int s = 0;
-    while (e >= seg.begin[s + 1]) ++s;
+    while (e >= begin[s + 1]) ++s;
     if (seg.dst[s] == nullptr) continue;
     Acc sum = partials[e];
     for (int64_t c = 1; c < chunks; ++c) sum += partials[c * n + e];
-    seg.dst[s][e - seg.begin[s]] = Numeric<T>::from_acc(sum);
+    seg.dst[s][e - begin[s]] = Numeric<T>::from_acc(sum);
   }
 }
 

@@ -97,12 +97,6 @@ __device__ void load_rows(Acc* dst, const Strided<T>& src, int64_t r0, int rows,
   }
 }
 
-template <typename T, typename Acc>
-__device__ void load_bias(Acc* dst, const T* bias, int64_t stride, int n) {
-  if (bias == nullptr) return;
-  for (int j = threadIdx.x; j < n; j += kThreads) dst[j] = Numeric<T>::to_acc(bias[j * stride]);
-}
-
 // dst[c] += the sum of src [rows][cols + 1]'s column c, rows in order.
 template <typename Acc>
 __device__ void add_column_sums(Acc* dst, const Acc* src, int rows, int cols) {

@@ -93,12 +93,6 @@ __device__ void load_padded(T* dst, int ld, const Strided<T>& src, int64_t r0, i
   }
 }
 
-template <typename T>
-__device__ void load_bias(float* dst, const T* bias, int64_t stride, int n) {
-  if (bias == nullptr) return;
-  for (int j = threadIdx.x; j < n; j += kThreads) dst[j] = Numeric<T>::to_acc(bias[j * stride]);
-}
-
 // dst[c] += the sum over rows [0, rows) of src [.][ld]'s column c, in row order.
 template <typename T>
 __device__ void add_column_sums(float* dst, const T* src, int ld, int rows, int cols) {
@@ -257,21 +251,20 @@ __global__ void __launch_bounds__(kThreads) fused_mlp_backward_kernel(const MlpP
     }
   }
   __syncthreads();
-  // This chunk's partial sums, packed as cuda_mlp::layout orders them: gw1, gb1, gw2, gb2.
-  const int64_t n_gw1 = int64_t(p.hidden) * p.in, n_gw2 = int64_t(p.out) * p.hidden;
-  const int64_t n = n_gw1 + p.hidden + n_gw2 + p.out;
-  float* const dst = p.partials + blockIdx.x * n;
-  for (int64_t e = threadIdx.x; e < n; e += kThreads) {
+  // This chunk's partial sums, packed as cuda_mlp::partials orders them.
+  const cuda_mlp::Partials sums = cuda_mlp::partials(p.in, p.hidden, p.out);
+  const int64_t* const begin = sums.begin;
+  float* const dst = p.partials + blockIdx.x * begin[4];
+  for (int64_t e = threadIdx.x; e < begin[4]; e += kThreads) {
     float v;
-    if (e < n_gw1) {
+    if (e < begin[1]) {
       v = s.gw1[(e / p.in) * l.ld_gw1 + e % p.in];
-    } else if (e < n_gw1 + p.hidden) {
-      v = s.gb1[e - n_gw1];
-    } else if (e < n_gw1 + p.hidden + n_gw2) {
-      const int64_t f = e - n_gw1 - p.hidden;
-      v = s.gw2[(f / p.hidden) * l.ld_gw2 + f % p.hidden];
+    } else if (e < begin[2]) {
+      v = s.gb1[e - begin[1]];
+    } else if (e < begin[3]) {
+      v = s.gw2[((e - begin[2]) / p.hidden) * l.ld_gw2 + (e - begin[2]) % p.hidden];
     } else {
-      v = s.gb2[e - n_gw1 - p.hidden - n_gw2];
+      v = s.gb2[e - begin[3]];
     }
     dst[e] = v;
   }

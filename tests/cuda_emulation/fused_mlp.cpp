@@ -151,8 +151,8 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
   // Backward, reading the forward's hidden, then recomputing it.
   if (per_chunk == 0) per_chunk = chunking(s.rows).second;
   const int64_t chunks = ceil_div(ceil_div(s.rows, cuda_mlp::kBlockRows), per_chunk);
-  const int64_t n_gw1 = int64_t(s.hidden) * s.in, n_gw2 = int64_t(s.out) * s.hidden;
-  const int64_t n = n_gw1 + s.hidden + n_gw2 + s.out;
+  const cuda_mlp::Partials sums = cuda_mlp::partials(s.in, s.hidden, s.out);
+  const int64_t n = sums.begin[4];
   const auto backward = [&](bool recompute) {
     std::vector<T> gx(s.rows * s.in), grads(n);
     std::vector<Acc> partials(chunks * n);
@@ -172,9 +172,8 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
         simt::fused_mlp_backward_kernel<T>(q);
       }
     });
-    const Segments<T> seg{{0, n_gw1, n_gw1 + s.hidden, n_gw1 + s.hidden + n_gw2, n},
-                          {grads.data(), grads.data() + n_gw1, grads.data() + n_gw1 + s.hidden,
-                           grads.data() + n_gw1 + s.hidden + n_gw2}};
+    Segments<T> seg{sums, {}};
+    for (int i = 0; i < 4; ++i) seg.dst[i] = grads.data() + sums.begin[i];
     const unsigned grid = static_cast<unsigned>(std::min(ceil_div(n, kThreads), kMaxBlocks));
     emu::launch(grid, kThreads, 0, nullptr,
                 [&] { reduce_partials_kernel<T>(partials.data(), chunks, seg); });
@@ -224,7 +223,8 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
     want.push_back(v);
   }
   // Each gradient on its own scale.
-  const int64_t sizes[] = {s.rows * s.in, n_gw1, s.hidden, n_gw2, s.out};
+  const int64_t sizes[] = {s.rows * s.in, sums.begin[1], s.hidden, sums.begin[3] - sums.begin[2],
+                           s.out};
   const char* names[] = {"grad_x", "grad_w1", "grad_b1", "grad_w2", "grad_b2"};
   int64_t at = 0;
   for (int i = 0; i < 5; ++i) {

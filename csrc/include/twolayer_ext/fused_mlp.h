@@ -48,13 +48,26 @@ enum class Variant { kNone, kSimt, kTensorCores };
 // The SIMT kernels' layout, in elements of the accumulation type (float, or double for
 // float64), every operand converted to it on load. Rows are padded by one element against
 // bank conflicts (the products read them down a column).
+// One chunk's partial weight-gradient sums, packed in this order wherever they are kept
+// (the SIMT kernels' shared memory, global memory, the reduction): grad_w1 [hidden][in],
+// grad_b1 [hidden], grad_w2 [out][hidden], grad_b2 [out]. begin[i]: gradient i's offset;
+// begin[4]: their total length.
+struct Partials {
+  int64_t begin[5];
+};
+
+C10_HOST_DEVICE inline Partials partials(int64_t in, int64_t hidden, int64_t out) {
+  const int64_t gw1 = hidden * in, gw2 = out * hidden;
+  return {{0, gw1, gw1 + hidden, gw1 + hidden + gw2, gw1 + hidden + gw2 + out}};
+}
+
 struct Layout {
   // Weights and biases.
   int64_t w1, w2, b1, b2;
   // One block of rows: x, hidden, and in backward grad_out and masked grad_hidden.
   int64_t x, h, g, gh;
-  // Backward's running sums over this block's rows: grad_w1, grad_b1, grad_w2, grad_b2,
-  // contiguous from gw1 on in this order (the order of the partial sums in global memory).
+  // Backward's running sums over this chunk's rows, packed as `partials` orders them from
+  // gw1 on (one copy to global memory at the end).
   int64_t gw1, gb1, gw2, gb2;
   int64_t partials;  // gw1 .. gb2's length
   int64_t total;
@@ -72,11 +85,10 @@ C10_HOST_DEVICE inline Layout layout(int64_t in, int64_t hidden, int64_t out, Ml
   l.h = at, at += kBlockRows * (hidden + 1);
   l.g = at, at += backward ? kBlockRows * (out + 1) : 0;
   l.gh = at, at += backward ? kBlockRows * (hidden + 1) : 0;
-  l.gw1 = at, at += backward ? hidden * in : 0;
-  l.gb1 = at, at += backward ? hidden : 0;
-  l.gw2 = at, at += backward ? out * hidden : 0;
-  l.gb2 = at, at += backward ? out : 0;
-  l.partials = at - l.gw1;
+  const Partials sums = partials(in, hidden, out);
+  l.partials = backward ? sums.begin[4] : 0;
+  l.gw1 = at, l.gb1 = at + sums.begin[1], l.gw2 = at + sums.begin[2], l.gb2 = at + sums.begin[3];
+  at += l.partials;
   l.total = at;
   return l;
 }
