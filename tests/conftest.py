@@ -8,15 +8,12 @@ can be replayed. Shared helpers and constants live in helpers.py.
 
 from __future__ import annotations
 
-import os
 import random
 import zlib
 
 import pytest
 import torch
-from helpers import HAS_CUDA
-
-SESSION_SEED = int(os.environ.get("TWOLAYER_TEST_SEED", random.SystemRandom().randrange(2**31)))
+from helpers import HAS_CUDA, SESSION_SEED
 
 # The CUDA ops run their products on cuBLAS ("vendor") or on the extension's own GEMM
 # ("custom"), chosen per call (csrc/cuda/layer.cu); TWOLAYER_EXT_CUDA_GEMM forces one.

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import random
+
 import pytest
 import torch
 
 from twolayer_ext import reference
 from twolayer_ext.info import SUPPORTED_DTYPES
+
+# Every test draws fresh random inputs from this seed (random per session unless
+# TWOLAYER_TEST_SEED is set; conftest prints it so a failure can be replayed).
+SESSION_SEED = int(os.environ.get("TWOLAYER_TEST_SEED", random.SystemRandom().randrange(2**31)))
 
 HAS_CUDA = torch.cuda.is_available()
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")

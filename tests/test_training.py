@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from helpers import SESSION_SEED
 from torch import nn
 
 import twolayer_ext
@@ -18,24 +19,34 @@ from twolayer_ext.training import SCHEMES, TrainConfig, train
 # The schemes on torch ops plus the extension's ReLU agree bitwise. TwoLayerNet's
 # products (AVX-512/AVX2 kernels, csrc/cpu/gemm_f32*) and its bias gradients sum in
 # another order than MKL and torch's sum(0): last-bit differences, which training
-# amplifies once the loss is many orders below its start. With SGD they stay small
-# (the update is lr * grad). Adam divides each gradient by its running RMS, so near
-# convergence rounding-level gradient differences become lr-sized steps in different
-# directions and the two runs follow different paths down: over 300 seeds of
-# module_linear (TwoLayerNet + Adam) the largest relative gap was 1.1e-3 while
-# torch's loss was above 1e-3 * loss[0], 1e-2 above 1e-4 * loss[0], and 0.93 below
-# (57 of 300 seeds past 1e-2). So Adam runs are compared step by step down to
-# ADAM_TRACKED * loss[0]; below it test_adam_schemes_learn checks that both converge.
+# amplifies once the loss is many orders below its start. With SGD the gap mostly stays
+# below 5e-3 of the loss, but now and then a hidden pre-activation sits so near zero that
+# the two runs put it on different sides: that sample's ReLU mask differs, its gradient
+# differs by far more than rounding, and from there the runs go down slightly different
+# paths (seed 250 of sequential: one such pre-activation from step 14, the gap jumps from
+# 9e-6 at step 20 to 8e-4 at step 30 and ends at 2.5e-2). Over 4,000 runs (seeds 0-1999
+# of sequential, 0-1599 of sequential_sgd, 0-399 of fused_step) that 2.5e-2 was the
+# largest gap above 1e-9 * loss[0], the next 1.3e-2; below that level ABS_TOL takes over.
+# REL_TOL is twice the largest; a learning rate 1% off still fails it (gap 8e-2).
+# Adam divides each gradient by its running RMS, so near convergence rounding-level
+# gradient differences become lr-sized steps in different directions and the two runs
+# follow different paths down: over 1,000 seeds of module_linear (TwoLayerNet + Adam) the
+# largest relative gap was 4.7e-3 while torch's loss was above 1e-3 * loss[0], 2.6e-2
+# above 1e-4 * loss[0], 0.24 above 1e-6 * loss[0] and 0.86 above 1e-9 * loss[0]. So Adam
+# runs are compared step by step down to ADAM_TRACKED * loss[0]; below it
+# test_adam_schemes_learn checks that both converge.
 # (With ATen's BLAS the same run is bitwise torch's:
 # test_twolayernet_on_atens_blas_is_bitwise_torch.)
-REL_TOL = 1e-2
+REL_TOL = 5e-2
 ABS_TOL = {"manual": 1e-12, "sgd": 1e-12, "adam": 0.0}
 ADAM_TRACKED = 1e-3
 
 
 @pytest.fixture(scope="module")
 def cfg() -> TrainConfig:
-    return TrainConfig(steps=500, seed=torch.randint(0, 10_000, ()).item())
+    # From the session's seed alone (not from torch's generator, whose state at this point
+    # depends on which tests ran before), so TWOLAYER_TEST_SEED replays any selection.
+    return TrainConfig(steps=500, seed=SESSION_SEED % 10_000)
 
 
 @pytest.mark.parametrize("name", [n for n in SCHEMES if n != "numpy"])
