@@ -38,30 +38,35 @@ cuda_mlp::Variant fused(const at::Tensor& x, const at::Tensor& w1, const at::Ten
                         use_tf32(x));
 }
 
-std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const at::Tensor& w1,
-                                                     const OptTensor& b1, const at::Tensor& w2,
-                                                     const OptTensor& b2) {
-  check_two_layer_args(kFwd, x, w1, b1, w2, b2, kCudaDtypes);
+// The forward of checked arguments: out, and hidden where keep_hidden (undefined otherwise;
+// the layered path computes it either way).
+std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& w1,
+                                           const OptTensor& b1, const at::Tensor& w2,
+                                           const OptTensor& b2, bool keep_hidden) {
   TORCH_INTERNAL_ASSERT(x.is_cuda());  // the dispatcher's CUDA key, and checked same device
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = leading_rows(x), hidden_features = w1.size(0), out_features = w2.size(0);
-  at::Tensor hidden = at::empty({rows, hidden_features}, x.options());
-  if (const auto variant = fused(x, w1, w2, MlpPass::kForward); variant != Variant::kNone) {
-    at::Tensor out = at::empty({rows, out_features}, x.options());
-    fused_mlp_forward(variant, out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, &hidden);
-    return {out.view(with_last_dim(x, out_features)),
-            hidden.view(with_last_dim(x, hidden_features))};
-  }
-  linear_forward(hidden, x.reshape({rows, w1.size(1)}), w1, b1, /*relu=*/true, /*mask=*/{});
+  const at::Tensor x2 = x.reshape({rows, w1.size(1)});
+  const Variant variant = fused(x, w1, w2, MlpPass::kForward);
   at::Tensor out = at::empty({rows, out_features}, x.options());
-  linear_forward(out, hidden, w2, b2, /*relu=*/false, /*mask=*/{});
+  at::Tensor hidden;
+  if (keep_hidden || variant == Variant::kNone) {
+    hidden = at::empty({rows, hidden_features}, x.options());
+  }
+  if (variant != Variant::kNone) {
+    fused_mlp_forward(variant, out, x2, w1, b1, w2, b2, keep_hidden ? &hidden : nullptr);
+  } else {
+    linear_forward(hidden, x2, w1, b1, /*relu=*/true, /*mask=*/{});
+    linear_forward(out, hidden, w2, b2, /*relu=*/false, /*mask=*/{});
+  }
+  if (!keep_hidden) return {out.view(with_last_dim(x, out_features)), at::Tensor()};
   return {out.view(with_last_dim(x, out_features)), hidden.view(with_last_dim(x, hidden_features))};
 }
 
-std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward(
+// The backward of checked arguments.
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
     const at::Tensor& hidden, std::array<bool, 5> output_mask) {
-  check_two_layer_backward_args(kBwd, grad_out, x, w1, w2, hidden, kCudaDtypes);
   TORCH_INTERNAL_ASSERT(x.is_cuda());
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = leading_rows(x);
@@ -89,22 +94,29 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   return {gx, gw1, gb1, gw2, gb2};
 }
 
+std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const at::Tensor& w1,
+                                                     const OptTensor& b1, const at::Tensor& w2,
+                                                     const OptTensor& b2) {
+  check_two_layer_args(kFwd, x, w1, b1, w2, b2, kCudaDtypes);
+  return forward(x, w1, b1, w2, b2, /*keep_hidden=*/true);
+}
+
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& hidden, std::array<bool, 5> output_mask) {
+  check_two_layer_backward_args(kBwd, grad_out, x, w1, w2, hidden, kCudaDtypes);
+  return backward(grad_out, x, w1, w2, hidden, output_mask);
+}
+
 // The output alone: without writing the hidden activation where the fused kernel runs.
 at::Tensor two_layer(const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
                      const at::Tensor& w2, const OptTensor& b2) {
   check_two_layer_args(kOut, x, w1, b1, w2, b2, kCudaDtypes);
-  TORCH_INTERNAL_ASSERT(x.is_cuda());
-  const auto variant = fused(x, w1, w2, MlpPass::kForward);
-  if (variant == Variant::kNone) return std::get<0>(two_layer_forward(x, w1, b1, w2, b2));
-  const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t rows = leading_rows(x), out_features = w2.size(0);
-  at::Tensor out = at::empty({rows, out_features}, x.options());
-  fused_mlp_forward(variant, out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, nullptr);
-  return out.view(with_last_dim(x, out_features));
+  return std::get<0>(forward(x, w1, b1, w2, b2, /*keep_hidden=*/false));
 }
 
 // two_layer_backward without a saved hidden activation: recomputed block by block where
-// both fused kernels run, else computed by two_layer_forward first.
+// both fused kernels run, else computed by the forward first.
 std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward_recompute(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
     const at::Tensor& w2, std::array<bool, 5> output_mask) {
@@ -114,8 +126,9 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   // Recomputing gives the forward's bits only where both passes run the same kernels.
   const auto variant = fused(x, w1, w2, MlpPass::kBackward);
   if (variant == Variant::kNone || variant != fused(x, w1, w2, MlpPass::kForward)) {
-    const at::Tensor hidden = std::get<1>(two_layer_forward(x, w1, b1, w2, std::nullopt));
-    return two_layer_backward(grad_out, x, w1, w2, hidden, output_mask);
+    const at::Tensor hidden =
+        std::get<1>(forward(x, w1, b1, w2, std::nullopt, /*keep_hidden=*/true));
+    return backward(grad_out, x, w1, w2, hidden, output_mask);
   }
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = leading_rows(x);
