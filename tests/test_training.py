@@ -27,7 +27,7 @@ from twolayer_ext.training import SCHEMES, TrainConfig, train
 # 9e-6 at step 20 to 8e-4 at step 30 and ends at 2.5e-2). Over 4,000 runs (seeds 0-1999
 # of sequential, 0-1599 of sequential_sgd, 0-399 of fused_step) that 2.5e-2 was the
 # largest gap above 1e-9 * loss[0], the next 1.3e-2; below that level ABS_TOL takes over.
-# REL_TOL is twice the largest; a learning rate 1% off still fails it (gap 8e-2).
+# REL_TOL is twice the largest; a learning rate 1% off still fails it (seed 7: gap 8e-2).
 # Adam divides each gradient by its running RMS, so near convergence rounding-level
 # gradient differences become lr-sized steps in different directions and the two runs
 # follow different paths down: over 1,000 seeds of module_linear (TwoLayerNet + Adam) the
