@@ -138,6 +138,7 @@ def main() -> None:
         glob.glob("csrc/*.cpp")
         + glob.glob("csrc/autograd/*.cpp")
         + glob.glob("csrc/composite/*.cpp")
+        + glob.glob("csrc/vmap/*.cpp")
         + glob.glob("csrc/cpu/*.cpp")
         + [f for f in glob.glob("csrc/cpu/isa/*.cpp") if f not in per_isa]
     )

@@ -382,14 +382,6 @@ def test_quantized_input_rejected():
         torch.ops.twolayer_ext.linear_relu(xq, f32(3, 5), None)
 
 
-def test_torch_func_transforms_raise_clearly():
-    """The ops' autograd is C++ (csrc/autograd/); functorch refuses it with a clear error
-    instead of computing something wrong (documented in README)."""
-    x, w = torch.randn(3, 4), torch.randn(5, 4)
-    with pytest.raises(RuntimeError, match="functorch transforms"):
-        torch.func.grad(lambda w: twolayer_ext.linear_relu(x, w).sum())(w)
-
-
 @pytest.mark.parametrize("device,dtype", AUTOCAST_CASES)
 @pytest.mark.parametrize("entry", ["module", "function", "op"])
 def test_autocast_runs_in_autocast_dtype(device, dtype, entry):

@@ -84,6 +84,10 @@ def two_layer_sgd_step(
 
     Returns:
         The loss before the update (a 0-d tensor that does not require grad).
+
+    Raises:
+        RuntimeError: where a derivative through the step is asked for (``x`` or ``y``
+            requires grad, forward-mode tangents, torch.func transforms): it has none.
     """
     # Under no_grad, as torch.optim steps run: nothing here is recorded, and
     # torch.compile traces the step as an inference graph.

@@ -61,7 +61,8 @@ class TwoLayerNet(nn.Module):
         must require grad (a frozen layer would be updated here but not by SGD). Nothing
         can run between backward and the update (gradient clipping) and no backward hook
         fires (DDP's gradient all-reduce): under DDP or FSDP use ``loss.backward()`` and an
-        optimizer.
+        optimizer. It is not differentiable: ``x`` and ``y`` must not require grad, and
+        forward-mode AD and torch.func transforms raise a ``RuntimeError``.
         See :func:`twolayer_ext.functional.two_layer_sgd_step`.
         """
         params = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)

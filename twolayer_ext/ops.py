@@ -4,8 +4,10 @@ The schemas and the CPU/CUDA kernels live in C++ (``csrc/``). Here each op gets
 
 * a fake (meta) kernel, so the ops work with FakeTensor, torch.compile and the
   meta device (shape inference without data), and
-* for the backward ops, an autograd formula (double backward). The forward ops'
-  autograd kernels are written in C++ (``csrc/autograd/``).
+* for the forward ops, an autocast kernel.
+
+Their autograd kernels (every op's, backward ops' included: double backward, forward-mode AD)
+and vmap kernels are C++ (``csrc/autograd/``, ``csrc/vmap/``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,6 @@ from typing import Any, TypeVar, cast
 
 import torch
 
-from .double_backward import (
-    linear_relu_backward_backward,
-    linear_relu_backward_setup_context,
-    relu_backward_backward,
-    relu_backward_setup_context,
-    two_layer_backward_backward,
-    two_layer_backward_setup_context,
-)
 from .masks import mask_bytes
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -226,24 +220,6 @@ def _relu_backward_fake(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         ),
     )
     return torch.empty_like(y, memory_format=torch.contiguous_format)
-
-
-# The forward ops' autograd kernels are C++ (csrc/autograd/): registered for the
-# Autograd dispatch key, so neither the forward nor the backward pass runs Python.
-# The backward ops' own derivatives (double backward) are registered here.
-torch.library.register_autograd(
-    "twolayer_ext::linear_relu_backward",
-    linear_relu_backward_backward,
-    setup_context=linear_relu_backward_setup_context,
-)
-torch.library.register_autograd(
-    "twolayer_ext::relu_backward", relu_backward_backward, setup_context=relu_backward_setup_context
-)
-torch.library.register_autograd(
-    "twolayer_ext::two_layer_backward",
-    two_layer_backward_backward,
-    setup_context=two_layer_backward_setup_context,
-)
 
 
 # Autocast: like nn.Linear, the forward ops (linear_relu[_output], two_layer[_forward]) run in

@@ -1,105 +1,130 @@
-// Shared helpers for the ops' C++ autograd kernels (csrc/autograd/*.cpp).
+// Shared by the ops' autograd kernels (csrc/autograd/*.cpp).
 //
-// Why C++: a Python autograd formula (torch.library.register_autograd) costs
-// tens of microseconds per call and again per backward, which at the
-// tutorial's sizes is as much as the GEMMs. These kernels are registered for
-// the Autograd dispatch key, so a training step runs no Python below the
-// module's forward call.
+// Each kernel is written the way PyTorch's generated VariableType kernels are, so that every
+// autograd mode and torch.func transform treats the extension's ops as it treats at::linear:
+// - it runs the op below autograd (the device kernel);
+// - with a graph to record, it attaches a hand-written torch::autograd::Node, whose backward
+//   calls the backward op for exactly the gradients autograd needs;
+// - where an input carries a forward-mode tangent (torch.autograd.forward_ad, torch.func.jvp
+//   and jacfwd), it sets the outputs' tangents with ATen ops, which are differentiable again.
+// Not torch::autograd::Function: functorch refuses those (grad, vjp, jacrev, ...) and they
+// have no jvp. Not Python (torch.library.register_autograd): tens of microseconds per call,
+// as much as the tutorial's products (docs/ARCHITECTURE.md), and functorch refuses it too.
+// The backward ops' own kernels run their decomposition (csrc/composite/decompositions.h)
+// when their result is differentiated again, the kernel otherwise.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/zeros.h>
-#include <torch/csrc/autograd/custom_function.h>
-
-#include <initializer_list>
-#include <optional>
-#include <string>
-#include <vector>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
+#include <torch/version.h>
 
 #include "twolayer_ext/op_handle.h"
 
 namespace twolayer_ext::autograd {
 
-using torch::autograd::AutogradContext;
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
-
-// The forward op of an autograd kernel and its backward op. Each kernel keeps
-// one in a function-local static, so the schemas are looked up once.
-template <typename ForwardSig, typename BackwardSig>
-struct OpPair {
-  c10::TypedOperatorHandle<ForwardSig> forward;
-  c10::TypedOperatorHandle<BackwardSig> backward;
-  OpPair(const char* forward_name, const char* backward_name)
-      : forward(op_handle<ForwardSig>(forward_name)),
-        backward(op_handle<BackwardSig>(backward_name)) {}
-};
+using torch::dynamo::autograd::CompiledNodeArgs;  // declared by node.h, defined in
+using torch::dynamo::autograd::SwapSavedVariables;  // torch/csrc/dynamo/compiled_autograd.h
 
 inline bool requires_grad(const at::Tensor& t) { return t.defined() && t.requires_grad(); }
 inline bool requires_grad(const OptTensor& t) { return t.has_value() && requires_grad(*t); }
 
-// Does autograd have to record this call? If not, the op runs below autograd
-// directly and no graph node is built (inference, torch.no_grad()).
+// Does autograd have to record this call? If not, no node is built (inference,
+// torch.no_grad(), a plain backward pass).
 template <typename... Ts>
 bool should_record(const Ts&... inputs) {
   return at::GradMode::is_enabled() && (requires_grad(inputs) || ...);
 }
 
-// Autograd numbers its edges over the tensor arguments that were given: an
-// absent optional (bias=None) has no edge. Maps argument positions to edges.
-template <size_t N>
-struct EdgeMap {
-  std::array<int, N> edge{};
-  explicit EdgeMap(std::array<bool, N> given) {
-    int next = 0;
-    for (size_t i = 0; i < N; ++i) edge[i] = given[i] ? next++ : -1;
+// Forward-mode AD. Level 0, as ATen's kernels read it: torch.func.jvp gives each of its
+// levels its own wrapper tensors, on which level 0 is that transform's tangent.
+inline bool has_tangent(const at::Tensor& t) { return torch::autograd::isFwGradDefined(t); }
+inline bool has_tangent(const OptTensor& t) { return torch::autograd::isFwGradDefined(t); }
+
+template <typename... Ts>
+bool any_tangent(const Ts&... inputs) {
+  return (has_tangent(inputs) || ...);
+}
+
+// A tensor's tangent, undefined where it has none.
+inline at::Tensor tangent(const at::Tensor& t) {
+  return has_tangent(t) ? t._fw_grad(0) : at::Tensor();
+}
+inline at::Tensor tangent(const OptTensor& t) { return present(t) ? tangent(*t) : at::Tensor(); }
+
+// The value without its tangent, for use in tangent formulas (whose own results must not
+// carry a tangent of the same level).
+inline at::Tensor primal(const at::Tensor& t) { return has_tangent(t) ? t._fw_primal(0) : t; }
+
+// The tangent of out = x wᵀ + b from those of its inputs: ẋ wᵀ + x ẇᵀ + ḃ, with x and w the
+// primals; undefined if no input has a tangent. Shaped like `out`.
+at::Tensor linear_tangent(const at::Tensor& x, const at::Tensor& x_dot, const at::Tensor& w,
+                          const at::Tensor& w_dot, const at::Tensor& b_dot,
+                          const at::Tensor& out);
+
+// The tangent of relu's output y from that of its input (undefined stays undefined): passed
+// where y > 0 or NaN, as torch's relu (threshold_backward(ẋ, y, 0)).
+at::Tensor relu_tangent(const at::Tensor& pre_dot, const at::Tensor& y);
+
+// Sets t's tangent (if `tangent` is defined).
+void set_tangent(const at::Tensor& t, const at::Tensor& tangent);
+
+// A tensor argument of a backward op whose values backward may not read: kept (as autograd
+// saves tensors: version-checked, freed after backward) where they are read, else only a
+// 0-byte stand-in of the same shape, dtype and device, since the backward ops check every
+// argument's shape. This is torch's own rule for linear (x is kept only when the weight needs
+// a gradient, and the other way round), so backward keeps no more memory than torch does.
+class MaybeSaved {
+ public:
+  void save(const at::Tensor& t, bool keep_values, bool is_output = false) {
+    if (keep_values) {
+      saved_ = SavedVariable(t, is_output);
+    } else {
+      standin_ = at::zeros({}, t.options()).expand_symint(t.sym_sizes());
+    }
   }
-  // Whether argument `arg` needs a gradient in the current forward or backward pass.
-  bool needs(const AutogradContext* ctx, size_t arg) const {
-    return edge[arg] >= 0 && ctx->needs_input_grad(static_cast<size_t>(edge[arg]));
+  at::Tensor unpack(const c10::intrusive_ptr<Node>& node) const {
+    return standin_.defined() ? standin_ : saved_.unpack(node);
   }
+  void release() { saved_.reset_data(); }
+
+  // Compiled autograd (see compiled_apply below).
+  void collect(CompiledNodeArgs& args) const;
+  void before(SwapSavedVariables& saved);
+  void after(SwapSavedVariables& saved);
+
+ private:
+  SavedVariable saved_;
+  at::Tensor standin_;
 };
 
-// Saves each tensor whose values backward reads (keep[i]); for the others keeps
-// only a 0-byte stand-in with the same shape, dtype and device (a broadcast
-// scalar), because the backward ops check the shapes of all their arguments.
-// This is torch's own rule (x is saved only when the weight needs a gradient,
-// and the other way round), so backward keeps no more memory than torch does.
-inline void save_needed(AutogradContext* ctx, std::initializer_list<bool> keep,
-                        std::initializer_list<at::Tensor> tensors) {
-  variable_list to_save;
-  int i = 0;
-  auto k = keep.begin();
-  for (const at::Tensor& t : tensors) {
-    to_save.push_back(*k ? t : at::Tensor());
-    if (!*k) {
-      ctx->saved_data["standin" + std::to_string(i)] =
-          at::zeros({}, t.options()).expand_symint(t.sym_sizes());
-    }
-    ++k;
-    ++i;
-  }
-  ctx->save_for_backward(std::move(to_save));
-}
-
-// The tensors saved by save_needed, with stand-ins where a tensor was not kept.
-inline variable_list saved_or_standins(AutogradContext* ctx) {
-  variable_list saved = ctx->get_saved_variables();
-  for (size_t i = 0; i < saved.size(); ++i) {
-    if (!saved[i].defined()) saved[i] = ctx->saved_data["standin" + std::to_string(i)].toTensor();
-  }
-  return saved;
-}
-
-// Calls a backward op. In a plain backward pass (grad mode off) it runs below
-// autograd; with create_graph=True it goes through the op's own autograd
-// formula (double backward, registered in Python, twolayer_ext/ops.py).
-template <typename Signature, typename... Args>
-auto call_backward_op(const c10::TypedOperatorHandle<Signature>& op, Args&&... args) {
-  if (at::GradMode::is_enabled()) return op.call(std::forward<Args>(args)...);
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op.call(std::forward<Args>(args)...);
-}
-
 inline at::Tensor or_undefined(const OptTensor& t) { return t.has_value() ? *t : at::Tensor(); }
+
+// Runs torch.autograd.graph's node-creation hooks on a node whose outputs and saved tensors
+// are all set, as PyTorch's own kernels do (torch 2.14 and newer; earlier torch has none).
+inline void announce(const c10::intrusive_ptr<Node>& node) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 14)
+  torch::autograd::fire_node_creation_hooks(node);
+#else
+  (void)node;
+#endif
+}
+
+// Which of a node's next edges (the forward op's inputs) need a gradient in this backward.
+std::vector<bool> needed_outputs(const Node& node);
+
+// Compiled autograd (torch._dynamo.compiled_autograd) traces a backward graph without running
+// the nodes' formulas: each node's apply_with_saved hands it a plain function of the incoming
+// gradients and the node's packed state (`fn`, which unpacks `packed` in the order it was
+// packed), which compiled autograd calls in its graph, as it does for PyTorch's own nodes.
+using PackedFunction = variable_list (*)(const variable_list& grads,
+                                         const std::vector<c10::IValue>& packed);
+variable_list compiled_apply(const Node& node, SwapSavedVariables& saved, PackedFunction fn,
+                             const std::vector<c10::IValue>& packed, const variable_list& grads);
 
 }  // namespace twolayer_ext::autograd

@@ -1,11 +1,17 @@
-// Autograd kernel for twolayer_ext::linear_relu (y, mask = linear_relu(x, weight, bias)).
+// Autograd kernels of twolayer_ext::linear_relu (y, mask = linear_relu(x, weight, bias)), of
+// linear_relu_output (y alone) and of their backward op linear_relu_backward (common.h says
+// how they are written and why).
 //
-// Saves x only if weight needs a gradient, weight only if x does, and the
-// packed bit mask (1/8 byte per output) instead of the ReLU output that
-// torch keeps. Backward is the single op linear_relu_backward, asked only for
-// the gradients autograd needs.
+// The node saves x only if weight needs a gradient, weight only if x does, and the packed
+// bit mask (1/8 byte per output) instead of the ReLU output that torch keeps. Backward is the
+// single op linear_relu_backward, asked only for the gradients autograd needs. The tangent is
+// mask ⊙ (ẋ Wᵀ + x Ẇᵀ + ḃ), the mask read off y.
+#include <torch/csrc/dynamo/compiled_autograd.h>
 #include <torch/library.h>
 
+#include <mutex>
+
+#include "../composite/decompositions.h"
 #include "common.h"
 
 namespace twolayer_ext::autograd {
@@ -13,70 +19,149 @@ namespace {
 
 using ForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                       const OptTensor&);
+using OutputSig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&);
 using BackwardSig = std::tuple<OptTensor, OptTensor, OptTensor>(const at::Tensor&,
                                                                 const at::Tensor&,
                                                                 const at::Tensor&,
                                                                 const at::Tensor&,
                                                                 std::array<bool, 3>);
 
-const OpPair<ForwardSig, BackwardSig>& ops() {
-  static const OpPair<ForwardSig, BackwardSig> pair("twolayer_ext::linear_relu",
-                                                    "twolayer_ext::linear_relu_backward");
-  return pair;
+const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
+  static const auto op = op_handle<ForwardSig>("twolayer_ext::linear_relu");
+  return op;
+}
+const c10::TypedOperatorHandle<OutputSig>& output_op() {
+  static const auto op = op_handle<OutputSig>("twolayer_ext::linear_relu_output");
+  return op;
+}
+const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
+  static const auto op = op_handle<BackwardSig>("twolayer_ext::linear_relu_backward");
+  return op;
 }
 
-// Arguments: x, weight, bias (optional).
-EdgeMap<3> edges(bool has_bias) { return EdgeMap<3>({true, true, has_bias}); }
+// grad_fn of y. Inputs: grad_y. Outputs (next edges): x, weight, bias (an empty edge if
+// bias is None).
+struct LinearReluBackward final : torch::autograd::TraceableFunction {
+  MaybeSaved x, weight;
+  SavedVariable mask;
 
-class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                               const OptTensor& bias) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [y, mask] = ops().forward.call(x, weight, bias);
-    const auto e = edges(present(bias));
-    save_needed(ctx, {e.needs(ctx, 1), e.needs(ctx, 0), true}, {x, weight, mask});
-    ctx->saved_data["has_bias"] = present(bias);
-    ctx->mark_non_differentiable({mask});
-    ctx->set_materialize_grads(false);  // mask never gets a gradient: don't build zeros for it
-    return {y, mask};
-  }
+  std::string name() const override { return "twolayer_ext::LinearReluBackward"; }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const at::Tensor& grad_y = grads[0];
-    if (!grad_y.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-    const auto e = edges(ctx->saved_data["has_bias"].toBool());
-    const variable_list s = saved_or_standins(ctx);  // x, weight, mask
-    auto [gx, gw, gb] =
-        call_backward_op(ops().backward, grad_y, s[0], s[1], s[2],
-                         std::array<bool, 3>{e.needs(ctx, 0), e.needs(ctx, 1), e.needs(ctx, 2)});
+  // The gradients of x, weight and bias that `need` asks for, by one backward op call.
+  static variable_list run(const variable_list& grads, const at::Tensor& x,
+                           const at::Tensor& weight, const at::Tensor& mask,
+                           const std::vector<bool>& need) {
+    if (!grads[0].defined() || !(need[0] || need[1] || need[2])) return variable_list(3);
+    const std::array<bool, 3> mask_out{need[0], need[1], need[2]};
+    auto [gx, gw, gb] = backward_op().call(grads[0], x, weight, mask, mask_out);
     return {or_undefined(gx), or_undefined(gw), or_undefined(gb)};
   }
+
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto self = getptr();
+    return run(grads, x.unpack(self), weight.unpack(self), mask.unpack(self),
+               needed_outputs(*this));
+  }
+
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    x.release();
+    weight.release();
+    mask.reset_data();
+  }
+
+  // Compiled autograd (common.h: compiled_apply).
+  void compiled_args(CompiledNodeArgs& args) const override {
+    x.collect(args);
+    weight.collect(args);
+    args.collect(mask, /*is_output=*/true);
+  }
+
+  static variable_list apply_packed(const variable_list& grads,
+                                    const std::vector<c10::IValue>& packed) {
+    torch::dynamo::autograd::PackedArgs args(packed);
+    const auto need = args.unpack<std::vector<bool>>();
+    const auto x = args.unpack<at::Tensor>(), weight = args.unpack<at::Tensor>();
+    return run(grads, x, weight, args.unpack<at::Tensor>(), need);
+  }
+
+  variable_list apply_with_saved(const variable_list& grads, SwapSavedVariables& saved) override {
+    x.before(saved);
+    weight.before(saved);
+    saved.before(mask);
+    const auto self = getptr();
+    torch::dynamo::autograd::PackedArgs args;
+    args.pack(needed_outputs(*this));
+    args.pack(x.unpack(self));
+    args.pack(weight.unpack(self));
+    args.pack(mask.unpack(self));
+    variable_list result = compiled_apply(*this, saved, &apply_packed, args.vec(), grads);
+    x.after(saved);
+    weight.after(saved);
+    saved.after(mask);
+    return result;
+  }
 };
+
+// y and, if `with_mask` or a graph is recorded, the mask (undefined otherwise: without a
+// graph the CPU kernel of linear_relu_output builds none).
+std::tuple<at::Tensor, at::Tensor> linear_relu_autograd_impl(const at::Tensor& x,
+                                                             const at::Tensor& weight,
+                                                             const OptTensor& bias,
+                                                             bool with_mask) {
+  const bool record = should_record(x, weight, bias);
+  const bool forward_ad = any_tangent(x, weight, bias);
+  at::Tensor y, mask;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    if (record || with_mask) {
+      std::tie(y, mask) = forward_op().call(x, weight, bias);
+    } else {
+      y = output_op().call(x, weight, bias);
+    }
+  }
+  c10::intrusive_ptr<LinearReluBackward> node;
+  if (record) {
+    node = c10::make_intrusive<LinearReluBackward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(x, weight, bias));
+    torch::autograd::set_history(y, node);
+  }
+  if (forward_ad) {
+    const at::Tensor pre_dot = linear_tangent(primal(x), tangent(x), primal(weight),
+                                              tangent(weight), tangent(bias), y);
+    set_tangent(y, relu_tangent(pre_dot, y));
+  }
+  if (record) {
+    node->x.save(x, node->should_compute_output(1));
+    node->weight.save(weight, node->should_compute_output(0));
+    node->mask = SavedVariable(mask, /*is_output=*/true);
+    announce(node);
+  }
+  return {y, mask};
+}
 
 std::tuple<at::Tensor, at::Tensor> linear_relu_autograd(const at::Tensor& x,
                                                         const at::Tensor& weight,
                                                         const OptTensor& bias) {
-  if (!should_record(x, weight, bias)) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return ops().forward.call(x, weight, bias);
-  }
-  variable_list out = LinearReLUFunction::apply(x, weight, bias);
-  return {out[0], out[1]};
+  return linear_relu_autograd_impl(x, weight, bias, /*with_mask=*/true);
 }
 
-// linear_relu_output (the output alone): with a graph, the node above (which keeps the
-// mask); without one, the device kernel, which on the CPU builds no mask.
 at::Tensor linear_relu_output_autograd(const at::Tensor& x, const at::Tensor& weight,
                                        const OptTensor& bias) {
-  if (!should_record(x, weight, bias)) {
-    static const auto output_only =
-        op_handle<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&)>(
-            "twolayer_ext::linear_relu_output");
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return output_only.call(x, weight, bias);
+  return std::get<0>(linear_relu_autograd_impl(x, weight, bias, /*with_mask=*/false));
+}
+
+// The backward op: its kernel, unless its result is differentiated again (create_graph,
+// a tangent, or a torch.func transform above it): then its decomposition.
+std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_autograd(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& mask, std::array<bool, 3> output_mask) {
+  if (should_record(grad_y, x, weight) || any_tangent(grad_y, x, weight)) {
+    return decomposition::linear_relu_backward(grad_y, x, weight, mask, output_mask);
   }
-  return LinearReLUFunction::apply(x, weight, bias)[0];
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return backward_op().call(grad_y, x, weight, mask, output_mask);
 }
 
 }  // namespace
@@ -84,6 +169,7 @@ at::Tensor linear_relu_output_autograd(const at::Tensor& x, const at::Tensor& we
 TORCH_LIBRARY_IMPL(twolayer_ext, Autograd, m) {
   m.impl("linear_relu", &linear_relu_autograd);
   m.impl("linear_relu_output", &linear_relu_output_autograd);
+  m.impl("linear_relu_backward", &linear_relu_backward_autograd);
 }
 
 }  // namespace twolayer_ext::autograd
