@@ -6,21 +6,64 @@
 // Python (twolayer_ext/ops.py): the fake kernels, the autocast kernels and the
 // backward ops' own derivatives (double backward).
 #include <Python.h>
+#include <ATen/cpu/Utils.h>
 #include <torch/library.h>
 
 #include "cpu/isa/passes.h"
+#include "twolayer_ext/cpu_gemm.h"
+#include "twolayer_ext/cpu_ops.h"
 
 // Importing twolayer_ext._C loads this shared library, which runs the static
-// TORCH_LIBRARY initialisers below. The module's one Python function reports which
-// instruction set the CPU element-wise passes run (twolayer_ext.build_info()); plain
-// CPython, which keeps the build free of pybind11/torch/extension.h (slow to compile).
+// TORCH_LIBRARY initialisers below. The module's Python functions report what the CPU
+// has and which paths the CPU ops take on it (twolayer_ext.build_info(), the bench's
+// header); plain CPython, which keeps the build free of pybind11/torch/extension.h (slow
+// to compile).
 namespace {
-PyObject* cpu_passes_isa(PyObject*, PyObject*) {
-  return PyUnicode_FromString(twolayer_ext::cpu::passes::instruction_set());
+
+// Adds key: value to dict, taking the reference to value.
+void set_item(PyObject* dict, const char* key, PyObject* value) {
+  PyDict_SetItemString(dict, key, value);
+  Py_DECREF(value);
 }
+
+PyObject* cpu_paths(PyObject*, PyObject*) {
+  using twolayer_ext::cpu::native_16bit_products;
+  const auto products = [](at::ScalarType dtype) {
+    const bool own = native_16bit_products(dtype) || twolayer_ext::cpu::aten_gemm_forced();
+    return PyUnicode_FromString(own ? "native" : "float32");
+  };
+  PyObject* paths = PyDict_New();
+  set_item(paths, "float32_gemm_kernels",
+           PyUnicode_FromString(twolayer_ext::cpu::gemm_kernels_isa()));
+  set_item(paths, "bfloat16_products", products(at::kBFloat16));
+  set_item(paths, "float16_products", products(at::kHalf));
+  set_item(paths, "elementwise_passes",
+           PyUnicode_FromString(twolayer_ext::cpu::passes::instruction_set()));
+  return paths;
+}
+
+// ATen's view of the CPU (cpuinfo: name, instruction-set flags, cache sizes, cores).
+PyObject* cpu_capabilities(PyObject*, PyObject*) {
+  PyObject* result = PyDict_New();
+  for (const auto& [key, value] : at::cpu::get_cpu_capabilities()) {
+    if (value.isBool()) {
+      set_item(result, key.c_str(), PyBool_FromLong(value.toBool()));
+    } else if (value.isInt()) {
+      set_item(result, key.c_str(), PyLong_FromLongLong(value.toInt()));
+    } else if (value.isString()) {
+      set_item(result, key.c_str(), PyUnicode_FromString(value.toStringRef().c_str()));
+    }
+  }
+  return result;
+}
+
 PyMethodDef methods[] = {
-    {"cpu_passes_isa", cpu_passes_isa, METH_NOARGS,
-     "The instruction set of the CPU element-wise passes: avx512, avx2 or default."},
+    {"cpu_paths", cpu_paths, METH_NOARGS,
+     "The paths the CPU ops take on this CPU now: float32_gemm_kernels (avx512, avx2 or none), "
+     "bfloat16_products and float16_products (native or float32), elementwise_passes "
+     "(avx512, avx2 or default)."},
+    {"cpu_capabilities", cpu_capabilities, METH_NOARGS,
+     "ATen's description of the CPU (at::cpu::get_cpu_capabilities)."},
     {nullptr, nullptr, 0, nullptr}};
 }  // namespace
 

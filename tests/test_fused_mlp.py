@@ -63,7 +63,10 @@ def test_inference_equals_training_forward(dtype, bias):
 
 
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=lambda d: str(d)[6:])
-def test_results_do_not_depend_on_thread_count(dtype):
+def test_results_do_not_depend_on_thread_count(dtype, monkeypatch):
+    """The fused path's promise, both passes forced onto it (the rule runs the 16-bit
+    backward layer by layer, whose products come from ATen's BLAS: README, Reliability)."""
+    monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", "1")
     rows, d_in, hidden, d_out = MULTI_BLOCK[2]
     x = torch.randn(rows, d_in, dtype=dtype, requires_grad=True)
     params = [p.requires_grad_() for p in _params(d_in, hidden, d_out, dtype)]

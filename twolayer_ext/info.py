@@ -22,6 +22,47 @@ def _has_kernel(op: str, key: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
 
 
+def _cpu_family_model() -> str:
+    """The x86 family and model (e.g. "family 25, model 1": Zen 3), from /proc/cpuinfo."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break  # the first processor's block is enough
+    except OSError:
+        return ""
+    if "cpu family" not in fields:
+        return ""
+    return f"family {fields['cpu family']}, model {fields.get('model', '?')}"
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU the ops run on: its name, x86 family and model, cores, L2 size, vector
+    instruction sets, whether it has native bfloat16 / float16 arithmetic, and the paths the
+    CPU ops take on it (their float32 GEMM kernels, 16-bit products, element-wise passes)."""
+    from . import _C
+
+    caps = _C.cpu_capabilities()
+    vector_isa = [
+        name
+        for name in ("avx2", "fma3", "avx512_f", "avx512_bf16", "avx512_fp16", "amx_bf16")
+        if caps.get(name)
+    ]
+    return {
+        "name": caps.get("cpu_name", ""),
+        "family_model": _cpu_family_model(),
+        "physical_cores": caps.get("num_physical_cores"),
+        "l2_cache_bytes": caps.get("l2_cache_size"),
+        "vector_isa": vector_isa,
+        "native_bfloat16": bool(caps.get("avx512_bf16") or caps.get("amx_bf16")),
+        "native_float16": bool(caps.get("avx512_fp16") or caps.get("amx_fp16")),
+        "paths": _C.cpu_paths(),
+    }
+
+
 def build_info() -> dict[str, Any]:
     """Describe how the extension was built and what it runs with.
 
@@ -29,7 +70,8 @@ def build_info() -> dict[str, Any]:
     against (and the running one), whether CUDA kernels were compiled (read from
     the dispatcher, not just the build flags), the CUDA arch list, the number of
     intra-op (OpenMP) threads, the CPU ISA in use (ATen's and the extension's element-wise
-    passes') and the supported dtypes per device.
+    passes'), the CPU and the paths the CPU ops take on it (:func:`cpu_info`) and the
+    supported dtypes per device.
     """
     from . import _C  # loaded by the package's import (_loader.py), which checks the build
 
@@ -49,7 +91,8 @@ def build_info() -> dict[str, Any]:
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
         # The instruction set of the extension's element-wise passes (csrc/cpu/isa/), compiled
         # per ISA with at::vec and picked to match ATen's (ATEN_CPU_CAPABILITY selects it too).
-        "cpu_passes_isa": _C.cpu_passes_isa(),
+        "cpu_passes_isa": _C.cpu_paths()["elementwise_passes"],
+        "cpu": cpu_info(),
         "dtypes": {
             dev: [str(d).removeprefix("torch.") for d in ds] for dev, ds in SUPPORTED_DTYPES.items()
         },

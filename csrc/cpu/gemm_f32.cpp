@@ -18,6 +18,20 @@
 
 namespace twolayer_ext::cpu {
 
+namespace {
+thread_local bool reproducible_products = false;
+}  // namespace
+
+ReproducibleProducts::ReproducibleProducts() : previous_(reproducible_products) {
+  reproducible_products = true;
+}
+ReproducibleProducts::~ReproducibleProducts() { reproducible_products = previous_; }
+
+bool aten_gemm_forced() {
+  const char* choice = std::getenv("TWOLAYER_EXT_CPU_GEMM");
+  return choice != nullptr && std::strcmp(choice, "aten") == 0;
+}
+
 #if TWOLAYER_EXT_HAVE_GEMM_KERNELS
 
 namespace {
@@ -30,8 +44,8 @@ enum class Isa { kNone, kAvx2, kAvx512 };
 Isa kernel_isa() {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   static const bool avx512 = __builtin_cpu_supports("avx512f") && avx2;
+  if (aten_gemm_forced()) return Isa::kNone;
   const char* choice = std::getenv("TWOLAYER_EXT_CPU_GEMM");
-  if (choice != nullptr && std::strcmp(choice, "aten") == 0) return Isa::kNone;
   if (avx512 && (choice == nullptr || std::strcmp(choice, "avx2") != 0)) return Isa::kAvx512;
   return avx2 ? Isa::kAvx2 : Isa::kNone;
 }
@@ -54,10 +68,32 @@ bool use_avx512(const char* fn) {
 
 }  // namespace
 
-bool use_fast_gemm(int64_t m, int64_t n, int64_t k) {
-  // Measured with the AVX-512 kernels (docs/BENCHMARKS.md); the AVX2 kernels use
-  // the same bounds, not measured on a CPU without AVX-512.
-  return k <= 1024 && m * n * k <= (int64_t{1} << 29) && kernel_isa() != Isa::kNone;
+const char* gemm_kernels_isa() {
+  switch (kernel_isa()) {
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kNone:
+      break;
+  }
+  return "none";
+}
+
+bool use_fast_gemm(int64_t m, int64_t n, int64_t k, GemmKernel kernel) {
+  const Isa isa = kernel_isa();
+  if (isa == Isa::kNone) return false;
+  const int64_t macs = m * n * k;
+  // The bounds measured on Zen 4 (docs/BENCHMARKS.md, "Tutorial step and float32 layers"):
+  // the AVX-512 kernels win up to 2^29 multiply-adds with a reduction of at most 1024;
+  // MKL's packed, cache-blocked GEMM beyond.
+  const bool within_avx512_bounds = k <= 1024 && macs <= (int64_t{1} << 29);
+  if (isa == Isa::kAvx512 || reproducible_products) return within_avx512_bounds;
+  // AVX2, measured on Zen 3 (docs/BENCHMARKS.md, "The float32 GEMM rule on AVX2"): with
+  // half the vector width the kernels win only on outputs of at most 128 rows (the
+  // tutorial's layers), with a reduction of at most 1024 (forward) or 512 (gradients:
+  // 1024x128->128's weight gradient lost, 0.76x), up to 2^25 multiply-adds.
+  return m <= 128 && k <= (kernel == GemmKernel::kNt ? 1024 : 512) && macs <= (int64_t{1} << 25);
 }
 
 namespace {
@@ -100,7 +136,8 @@ void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, in
 
 #else  // no kernels in this build: ATen's BLAS everywhere
 
-bool use_fast_gemm(int64_t, int64_t, int64_t) { return false; }
+const char* gemm_kernels_isa() { return "none"; }
+bool use_fast_gemm(int64_t, int64_t, int64_t, GemmKernel) { return false; }
 void gemm_nt_f32(const float*, int64_t, const float*, int64_t, const float*, float*, int64_t,
                  int64_t, int64_t, int64_t) {
   TORCH_INTERNAL_ASSERT(false, "gemm_nt_f32: built without the GEMM kernels");

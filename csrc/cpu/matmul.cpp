@@ -2,7 +2,14 @@
 // AVX2) of csrc/cpu/gemm_f32.cpp where they apply and win (cpu_gemm.h), and ATen's
 // BLAS (MKL/oneDNN) everywhere else: other dtypes, other CPUs, large shapes,
 // operands whose rows are not contiguous.
+//
+// 16-bit operands on a CPU without 16-bit multiply-adds (native_16bit_products) are
+// converted to float32, multiplied there (the kernels or sgemm) and each output rounded
+// once: what ATen's own 16-bit GEMM computes (float32 accumulation, one rounding), in
+// another summation order, and several times faster on such CPUs (docs/BENCHMARKS.md,
+// "16-bit products in float32"). TWOLAYER_EXT_CPU_GEMM=aten keeps ATen's own path.
 #include <ATen/core/Tensor.h>
+#include <ATen/cpu/Utils.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
@@ -11,9 +18,31 @@
 #include "twolayer_ext/cpu_ops.h"
 
 namespace twolayer_ext::cpu {
+
+bool native_16bit_products(at::ScalarType dtype) {
+  static const auto has = [](const char* feature) {
+    static const auto capabilities = at::cpu::get_cpu_capabilities();
+    const auto it = capabilities.find(feature);
+    return it != capabilities.end() && it->second.isBool() && it->second.toBool();
+  };
+  static const bool bf16 = has("avx512_bf16") || has("amx_bf16");
+  static const bool fp16 = has("avx512_fp16") || has("amx_fp16");
+  if (dtype == at::kBFloat16) return bf16;
+  if (dtype == at::kHalf) return fp16;
+  return true;
+}
+
 namespace {
 
 bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat; }
+
+// Whether a product with this result dtype runs in float32 (see the top of this file).
+bool in_float32(const at::Tensor& t) {
+  return !native_16bit_products(t.scalar_type()) && !aten_gemm_forced();
+}
+
+at::Tensor as_float(const at::Tensor& t) { return is_float(t) ? t : t.to(at::kFloat); }
+OptTensor as_float(const OptTensor& t) { return present(t) ? OptTensor(as_float(*t)) : t; }
 
 // The kernels stream these operands row by row: each row must be contiguous
 // (the row stride may be anything).
@@ -22,12 +51,18 @@ bool rows_contiguous(const at::Tensor& t) { return t.stride(1) == 1 || t.size(1)
 // Whether x @ w.T goes to the float32 kernels.
 bool fast_nt(const at::Tensor& x, const at::Tensor& w) {
   return is_float(x) && rows_contiguous(x) && rows_contiguous(w) &&
-         use_fast_gemm(x.size(0), w.size(0), w.size(1));
+         use_fast_gemm(x.size(0), w.size(0), w.size(1), GemmKernel::kNt);
 }
 
 }  // namespace
 
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
+  if (in_float32(out)) {
+    at::Tensor product = at::empty(out.sizes(), out.options().dtype(at::kFloat));
+    linear_out(product, as_float(x), as_float(w), as_float(bias));
+    out.copy_(product);
+    return;
+  }
   const int64_t m = x.size(0), n = w.size(0), k = w.size(1);
   const bool has_bias = present(bias);
   if (fast_nt(x, w) && out.is_contiguous()) {
@@ -42,8 +77,13 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
 }
 
 void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (in_float32(out)) {
+    out.copy_(mm_nn(as_float(a), as_float(b)));
+    return;
+  }
   const int64_t m = a.size(0), t = a.size(1), n = b.size(1);
-  if (!(is_float(a) && rows_contiguous(b) && rows_contiguous(out) && use_fast_gemm(m, n, t))) {
+  if (!(is_float(a) && rows_contiguous(b) && rows_contiguous(out) &&
+        use_fast_gemm(m, n, t, GemmKernel::kBcast))) {
     at::mm_out(out, a, b);
     return;
   }
@@ -54,6 +94,7 @@ void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
 // The BLAS path is ATen's functional addmm/mm, which allocates its own output: a
 // microsecond less per call than addmm_out into ours (bfloat16 64x1000->100, profiled).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
+  if (in_float32(x)) return linear(as_float(x), as_float(w), as_float(bias)).to(x.scalar_type());
   if (!fast_nt(x, w)) return present(bias) ? at::addmm(*bias, x, w.t()) : at::mm(x, w.t());
   at::Tensor out = at::empty({x.size(0), w.size(0)}, x.options());
   linear_out(out, x, w, bias);
@@ -61,6 +102,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bia
 }
 
 at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b) {
+  if (in_float32(a)) return mm_nn(as_float(a), as_float(b)).to(a.scalar_type());
   at::Tensor c = at::empty({a.size(0), b.size(1)}, b.options());
   mm_nn_out(c, a, b);
   return c;

@@ -23,7 +23,9 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <cstring>
 
+#include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
 
 namespace twolayer_ext::cpu {
@@ -42,6 +44,9 @@ constexpr int64_t kMaxChunks = 64;
 constexpr int64_t kMaxFusedWidth = 1024;
 constexpr int64_t kMinFusedBlocks = 2;
 constexpr int64_t kMaxNarrowWeight = 16384;  // in x hidden, for the float64 backward
+// With the AVX2 kernels (use_fused_mlp): the narrow layers where the fused path won there.
+constexpr int64_t kAvx2MaxFloatIn = 64;                             // float32, both passes
+constexpr int64_t kAvx2MaxHalfHidden = 128, kAvx2MaxHalfOut = 16;  // 16-bit forward
 constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -88,15 +93,31 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 // float64 where in x hidden ≤ 16384 (1.5-1.7x at 262144x64->64->16 and 1048576x32->128->3;
 // wider, the per-block updates of the partial weight gradients cost more than they save:
 // 4096x512->512->512 0.63x). Not for the 16-bit types, whose products it runs in float:
-// bfloat16 262144x64->64->16 0.74x, 65536x1000->100->10 0.55x. Thread count is not an
-// input: the path, and so the result, must not depend on it.
+// bfloat16 262144x64->64->16 0.74x, 65536x1000->100->10 0.55x.
+//
+// With the AVX2 kernels (a CPU without AVX-512) the fused path runs its float32 and 16-bit
+// products on those kernels, one core per block (ReproducibleProducts), where they lose to
+// MKL's single-threaded GEMM (0.5-0.9x at block shapes on Zen 3): it pays only where the
+// layers are narrow enough that memory traffic dominates (Zen 3, docs/BENCHMARKS.md "The
+// fused path on AVX2", layered/fused time): float32 both passes where in ≤ 64
+// (262144x64->64->16 1.56x inference, 1.21x training; 1048576x32->128->3 1.80x, 1.99x;
+// elsewhere 0.60-0.95x, but 65536x1000->100->10 inference 1.30x), 16-bit forward where
+// hidden ≤ 128 and out ≤ 16 (2.3-3.2x; hidden 128 with out 128 0.92x, hidden 256 0.87-0.93x).
+// float64 has no kernels of ours and keeps the rule above (measured on Zen 3 too: 1.3-3.3x).
+// Thread count is not an input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
   if (const auto forced = fused_mlp_forced()) return *forced;
   const int64_t elem_size = c10::elementSize(dtype);
   const bool fits = hidden_features <= kMaxFusedWidth && out_features <= kMaxFusedWidth &&
                     blocks_for(rows, hidden_features, elem_size).count >= kMinFusedBlocks;
-  if (pass == MlpPass::kForward || !fits) return fits;
+  if (!fits) return false;
+  if (dtype != at::kDouble && std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
+    if (dtype == at::kFloat) return in_features <= kAvx2MaxFloatIn;
+    return pass == MlpPass::kForward && hidden_features <= kAvx2MaxHalfHidden &&
+           out_features <= kAvx2MaxHalfOut;
+  }
+  if (pass == MlpPass::kForward) return true;
   return dtype == at::kFloat ||
          (dtype == at::kDouble && in_features * hidden_features <= kMaxNarrowWeight);
 }
@@ -123,6 +144,7 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
   at::parallel_for(0, blocks.count, 1, [&](int64_t first, int64_t last) {
     // Worker threads do not inherit the caller's dispatch state: stay below autograd.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    ReproducibleProducts reproducible;  // the same bits whatever the thread count
     at::Tensor buffer;  // this thread's hidden block, when hidden is not kept
     if (hidden == nullptr) buffer = at::empty({blocks.size, hidden_features}, x.options());
     for (int64_t i = first; i < last; ++i) {
@@ -162,6 +184,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_laye
 
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
+    ReproducibleProducts reproducible;
     at::Tensor buffer;  // this thread's recomputed hidden block, when hidden is not given
     if (hidden == nullptr) buffer = at::empty({blocks.size, hidden_features}, x.options());
     for (int64_t c = first; c < last; ++c) {

@@ -20,7 +20,13 @@ from ..functional import relu
 from ..models import TwoLayerNet, twolayer_state_dict_to_sequential
 from ..nn import LinearReLU
 from ..training import numpy_steps
-from .timing import saved_bytes, time_interleaved
+from .timing import (
+    describe_machine,
+    inductor_freezing,
+    machine,
+    saved_bytes,
+    time_interleaved,
+)
 
 TUTORIAL_SIZE = (64, 1000, 100)
 # Every dtype the CPU ops take: the tutorial's layer and two larger ones; float32 also at
@@ -137,14 +143,17 @@ def bench_two_layer(
     seq.load_state_dict(twolayer_state_dict_to_sequential(net.state_dict()))
     x, g = torch.randn(N, D_in, dtype=dtype), torch.randn(N, D_out, dtype=dtype)
     net_params, seq_params = list(net.parameters()), list(seq.parameters())
-    compiled, compiled_ext = _compiled(seq, use_compile), _compiled(net, use_compile)
     shape = f"{N}x{D_in}->{H}->{D_out} {_dtype_name(dtype)}"
-    with torch.no_grad():
+    # Inference against torch.compile with freezing (what a user compiles CPU inference
+    # with), training against the default mode.
+    with torch.no_grad(), inductor_freezing():
+        frozen, frozen_ext = _compiled(seq, use_compile), _compiled(net, use_compile)
         fns: dict[str, Callable[[], object]] = {"ext": lambda: net(x), "torch": lambda: seq(x)}
-        if compiled is not None and compiled_ext is not None:
-            fns["torch.compile"] = lambda: compiled(x)
-            fns["compile(ext)"] = lambda: compiled_ext(x)
+        if frozen is not None and frozen_ext is not None:
+            fns["compile freezing"] = lambda: frozen(x)
+            fns["compile(ext)"] = lambda: frozen_ext(x)
         inference = Result(f"TwoLayerNet inference {shape}", time_interleaved(fns, rounds))
+    compiled, compiled_ext = _compiled(seq, use_compile), _compiled(net, use_compile)
     fns = {
         "ext": lambda: torch.autograd.grad(net(x), net_params, g),
         "torch": lambda: torch.autograd.grad(seq(x), seq_params, g),
@@ -270,6 +279,7 @@ def run(
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+        "machine": machine(),
         "gemm_gflops_1024": peak,
         "tutorial_step_flop": step_flop,
         "tutorial_step_floor_ms": step_flop / (peak * 1e9) * 1e3,
@@ -278,23 +288,23 @@ def run(
 
 
 def format_table(report: dict[str, Any]) -> str:
-    cols = ["ext", "torch", "torch.compile", "compile(ext)", "numpy"]
+    cols = ["ext", "torch", "torch.compile", "compile freezing", "compile(ext)", "numpy"]
     lines = [
-        (
-            f"torch {report['torch']}, {report['threads']} threads, ISA {report['cpu_isa']}; "
-            f"fp32 GEMM (1024^3) {report['gemm_gflops_1024']:.0f} GFLOP/s"
-        ),
+        describe_machine(report["machine"]),
+        f"fp32 GEMM (1024^3) {report['gemm_gflops_1024']:.0f} GFLOP/s",
         f"{'case':<56}"
-        + "".join(f"{c + ' ms':>18}" for c in cols)
-        + f"{'torch/ext':>11}"
+        + "".join(f"{c + ' ms':>20}" for c in cols)
+        + f"{'torch/ext':>11}{'compile/ext':>12}"
         + f"{'saved ext/torch KiB':>22}",
     ]
     for r in report["results"]:
         t = r["timings_ms"]
         row = f"{r['case']:<56}" + "".join(
-            f"{t[c]:>18.4f}" if c in t else f"{'-':>18}" for c in cols
+            f"{t[c]:>20.4f}" if c in t else f"{'-':>20}" for c in cols
         )
         row += f"{r['ratios'].get('ext', float('nan')):>11.2f}"
+        compiled = t.get("compile freezing", t.get("torch.compile"))
+        row += f"{compiled / t['ext']:>12.2f}" if compiled else f"{'-':>12}"
         sb = r["saved_bytes"]
         row += f"{sb['ext'] / 1024:>12.0f} / {sb['torch'] / 1024:<8.0f}" if sb else ""
         lines.append(row)

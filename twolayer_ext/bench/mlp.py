@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import TwoLayerNet, twolayer_state_dict_to_sequential
-from .timing import time_cuda_interleaved, time_interleaved
+from .timing import (
+    describe_machine,
+    inductor_freezing,
+    machine,
+    time_cuda_interleaved,
+    time_interleaved,
+)
 
 # (rows, in, hidden, out): an implicit-representation-like net, a NeRF/PINN-like one, and
 # the tutorial's network at 65536 rows.
@@ -150,9 +156,16 @@ def bench_network(
         fns = {"ext": _path(None, ext), "ext layered": _path("0", ext), "torch": eager}
         if device == "cuda":
             fns["ext fused"] = _path("1", ext)
-        if comp is not None:
-            fns["torch.compile"] = comp
-        timings = timer(fns, rounds)
+        # CPU inference against torch.compile with freezing (what a user compiles it with).
+        frozen = mode == "inference" and device == "cpu" and comp is not None
+        with inductor_freezing() if frozen else contextlib.nullcontext():
+            if frozen:
+                frozen_seq = _compiled(seq, use_compile)
+                assert frozen_seq is not None
+                fns["compile freezing"] = infer(frozen_seq)
+            elif comp is not None:
+                fns["torch.compile"] = comp
+            timings = timer(fns, rounds)
         row: dict[str, Any] = {"case": f"{mode} {shape}", "timings_ms": timings, "peak_bytes": {}}
         if mode == "fwd+bwd":
             row["peak_bytes"] = {name: peak_bytes(fns[name], device) for name in fns}
@@ -188,6 +201,7 @@ def run(
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
+        "machine": machine(),
         "results": results,
     }
 
@@ -195,8 +209,12 @@ def run(
 def format_table(report: dict[str, Any]) -> str:
     fused = any("ext fused" in r["timings_ms"] for r in report["results"])
     cols = ["ext", "ext layered", *(["ext fused"] if fused else []), "torch", "torch.compile"]
+    if any("compile freezing" in r["timings_ms"] for r in report["results"]):
+        cols.append("compile freezing")
     lines = [
-        f"torch {report['torch']}, {report['device']}, {report['threads']} threads",
+        describe_machine(report["machine"])
+        if report["device"] == "cpu"
+        else f"torch {report['torch']}, {report['device']}, {report['threads']} threads",
         f"{'case':<42}"
         + "".join(f"{c + ' ms':>17}" for c in cols)
         + f"{'torch/ext':>10}{'compile/ext':>12}{'layered/ext':>12}"
@@ -209,7 +227,8 @@ def format_table(report: dict[str, Any]) -> str:
         row = f"{r['case']:<42}" + "".join(
             f"{t[c]:>17.3f}" if c in t else f"{'-':>17}" for c in cols
         )
-        compile_ratio = t["torch.compile"] / t["ext"] if "torch.compile" in t else float("nan")
+        compiled = t.get("compile freezing", t.get("torch.compile"))
+        compile_ratio = compiled / t["ext"] if compiled else float("nan")
         row += f"{q['ext']:>10.2f}{compile_ratio:>12.2f}{q['layered/ext']:>12.2f}"
         if fused:
             nan = float("nan")

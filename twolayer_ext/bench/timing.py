@@ -2,11 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
+
+from ..info import cpu_info
+
+
+def machine() -> dict[str, Any]:
+    """What a CPU benchmark ran on: the CPU (model, cores, L2, vector ISA, native 16-bit
+    arithmetic), the paths the CPU ops took on it, torch and its thread count."""
+    return {
+        "cpu": cpu_info(),
+        "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def describe_machine(m: dict[str, Any]) -> str:
+    """machine() in two lines, the head of every CPU table."""
+    cpu = m["cpu"]
+    paths = cpu["paths"]
+    yes_no = {True: "yes", False: "no"}
+    return (
+        f"CPU: {cpu['name']} ({cpu['family_model'] or 'family ?'}), "
+        f"{cpu['physical_cores']} physical cores, L2 {cpu['l2_cache_bytes'] // 1024} KiB per "
+        f"core; vector ISA {' '.join(cpu['vector_isa']) or 'none'} (ATen: {m['cpu_isa']}); "
+        f"native bfloat16 {yes_no[cpu['native_bfloat16']]}, float16 "
+        f"{yes_no[cpu['native_float16']]}; torch {m['torch']}, {m['threads']} threads\n"
+        f"paths: float32 GEMM kernels {paths['float32_gemm_kernels']}, bfloat16 products "
+        f"{paths['bfloat16_products']}, float16 products {paths['float16_products']}, "
+        f"element-wise passes {paths['elementwise_passes']}"
+    )
+
+
+@contextlib.contextmanager
+def inductor_freezing() -> Iterator[None]:
+    """torch.compile as a user compiles for CPU inference: with
+    torch._inductor.config.freezing, which folds the weights into the graph, packs them for
+    oneDNN and fuses the ReLU into the product. Compile and time inside (no_grad)."""
+    import torch._inductor.config as inductor_config
+
+    previous = inductor_config.freezing
+    inductor_config.freezing = True
+    try:
+        yield
+    finally:
+        inductor_config.freezing = previous
 
 
 def time_interleaved(

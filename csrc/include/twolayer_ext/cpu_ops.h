@@ -12,8 +12,14 @@
 
 namespace twolayer_ext::cpu {
 
+// Whether this CPU multiplies `dtype` natively: bfloat16 with AVX512_BF16 or AMX-BF16,
+// float16 with AVX512_FP16 or AMX-FP16 (as ATen detects them); float32 and float64: true.
+bool native_16bit_products(at::ScalarType dtype);
+
 // Matrix products (csrc/cpu/matmul.cpp): the extension's float32 kernels (AVX-512
-// or AVX2) where they apply (cpu_gemm.h), ATen's BLAS otherwise. All operands 2-D, any strides.
+// or AVX2) where they apply (cpu_gemm.h), ATen's BLAS otherwise. 16-bit operands on a CPU
+// without native 16-bit products are multiplied in float32 and each output rounded once.
+// All operands 2-D, any strides.
 // out[m, n] = x[m, k] @ w[n, k].T + bias[n] (bias optional); out contiguous.
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias);
 // The same into a new contiguous tensor.
