@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import itertools
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +35,23 @@ def _progress(it: Iterator[float], total: int, desc: str) -> Iterable[float]:
 
 def _report_steps(steps: int, every: int) -> set[int]:
     return set(range(0, steps, every)) | {steps - 1}
+
+
+def _timed(steps: Iterator[float], durations: list[float]) -> Iterator[float]:
+    """steps, recording the seconds each took into durations."""
+    last = time.perf_counter()
+    for loss in steps:
+        now = time.perf_counter()
+        durations.append(now - last)
+        last = now
+        yield loss
+
+
+def _steady_ms(durations: list[float]) -> float:
+    """Milliseconds per step once warm: the median after the first fifth of the run (first
+    calls pay for allocations, caches and, for the first optimizer step in a process,
+    importing torch._dynamo)."""
+    return statistics.median(durations[len(durations) // 5 :]) * 1e3
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -62,20 +79,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     impls = list(IMPLS) if args.compare else [args.impl]
     shown = _report_steps(cfg.steps, args.every)
     curves: dict[tuple[str, str], list[float]] = {}
-    seconds: dict[tuple[str, str], float] = {}
+    step_ms: dict[tuple[str, str], float] = {}
     print(f"# device={device} dtype={args.dtype} steps={cfg.steps} seed={cfg.seed}")
     for name in names:
         # The numpy scheme is numpy whatever the impl: run it once.
         for impl in impls[:1] if name == "numpy" else impls:
-            # Two untimed steps first: the first optimizer step in a process imports
-            # torch._dynamo (~1 s), which would be charged to whichever impl ran first.
-            for _ in itertools.islice(run_scheme(name, impl, cfg), 2):
-                pass
-            start = time.perf_counter()
+            durations: list[float] = []
             curves[(name, impl)] = list(
-                _progress(run_scheme(name, impl, cfg), cfg.steps, f"{name}/{impl}")
+                _progress(
+                    _timed(run_scheme(name, impl, cfg), durations), cfg.steps, f"{name}/{impl}"
+                )
             )
-            seconds[(name, impl)] = time.perf_counter() - start
+            step_ms[(name, impl)] = _steady_ms(durations)
         print(f"\n## {name}: {SCHEMES[name].description}")
         if args.compare and name != "numpy":
             print(f"{'step':>5} {'ext':>22} {'torch':>22} {'rel diff':>10}")
@@ -86,14 +101,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
             for i in sorted(shown):  # the tutorial's format: step, loss
                 print(i, curves[(name, impls[0])][i])
 
-    print("\n## final losses")
-    print(f"{'scheme':<16} {'impl':<6} {'first loss':>14} {'final loss':>14} {'seconds':>8}")
+    print("\n## final losses, and the time per step (median after the first fifth of the run)")
+    print(
+        f"{'scheme':<16} {'impl':<6} {'first loss':>14} {'final loss':>14} {'ms/step':>9}"
+        + (f"{'torch/ext':>11}" if args.compare else "")
+    )
     for (name, impl), losses in curves.items():
         shown_impl = "numpy" if name == "numpy" else impl
-        print(
+        row = (
             f"{name:<16} {shown_impl:<6} {losses[0]:>14.6g} {losses[-1]:>14.6g} "
-            f"{seconds[(name, impl)]:>8.2f}"
+            f"{step_ms[(name, impl)]:>9.3f}"
         )
+        if args.compare and impl == "ext" and name != "numpy":
+            row += f"{step_ms[(name, 'torch')] / step_ms[(name, 'ext')]:>11.2f}"
+        print(row)
+    print(
+        "(each run in turn, not interleaved: python -m twolayer_ext bench times the tutorial's "
+        "step side by side)"
+    )
     if args.plot:
         _plot(curves, args.plot)
         print(f"\nwrote {args.plot}")

@@ -13,6 +13,9 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+
+#include <algorithm>
 
 #include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
@@ -54,15 +57,25 @@ bool fast_nt(const at::Tensor& x, const at::Tensor& w) {
          use_fast_gemm(x.size(0), w.size(0), w.size(1), GemmKernel::kNt);
 }
 
+// Rows per block of a 16-bit product run in float32: the float copy of a block of an operand
+// stays within kFloatBlockBytes, so the conversion costs no more memory than that however
+// large the operands (a 65536 x 1000 bfloat16 input is 250 MiB as one float copy).
+constexpr int64_t kFloatBlockBytes = 4 << 20;
+int64_t float_block_rows(int64_t cols) {
+  return std::max<int64_t>(1, kFloatBlockBytes / (4 * std::max<int64_t>(1, cols)));
+}
+
+// out (16-bit) = x @ w.T + bias, in float32 block of rows by block of rows (each output
+// row depends on its own input row only), each block rounded once into out.
+void linear_in_float32(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
+                       const OptTensor& bias);
+// out (16-bit) = a @ b, likewise by blocks of a's rows.
+void mm_nn_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
+
 }  // namespace
 
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
-  if (in_float32(out)) {
-    at::Tensor product = at::empty(out.sizes(), out.options().dtype(at::kFloat));
-    linear_out(product, as_float(x), as_float(w), as_float(bias));
-    out.copy_(product);
-    return;
-  }
+  if (in_float32(out)) return linear_in_float32(out, x, w, bias);
   const int64_t m = x.size(0), n = w.size(0), k = w.size(1);
   const bool has_bias = present(bias);
   if (fast_nt(x, w) && out.is_contiguous()) {
@@ -77,10 +90,7 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
 }
 
 void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  if (in_float32(out)) {
-    out.copy_(mm_nn(as_float(a), as_float(b)));
-    return;
-  }
+  if (in_float32(out)) return mm_nn_in_float32(out, a, b);
   const int64_t m = a.size(0), t = a.size(1), n = b.size(1);
   if (!(is_float(a) && rows_contiguous(b) && rows_contiguous(out) &&
         use_fast_gemm(m, n, t, GemmKernel::kBcast))) {
@@ -94,21 +104,63 @@ void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
 // The BLAS path is ATen's functional addmm/mm, which allocates its own output: a
 // microsecond less per call than addmm_out into ours (bfloat16 64x1000->100, profiled).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
-  if (in_float32(x)) return linear(as_float(x), as_float(w), as_float(bias)).to(x.scalar_type());
-  if (!fast_nt(x, w)) return present(bias) ? at::addmm(*bias, x, w.t()) : at::mm(x, w.t());
+  if (!in_float32(x) && !fast_nt(x, w)) {
+    return present(bias) ? at::addmm(*bias, x, w.t()) : at::mm(x, w.t());
+  }
   at::Tensor out = at::empty({x.size(0), w.size(0)}, x.options());
   linear_out(out, x, w, bias);
   return out;
 }
 
 at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b) {
-  if (in_float32(a)) return mm_nn(as_float(a), as_float(b)).to(a.scalar_type());
   at::Tensor c = at::empty({a.size(0), b.size(1)}, b.options());
   mm_nn_out(c, a, b);
   return c;
 }
 
-// a.t() is a view with swapped strides; the bcast kernel reads A through any strides.
-at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) { return mm_nn(a.t(), b); }
+at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t t = a.size(0);
+  if (!in_float32(a) || t <= float_block_rows(std::max(a.size(1), b.size(1)))) {
+    return mm_nn(a.t(), b);  // a.t(): a view; the bcast kernel reads A through any strides
+  }
+  // The reduction runs over a's rows: float32 sums over blocks of them, rounded once.
+  const int64_t step = float_block_rows(std::max(a.size(1), b.size(1)));
+  at::Tensor sum = at::zeros({a.size(1), b.size(1)}, b.options().dtype(at::kFloat));
+  for (int64_t r0 = 0; r0 < t; r0 += step) {
+    const int64_t nr = std::min(step, t - r0);
+    sum.addmm_(as_float(a.narrow(0, r0, nr)).t(), as_float(b.narrow(0, r0, nr)));
+  }
+  return sum.to(a.scalar_type());
+}
+
+namespace {
+
+void linear_in_float32(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
+                       const OptTensor& bias) {
+  const at::Tensor wf = as_float(w);
+  const OptTensor bf = as_float(bias);
+  const int64_t m = x.size(0), step = float_block_rows(std::max(x.size(1), w.size(0)));
+  at::Tensor block = at::empty({std::min(step, m), w.size(0)}, out.options().dtype(at::kFloat));
+  for (int64_t r0 = 0; r0 < m; r0 += step) {
+    const int64_t nr = std::min(step, m - r0);
+    at::Tensor yb = block.narrow(0, 0, nr);
+    linear_out(yb, as_float(x.narrow(0, r0, nr)), wf, bf);
+    out.narrow(0, r0, nr).copy_(yb);
+  }
+}
+
+void mm_nn_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor bf = as_float(b);
+  const int64_t m = a.size(0), step = float_block_rows(std::max(a.size(1), b.size(1)));
+  at::Tensor block = at::empty({std::min(step, m), b.size(1)}, out.options().dtype(at::kFloat));
+  for (int64_t r0 = 0; r0 < m; r0 += step) {
+    const int64_t nr = std::min(step, m - r0);
+    at::Tensor cb = block.narrow(0, 0, nr);
+    mm_nn_out(cb, as_float(a.narrow(0, r0, nr)), bf);
+    out.narrow(0, r0, nr).copy_(cb);
+  }
+}
+
+}  // namespace
 
 }  // namespace twolayer_ext::cpu

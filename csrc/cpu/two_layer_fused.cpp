@@ -44,9 +44,9 @@ constexpr int64_t kMaxChunks = 64;
 constexpr int64_t kMaxFusedWidth = 1024;
 constexpr int64_t kMinFusedBlocks = 2;
 constexpr int64_t kMaxNarrowWeight = 16384;  // in x hidden, for the float64 backward
-// With the AVX2 kernels (use_fused_mlp): the narrow layers where the fused path won there.
-constexpr int64_t kAvx2MaxFloatIn = 64;                             // float32, both passes
-constexpr int64_t kAvx2MaxHalfHidden = 128, kAvx2MaxHalfOut = 16;  // 16-bit forward
+// With the AVX2 kernels (use_fused_mlp): the first layer's width up to which the fused
+// path won there.
+constexpr int64_t kAvx2MaxIn = 64;
 constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -99,11 +99,11 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 // products on those kernels, one core per block (ReproducibleProducts), where they lose to
 // MKL's single-threaded GEMM (0.5-0.9x at block shapes on Zen 3): it pays only where the
 // layers are narrow enough that memory traffic dominates (Zen 3, docs/BENCHMARKS.md "The
-// fused path on AVX2", layered/fused time): float32 both passes where in ≤ 64
-// (262144x64->64->16 1.56x inference, 1.21x training; 1048576x32->128->3 1.80x, 1.99x;
-// elsewhere 0.60-0.95x, but 65536x1000->100->10 inference 1.30x), 16-bit forward where
-// hidden ≤ 128 and out ≤ 16 (2.3-3.2x; hidden 128 with out 128 0.92x, hidden 256 0.87-0.93x).
-// float64 has no kernels of ours and keeps the rule above (measured on Zen 3 too: 1.3-3.3x).
+// fused path on AVX2", layered/fused time): both passes where in ≤ 64, float32
+// (262144x64->64->16 1.56x inference, 1.21x training; 1048576x32->128->3 1.80x, 1.99x) and
+// 16-bit (1.12x, 1.14x; 1.30x, 1.00x); wider first layers 0.60-0.95x (float32) and 0.75-0.93x
+// (bfloat16), ties at 65536x1000->100->10. float64 has no kernels of ours and keeps the rule
+// above (measured on Zen 3 too: 1.3-3.3x).
 // Thread count is not an input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
@@ -113,9 +113,7 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
                     blocks_for(rows, hidden_features, elem_size).count >= kMinFusedBlocks;
   if (!fits) return false;
   if (dtype != at::kDouble && std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
-    if (dtype == at::kFloat) return in_features <= kAvx2MaxFloatIn;
-    return pass == MlpPass::kForward && hidden_features <= kAvx2MaxHalfHidden &&
-           out_features <= kAvx2MaxHalfOut;
+    return in_features <= kAvx2MaxIn;
   }
   if (pass == MlpPass::kForward) return true;
   return dtype == at::kFloat ||
