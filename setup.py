@@ -136,6 +136,7 @@ def main() -> None:
     per_isa = {f for isa in ISA_FLAGS for f in glob.glob(f"csrc/cpu/isa/*_{isa}.cpp")}
     sources = sorted(
         glob.glob("csrc/*.cpp")
+        + glob.glob("csrc/paths/*.cpp")
         + glob.glob("csrc/autograd/*.cpp")
         + glob.glob("csrc/composite/*.cpp")
         + glob.glob("csrc/vmap/*.cpp")
@@ -148,6 +149,8 @@ def main() -> None:
     # must run on any x86-64 CPU (BLAS picks the ISA at run time).
     cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
     cxx_flags.append(f"-DTWOLAYER_EXT_ISA_PASSES={int('avx512' in isa_kernels)}")
+    # Host code that asks a device's rule (csrc/paths/) calls the CUDA one only where it exists.
+    cxx_flags.append(f"-DTWOLAYER_EXT_WITH_CUDA={int(with_cuda)}")
     # py_limited_api: the module uses CPython's stable ABI only (csrc/ops.cpp), so one
     # wheel serves every Python >= 3.10 (tag cp310-abi3; torch adds -DPy_LIMITED_API).
     ext_kwargs = {

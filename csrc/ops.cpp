@@ -12,6 +12,7 @@
 #include "cpu/isa/passes.h"
 #include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
+#include "twolayer_ext/switches.h"
 
 // Importing twolayer_ext._C loads this shared library, which runs the static
 // TORCH_LIBRARY initialisers below. The module's Python functions report what the CPU
@@ -26,20 +27,52 @@ void set_item(PyObject* dict, const char* key, PyObject* value) {
   Py_DECREF(value);
 }
 
+// Runs body; a switch with a value it does not accept (c10::ValueError, as the ops raise it)
+// becomes Python's ValueError instead of a C++ exception through the interpreter.
+template <typename Body>
+PyObject* reporting_errors(Body body) {
+  try {
+    return body();
+  } catch (const c10::ValueError& e) {
+    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+    return nullptr;
+  }
+}
+
 PyObject* cpu_paths(PyObject*, PyObject*) {
-  using twolayer_ext::cpu::native_16bit_products;
-  const auto products = [](at::ScalarType dtype) {
-    const bool own = native_16bit_products(dtype) || twolayer_ext::cpu::aten_gemm_forced();
-    return PyUnicode_FromString(own ? "native" : "float32");
-  };
-  PyObject* paths = PyDict_New();
-  set_item(paths, "float32_gemm_kernels",
-           PyUnicode_FromString(twolayer_ext::cpu::gemm_kernels_isa()));
-  set_item(paths, "bfloat16_products", products(at::kBFloat16));
-  set_item(paths, "float16_products", products(at::kHalf));
-  set_item(paths, "elementwise_passes",
-           PyUnicode_FromString(twolayer_ext::cpu::passes::instruction_set()));
-  return paths;
+  return reporting_errors([] {
+    using twolayer_ext::cpu::native_16bit_products;
+    const bool aten = twolayer_ext::cpu_gemm_aten_forced();  // may raise: before any object
+    const auto products = [aten](at::ScalarType dtype) {
+      return PyUnicode_FromString(native_16bit_products(dtype) || aten ? "native" : "float32");
+    };
+    PyObject* paths = PyDict_New();
+    set_item(paths, "float32_gemm_kernels",
+             PyUnicode_FromString(twolayer_ext::cpu::gemm_kernels_isa()));
+    set_item(paths, "bfloat16_products", products(at::kBFloat16));
+    set_item(paths, "float16_products", products(at::kHalf));
+    set_item(paths, "elementwise_passes",
+             PyUnicode_FromString(twolayer_ext::cpu::passes::instruction_set()));
+    return paths;
+  });
+}
+
+// Each environment switch (switches.h) and its value ("" when unset); raises ValueError, as
+// the ops would, when one has a value it does not accept.
+PyObject* switches(PyObject*, PyObject*) {
+  return reporting_errors([] {
+    const auto values = twolayer_ext::switch_values();  // may raise: before any object
+    PyObject* result = PyDict_New();
+    for (const auto& [name, value] : values) {
+      set_item(result, name.c_str(), PyUnicode_FromString(value.c_str()));
+    }
+    return result;
+  });
+}
+
+// Whether CUDA float32 products of ours run on TF32 tensor cores now (as cuBLAS's would).
+PyObject* cuda_matmul_tf32(PyObject*, PyObject*) {
+  return PyBool_FromLong(twolayer_ext::cuda_matmul_tf32());
 }
 
 // ATen's view of the CPU (cpuinfo: name, instruction-set flags, cache sizes, cores).
@@ -62,6 +95,12 @@ PyMethodDef methods[] = {
      "The paths the CPU ops take on this CPU now: float32_gemm_kernels (avx512, avx2 or none), "
      "bfloat16_products and float16_products (native or float32), elementwise_passes "
      "(avx512, avx2 or default)."},
+    {"switches", switches, METH_NOARGS,
+     "Each environment switch of the paths (README, Path switches) and its value ('' when "
+     "unset)."},
+    {"cuda_matmul_tf32", cuda_matmul_tf32, METH_NOARGS,
+     "Whether CUDA float32 products of the extension run on TF32 tensor cores now, as "
+     "torch's matmuls would (torch.backends.cuda.matmul.fp32_precision)."},
     {"cpu_capabilities", cpu_capabilities, METH_NOARGS,
      "ATen's description of the CPU (at::cpu::get_cpu_capabilities)."},
     {nullptr, nullptr, 0, nullptr}};

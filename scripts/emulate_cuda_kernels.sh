@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs CUDA kernels' own source on the CPU (tests/cuda_emulation/: each thread block's
 # threads as std::threads, WMMA as whole tiles) and checks their results: the fused MLP
-# (fused_mlp.cpp) and the fused passes around cuBLAS (fused_passes.cpp), each twice:
+# (fused_mlp.cpp) and the passes around cuBLAS (passes.cpp), each twice:
 #   1. under AddressSanitizer + UBSan: out-of-bounds shared or global memory, and the results
 #      against a float64 reference (every variant and dtype);
 #   2. under ThreadSanitizer: a barrier missing between one thread's write to shared memory
@@ -31,7 +31,7 @@ build() {  # build SOURCE-NAME SANITIZER-FLAGS
 }
 ASAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 TSAN="-fsanitize=thread"
-for kernels in fused_mlp fused_passes; do  # two compilers at a time (2 cores)
+for kernels in fused_mlp passes; do  # two compilers at a time (2 cores)
   build $kernels "$ASAN" &
   build $kernels "$TSAN" &
   wait -n

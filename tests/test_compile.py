@@ -59,7 +59,7 @@ def test_compiled_autograd_cpu(name, x_grad, path, monkeypatch):
     """Compiled autograd traces the backward graph through the ops' autograd nodes (their
     apply_with_saved) and runs it; the gradients equal eager backward's. On the fused path
     TwoLayerNet's node is the one that recomputes the hidden activation."""
-    monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", {"layered": "0", "fused": "1"}[path])
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", {"layered": "0", "fused": "1"}[path])
     from torch._dynamo import compiled_autograd
     from torch._dynamo.utils import counters
 

@@ -1,9 +1,10 @@
 """The CPU float32 GEMM paths: the AVX-512 and AVX2 kernels (csrc/cpu/gemm_f32*.cpp) and
 ATen's BLAS.
 
-TWOLAYER_EXT_CPU_GEMM=aten forces ATen's BLAS, =avx2 the AVX2 kernels even where AVX-512
-exists; the variable is read on every call, so every path runs in one process. A path the
-CPU lacks falls back to the next (AVX-512 -> AVX2 -> ATen). Shapes straddle the kernels'
+TWOLAYER_EXT_CPU_GEMM=aten forces ATen's BLAS (read on every call, so both paths run in one
+process). The kernels' instruction set is ATen's (csrc/cpu/isa/isa.h), chosen once per
+process: the narrower ones this CPU has run this file again in a subprocess under
+ATEN_CPU_CAPABILITY. Shapes straddle the kernels'
 tile edges (AVX-512: 4x6 output tiles forward, 6x64 backward, k in steps of 16; AVX2: 3x4,
 6x16, steps of 8), strides cover the layouts the kernels accept and those they hand to ATen.
 """
@@ -16,7 +17,7 @@ from helpers import assert_close, make_weight, make_x
 
 from twolayer_ext import reference
 
-PATHS = ["kernels", "avx2", "aten"]
+PATHS = ["kernels", "aten"]
 
 # (rows, in_features, out_features)
 SHAPES = [
@@ -35,8 +36,8 @@ SHAPES = [
 
 @pytest.fixture(params=PATHS)
 def gemm_path(request, monkeypatch):
-    if request.param in ("aten", "avx2"):
-        monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", request.param)
+    if request.param == "aten":
+        monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", "aten")
     else:
         monkeypatch.delenv("TWOLAYER_EXT_CPU_GEMM", raising=False)
     return request.param
@@ -62,13 +63,9 @@ def test_linear_relu_float32_both_gemm_paths(gemm_path, shape, layout, w_t):
 
 
 @pytest.mark.parametrize("shape", [(64, 1000, 100), (67, 65, 13)], ids=str)
-@pytest.mark.parametrize("isa", ["best", "avx2"])
-def test_kernels_do_not_depend_on_thread_count(monkeypatch, isa, shape):
+def test_kernels_do_not_depend_on_thread_count(monkeypatch, shape):
     """Each output is summed by one thread in a fixed order: bitwise equal for 1 and 2 threads."""
-    if isa == "avx2":
-        monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", "avx2")
-    else:
-        monkeypatch.delenv("TWOLAYER_EXT_CPU_GEMM", raising=False)
+    monkeypatch.delenv("TWOLAYER_EXT_CPU_GEMM", raising=False)
     rows, d_in, d_out = shape
     x, w, b = torch.randn(rows, d_in), torch.randn(d_out, d_in), torch.randn(d_out)
     g = torch.randn(rows, d_out)
@@ -118,3 +115,41 @@ def test_gemm_paths_benchmark_runs():
         cwd="/",  # the installed package, not the unbuilt sources of a checkout
     ).stdout
     assert "grad_weight + grad_bias" in out and "sgd_step" in out
+
+
+NARROWER = {"avx512": ["avx2", "default"], "avx2": ["default"]}
+KERNELS = {"avx2": "avx2", "default": "none"}
+
+
+@pytest.mark.parametrize("isa", ["avx2", "default"])
+def test_under_a_narrower_instruction_set(isa):
+    """This file's tests again in a subprocess under ATEN_CPU_CAPABILITY=isa, where our GEMM
+    kernels and element-wise passes both follow ATen's narrower choice."""
+    import os
+    import subprocess
+    import sys
+
+    mine = torch.backends.cpu.get_cpu_capability().lower()
+    if isa not in NARROWER.get(mine, []):
+        pytest.skip(f"this CPU runs {mine}; no {isa} below it")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": isa}
+    paths = subprocess.run(
+        [sys.executable, "-c", "import twolayer_ext; print(twolayer_ext._C.cpu_paths())"],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"'float32_gemm_kernels': '{KERNELS[isa]}'" in paths, paths
+    assert f"'elementwise_passes': '{isa}'" in paths, paths
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+        + ["-k", "not narrower and not benchmark_runs"],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

@@ -109,12 +109,12 @@ def test_passes_are_bitwise_equal_across_instruction_sets(isa, tmp_path, monkeyp
         pytest.skip(f"this CPU runs {torch.backends.cpu.get_cpu_capability()}; no {isa} below it")
     import twolayer_ext
 
-    monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", "0")
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "0")
     inputs = make_inputs()
     mine = compute(inputs)
     torch.save(inputs, tmp_path / "inputs.pt")
     assert twolayer_ext.build_info()["cpu_passes_isa"] != isa
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": isa, "TWOLAYER_EXT_FUSED_MLP": "0"}
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": isa, "TWOLAYER_EXT_CPU_FUSED_MLP": "0"}
     path = tmp_path / "theirs.pt"
     subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), str(tmp_path / "inputs.pt"), str(path)],

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 import torch
-from helpers import HAS_CUDA, assert_close, check_two_layer_ops, cuda_kernel_names
+from helpers import HAS_CUDA, assert_close, cuda_kernel_names
 
 import twolayer_ext
 from twolayer_ext import reference
@@ -104,70 +104,8 @@ def test_non_default_device():
     assert_close(y, reference.linear_relu(x.double(), w.double()), torch.float32, "y")
 
 
-# Cases for the pipelined tensor-core GEMM (csrc/cuda/pipelined_gemm.cuh): 16-bit operands
-# whose rows are 16-byte aligned. (rows, in_f, in_pitch, out_f, out_pitch): a pitch above the
-# size makes a sliced view, whose last 16-byte piece reaches past the matrix and must be
-# zero-filled; sizes off the 128x128x32 tiles exercise the ragged edges.
-PIPELINED_CASES = [
-    (256, 256, 256, 128, 128),
-    (200, 260, 264, 131, 136),
-    (3, 8, 8, 8, 8),
-    (130, 40, 48, 250, 256),
-]
-
-
-@pytest.mark.gemm_path("custom")
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("case", PIPELINED_CASES, ids=str)
-@pytest.mark.parametrize("x_t", [False, True], ids=["x", "xT"])
-def test_pipelined_gemm_matches_reference(dtype, case, x_t):
-    rows, in_f, in_pitch, out_f, out_pitch = case
-    if x_t:  # x[m, i] with unit stride along m: A is read column-major
-        rows_pitch = (rows + 7) // 8 * 8
-        x = torch.randn(in_f, rows_pitch, device="cuda", dtype=dtype)[:, :rows].t()
-    else:
-        x = torch.randn(rows, in_pitch, device="cuda", dtype=dtype)[:, :in_f]
-    w = (torch.randn(out_f, in_pitch, device="cuda", dtype=dtype) / in_f**0.5)[:, :in_f]
-    b = torch.randn(out_f, device="cuda", dtype=dtype)
-    g = torch.randn(rows, out_pitch, device="cuda", dtype=dtype)[:, :out_f]
-    results = {}
-
-    def run():
-        y, mask = torch.ops.twolayer_ext.linear_relu(x, w, b)
-        grads = torch.ops.twolayer_ext.linear_relu_backward(g, x, w, mask, [True, True, True])
-        results.update(y=y, mask=mask, grads=grads)
-
-    names = cuda_kernel_names(run)
-    # Every product took the pipelined kernel, and grad_bias came out of the grad_w GEMM.
-    assert sum("pipelined_gemm_kernel" in n for n in names) == 3, names
-    assert not any("tiled_gemm_kernel" in n or "bias_grad_kernel" in n for n in names), names
-
-    xd, wd, bd = x.double(), w.double(), b.double()
-    assert_close(results["y"], reference.linear_relu(xd, wd, bd), dtype, "y")
-    assert torch.equal(results["mask"], reference.pack_mask(results["y"] > 0))
-    want = reference.linear_relu_backward(g.double(), xd, wd, results["mask"], [True] * 3)
-    for got, ref, name in zip(results["grads"], want, ["x", "w", "b"]):
-        assert_close(got, ref, dtype, f"grad_{name}")
-
-
-@pytest.mark.gemm_path("custom")
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("om", [[True] * 5, [False, True, True, False, True]], ids=str)
-def test_pipelined_two_layer_matches_reference(dtype, om):
-    x = torch.randn(200, 264, device="cuda", dtype=dtype)
-    w1 = torch.randn(136, 264, device="cuda", dtype=dtype) / 264**0.5
-    w2 = torch.randn(72, 136, device="cuda", dtype=dtype) / 136**0.5
-    b1 = torch.randn(136, device="cuda", dtype=dtype)
-    b2 = torch.randn(72, device="cuda", dtype=dtype)
-    check_two_layer_ops(x, w1, b1, w2, b2, om, dtype)
-
-
-CUSTOM_GEMM_KERNELS = ("pipelined_gemm_kernel", "tiled_gemm_kernel")
-
-
-@pytest.mark.gemm_path("vendor")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_vendor_path_runs_cublas_and_one_fused_pass_each_way(dtype):
+def test_products_run_on_cublas_with_one_pass_each_way(dtype):
     """Products on cuBLAS; around them exactly one pass forward (bias is cuBLAS's,
     ReLU + mask ours) and one backward (masked grad + bias grad)."""
     x = torch.randn(300, 200, device="cuda", dtype=dtype)
@@ -185,8 +123,6 @@ def test_vendor_path_runs_cublas_and_one_fused_pass_each_way(dtype):
         )
 
     fwd, bwd = cuda_kernel_names(forward), cuda_kernel_names(backward)
-    for names in (fwd, bwd):
-        assert not any(k in n for n in names for k in CUSTOM_GEMM_KERNELS), names
     assert sum("relu_mask_kernel" in n for n in fwd) == 1, fwd
     assert sum("masked_grad_kernel" in n for n in bwd) == 1, bwd
     xd, wd, bd = x.double(), w.double(), b.double()
@@ -194,13 +130,6 @@ def test_vendor_path_runs_cublas_and_one_fused_pass_each_way(dtype):
     want = reference.linear_relu_backward(g.double(), xd, wd, results["mask"], [True] * 3)
     for got, ref, name in zip(results["grads"], want, ["x", "w", "b"]):
         assert_close(got, ref, dtype, f"grad_{name}")
-
-
-def test_cuda_gemm_env_rejects_unknown_path(monkeypatch):
-    monkeypatch.setenv("TWOLAYER_EXT_CUDA_GEMM", "cutlass")
-    x = torch.randn(4, 8, device="cuda")
-    with pytest.raises(ValueError, match="TWOLAYER_EXT_CUDA_GEMM must be 'custom' or 'vendor'"):
-        twolayer_ext.linear_relu(x, torch.randn(3, 8, device="cuda"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])

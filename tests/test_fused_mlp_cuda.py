@@ -1,5 +1,5 @@
 """The CUDA fully fused two-layer kernels (csrc/cuda/fused_mlp*.cu*), which run where
-TWOLAYER_EXT_FUSED_MLP=1 asks for them (opt-in until measured faster on a GPU): every CUDA
+TWOLAYER_EXT_CUDA_FUSED_MLP=1 asks for them (opt-in until measured faster on a GPU): every CUDA
 dtype on its variant (tensor cores for float16/bfloat16 and TF32, SIMT for float32 and
 float64), several 32-row blocks with a short last one, more row blocks than thread blocks,
 strided inputs, the output-mask subsets, NaN, determinism, the recomputing backward, and
@@ -51,7 +51,7 @@ FLOAT_ACC_DTYPES = [d for d in CUDA_DTYPES if d != torch.float64]
 
 @pytest.fixture(autouse=True)
 def _fused(monkeypatch):
-    monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", "1")
+    monkeypatch.setenv("TWOLAYER_EXT_CUDA_FUSED_MLP", "1")
 
 
 def _params(d_in, hidden, d_out, dtype, bias=True, transposed=False):
@@ -211,21 +211,21 @@ def test_shapes_the_kernels_do_not_take_run_layered(shape):
 
 def test_default_is_the_layered_path(monkeypatch):
     """Until a GPU measurement shows the fused kernels faster, they run only when asked for."""
-    monkeypatch.delenv("TWOLAYER_EXT_FUSED_MLP")
+    monkeypatch.delenv("TWOLAYER_EXT_CUDA_FUSED_MLP")
     rows, d_in, hidden, d_out = SHAPES[1]
     x = torch.randn(rows, d_in, device="cuda", requires_grad=True)
     params = [p.requires_grad_() for p in _params(d_in, hidden, d_out, torch.float32)]
     names = cuda_kernel_names(lambda: twolayer_ext.two_layer_mlp(x, *params).sum().backward())
     assert "fused_mlp" not in " ".join(names)
-    monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", "1")
+    monkeypatch.setenv("TWOLAYER_EXT_CUDA_FUSED_MLP", "1")
     fused = twolayer_ext.two_layer_mlp(x, *params)
-    monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", "0")
+    monkeypatch.setenv("TWOLAYER_EXT_CUDA_FUSED_MLP", "0")
     assert_close(fused, twolayer_ext.two_layer_mlp(x, *params), torch.float32, "out")
 
 
 def test_mlp_bench_suite_on_cuda_times_the_fused_kernels(tmp_path, monkeypatch):
     """`bench --suite mlp --device cuda` has its `ext fused` column (no timing is asserted)."""
-    monkeypatch.delenv("TWOLAYER_EXT_FUSED_MLP")  # the suite sets it per column itself
+    monkeypatch.delenv("TWOLAYER_EXT_CUDA_FUSED_MLP")  # the suite sets it per column itself
     out = tmp_path / "mlp.json"
     args = ["bench", "--suite", "mlp", "--device", "cuda", "--quick", "--rounds", "1"]
     assert cli_main([*args, "--no-compile", "--json", str(out)]) == 0

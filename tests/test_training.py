@@ -259,7 +259,7 @@ def test_mlp_bench_suite_smoke(tmp_path, capsys):
     import json
 
     out = tmp_path / "mlp.json"
-    before = os.environ.get("TWOLAYER_EXT_FUSED_MLP")
+    before = os.environ.get("TWOLAYER_EXT_CPU_FUSED_MLP")
     args = ["bench", "--suite", "mlp", "--quick", "--rounds", "1", "--no-compile"]
     assert cli_main([*args, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -270,5 +270,5 @@ def test_mlp_bench_suite_smoke(tmp_path, capsys):
         assert all(t > 0 for t in r["timings_ms"].values())
     training = report["results"][1]
     assert set(training["peak_bytes"]) == {"ext", "ext layered", "torch"}
-    assert os.environ.get("TWOLAYER_EXT_FUSED_MLP") == before  # the harness restores it
+    assert os.environ.get("TWOLAYER_EXT_CPU_FUSED_MLP") == before  # the harness restores it
     assert "peak MiB" in capsys.readouterr().out

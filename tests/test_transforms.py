@@ -253,7 +253,7 @@ TRANSFORMS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     ),
 }
 
-# The two-layer entries run on both CPU paths of the two-layer ops (TWOLAYER_EXT_FUSED_MLP):
+# The two-layer entries run on both CPU paths of the two-layer ops (TWOLAYER_EXT_CPU_FUSED_MLP):
 # layer by layer, and fully fused with the hidden activation recomputed in backward.
 PATHS = {"layered": "0", "fused": "1"}
 
@@ -278,7 +278,7 @@ ENTRY_PATHS = [
 
 def _set_path(monkeypatch, path: str | None) -> None:
     if path is not None:
-        monkeypatch.setenv("TWOLAYER_EXT_FUSED_MLP", PATHS[path])
+        monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", PATHS[path])
 
 
 def _assert_all_close(got, want, rtol=1e-9, atol=1e-9) -> None:

@@ -9,3 +9,11 @@ def cpu_paths() -> dict[str, str]:
 def cpu_capabilities() -> dict[str, bool | int | str]:
     """ATen's description of the CPU (at::cpu::get_cpu_capabilities: cpuinfo's name,
     instruction-set flags, cache sizes and core counts)."""
+
+def switches() -> dict[str, str]:
+    """Each environment switch of the paths (README, "Path switches") and its value ("" when
+    unset). Raises ValueError if one has a value it does not accept."""
+
+def cuda_matmul_tf32() -> bool:
+    """Whether CUDA float32 products of the extension run on TF32 tensor cores now, as torch's
+    matmuls would (torch.backends.cuda.matmul.fp32_precision)."""

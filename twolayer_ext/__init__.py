@@ -1,11 +1,12 @@
 """twolayer_ext: fused Linear+ReLU forward and backward kernels for PyTorch.
 
-Importing the package loads the compiled operators into ``torch.ops.twolayer_ext``
-and registers their fake kernels and autograd formulas. The public API:
+Importing the package loads the compiled operators into ``torch.ops.twolayer_ext`` (with
+their kernels and autograd) and registers their fake and autocast kernels. The public API:
 
 * functions: :func:`linear_relu`, :func:`relu`, :func:`two_layer_mlp`, and
   :func:`two_layer_sgd_step` (a whole training step in one op call)
-* autograd Functions: :class:`LinearReLUFunction`, :class:`ReLUFunction`
+* autograd Functions: :class:`LinearReLUFunction`, :class:`ReLUFunction`,
+  :class:`TwoLayerMLPFunction`
 * modules: :class:`LinearReLU`, :class:`ReLU`
 * the tutorial's network: :class:`TwoLayerNet` and its state-dict converters
 * model conversion: :func:`fuse_modules`

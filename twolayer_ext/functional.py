@@ -49,7 +49,7 @@ def two_layer_mlp(
     """``relu(x @ w1.T + b1) @ w2.T + b2`` (the tutorial's network) as one fused op each way.
 
     Weights in nn.Linear's layout: w1 ``[hidden, in]``, w2 ``[out, hidden]``. Where the
-    layers are narrow (hidden and out ≤ 256) and there are many rows, the CPU runs it
+    layers are narrow (hidden and out ≤ 1024) and there are many rows, the CPU runs it
     block by block with the hidden activation in cache, and without writing it at all
     when no gradient is recorded (docs/ARCHITECTURE.md).
     """

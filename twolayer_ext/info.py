@@ -70,8 +70,9 @@ def build_info() -> dict[str, Any]:
     against (and the running one), whether CUDA kernels were compiled (read from
     the dispatcher, not just the build flags), the CUDA arch list, the number of
     intra-op (OpenMP) threads, the CPU ISA in use (ATen's and the extension's element-wise
-    passes'), the CPU and the paths the CPU ops take on it (:func:`cpu_info`) and the
-    supported dtypes per device.
+    passes'), the CPU and the paths the CPU ops take on it (:func:`cpu_info`), the path
+    switches' values, whether CUDA float32 products would use TF32, and the supported dtypes
+    per device.
     """
     from . import _C  # loaded by the package's import (_loader.py), which checks the build
 
@@ -86,13 +87,17 @@ def build_info() -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "openmp_threads": torch.get_num_threads(),
         # The ISA ATen picked at run time (its BLAS and vectorised kernels). The
-        # extension's own float32 GEMM kernels pick AVX-512 or AVX2 the same way
-        # (TWOLAYER_EXT_CPU_GEMM).
+        # extension's own CPU kernels follow it (cpu.paths).
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
         # The instruction set of the extension's element-wise passes (csrc/cpu/isa/), compiled
         # per ISA with at::vec and picked to match ATen's (ATEN_CPU_CAPABILITY selects it too).
         "cpu_passes_isa": _C.cpu_paths()["elementwise_passes"],
         "cpu": cpu_info(),
+        # The environment switches of the paths (README, "Path switches"), "" when unset.
+        "switches": _C.switches(),
+        # How the CUDA ops' own float32 products would run now: on TF32 tensor cores where
+        # torch's matmuls do (torch.backends.cuda.matmul.fp32_precision), else in full float32.
+        "cuda_float32_products": "tf32" if _C.cuda_matmul_tf32() else "ieee",
         "dtypes": {
             dev: [str(d).removeprefix("torch.") for d in ds] for dev, ds in SUPPORTED_DTYPES.items()
         },

@@ -19,7 +19,7 @@
 
 #include "../composite/decompositions.h"
 #include "common.h"
-#include "twolayer_ext/fused_mlp.h"
+#include "twolayer_ext/paths.h"
 
 namespace twolayer_ext::autograd {
 namespace {
@@ -132,7 +132,7 @@ struct TwoLayerBackward final : torch::autograd::TraceableFunction {
 };
 
 // grad_fn of two_layer's output where backward recomputes the hidden activation
-// (recompute_hidden, fused_mlp.h: the fused path, where that is cheaper than keeping it). It
+// (backward_recomputes_hidden, paths.h: the fused path, where that is cheaper than keeping it). It
 // saves the inputs only, so a training step keeps no rows x hidden tensor. Inputs: grad_out.
 // Outputs: x, w1, b1, w2, b2.
 struct TwoLayerRecomputeBackward final : torch::autograd::TraceableFunction {
@@ -240,7 +240,7 @@ at::Tensor two_layer_autograd(const at::Tensor& x, const at::Tensor& w1, const O
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return output_op().call(x, w1, b1, w2, b2);
   }
-  if (forward_ad || !recompute_hidden(x, w1, w2)) {
+  if (forward_ad || !backward_recomputes_hidden(x, w1, w2)) {
     return std::get<0>(two_layer_forward_autograd(x, w1, b1, w2, b2));
   }
   at::Tensor out;

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "twolayer_ext/checks.h"
-#include "twolayer_ext/fused_mlp.h"
+#include "twolayer_ext/paths.h"
 #include "twolayer_ext/op_handle.h"
 
 namespace twolayer_ext::composite {
@@ -73,7 +73,7 @@ at::Tensor sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
       op_handle<TwoLayerBackwardRecomputeSig>("twolayer_ext::two_layer_backward_recompute");
   // The ops that TwoLayerNet's autograd node runs for these shapes (csrc/autograd/two_layer.cpp):
   // where the fused path recomputes the hidden activation in backward, the forward writes none.
-  const bool recompute = recompute_hidden(xc, w1c, w2c);
+  const bool recompute = backward_recomputes_hidden(xc, w1c, w2c);
   const OptTensor b1c = cast_opt(b1);
   at::Tensor out, hidden;
   if (recompute) {

@@ -10,11 +10,11 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "gemm_f32_isa.h"
+#include "isa/isa.h"
 #include "twolayer_ext/cpu_gemm.h"
+#include "twolayer_ext/switches.h"
 
 namespace twolayer_ext::cpu {
 
@@ -27,28 +27,13 @@ ReproducibleProducts::ReproducibleProducts() : previous_(reproducible_products) 
 }
 ReproducibleProducts::~ReproducibleProducts() { reproducible_products = previous_; }
 
-bool aten_gemm_forced() {
-  const char* choice = std::getenv("TWOLAYER_EXT_CPU_GEMM");
-  return choice != nullptr && std::strcmp(choice, "aten") == 0;
-}
-
 #if TWOLAYER_EXT_HAVE_GEMM_KERNELS
 
 namespace {
 
-enum class Isa { kNone, kAvx2, kAvx512 };
-
-// The kernels to run this call: the best the CPU has, unless
-// TWOLAYER_EXT_CPU_GEMM says "aten" (none) or "avx2" (AVX2 even where AVX-512
-// exists, to test and measure that path). Read on every call.
-Isa kernel_isa() {
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && avx2;
-  if (aten_gemm_forced()) return Isa::kNone;
-  const char* choice = std::getenv("TWOLAYER_EXT_CPU_GEMM");
-  if (avx512 && (choice == nullptr || std::strcmp(choice, "avx2") != 0)) return Isa::kAvx512;
-  return avx2 ? Isa::kAvx2 : Isa::kNone;
-}
+// The kernels to run this call: those of the instruction set every CPU kernel of ours runs
+// (isa/isa.h: ATen's, so ATEN_CPU_CAPABILITY narrows them), unless TWOLAYER_EXT_CPU_GEMM=aten.
+Isa kernel_isa() { return cpu_gemm_aten_forced() ? Isa::kDefault : isa(); }
 
 // Tiles per parallel chunk: about 2^18 multiply-adds (~3 us), so small products such as
 // the tutorial's layer 2 stay on one thread instead of paying an OpenMP fork/join.
@@ -61,38 +46,31 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Whether this call runs the AVX-512 kernels (else AVX2); callers have checked
 // use_fast_gemm, so one of them exists.
 bool use_avx512(const char* fn) {
-  const Isa isa = kernel_isa();
-  TORCH_INTERNAL_ASSERT(isa != Isa::kNone, fn, ": no kernel for this CPU");
-  return isa == Isa::kAvx512;
+  const Isa chosen = kernel_isa();
+  TORCH_INTERNAL_ASSERT(chosen != Isa::kDefault, fn, ": no kernel for this CPU");
+  return chosen == Isa::kAvx512;
 }
 
 }  // namespace
 
 const char* gemm_kernels_isa() {
-  switch (kernel_isa()) {
-    case Isa::kAvx512:
-      return "avx512";
-    case Isa::kAvx2:
-      return "avx2";
-    case Isa::kNone:
-      break;
-  }
-  return "none";
+  const Isa chosen = kernel_isa();
+  return chosen == Isa::kDefault ? "none" : isa_name(chosen);
 }
 
 bool use_fast_gemm(int64_t m, int64_t n, int64_t k, GemmKernel kernel) {
-  const Isa isa = kernel_isa();
-  if (isa == Isa::kNone) return false;
+  const Isa chosen = kernel_isa();
+  if (chosen == Isa::kDefault) return false;
   const int64_t macs = m * n * k;
   // The bounds measured on Zen 4 (docs/BENCHMARKS.md, "Tutorial step and float32 layers"):
   // the AVX-512 kernels win up to 2^29 multiply-adds with a reduction of at most 1024;
   // MKL's packed, cache-blocked GEMM beyond.
   const bool within_avx512_bounds = k <= 1024 && macs <= (int64_t{1} << 29);
-  if (isa == Isa::kAvx512 || reproducible_products) return within_avx512_bounds;
+  if (chosen == Isa::kAvx512 || reproducible_products) return within_avx512_bounds;
   // AVX2, measured on Zen 3 (docs/BENCHMARKS.md, "The float32 GEMM rule on AVX2"): with
   // half the vector width the kernels win only on outputs of at most 128 rows (the
-  // tutorial's layers), with a reduction of at most 1024 (forward) or 512 (gradients:
-  // 1024x128->128's weight gradient lost, 0.76x), up to 2^25 multiply-adds.
+  // tutorial's layers), with a reduction of at most 1024 (forward) or 512 (gradients),
+  // up to 2^25 multiply-adds.
   return m <= 128 && k <= (kernel == GemmKernel::kNt ? 1024 : 512) && macs <= (int64_t{1} << 25);
 }
 

@@ -23,11 +23,8 @@ constexpr const char* kFwd = "twolayer_ext::linear_relu";
 
 // Output rows per GEMM block: up to 16 MiB of output. Smaller blocks would keep
 // the output in L2 for the epilogue, but the BLAS loses more on the smaller calls
-// than the separate epilogue pass costs, in every dtype (measured through torch,
-// addmm + relu_ per block vs one call: float32 2048^3 173 ms in one call, 182-207 ms
-// in blocks of 1024 to 256 rows; bfloat16 2048^3 20.6 ms vs 21.1-27.4 ms in blocks
-// of 256 to 64 rows, 512x1024->1024 1.19 vs 1.21-1.58 ms; float64 512x1024->1024
-// 9.9 vs 10.1-11.4 ms). Below 16 MiB the output is one block.
+// than the separate epilogue pass costs, in every dtype (docs/BENCHMARKS.md, "Numbers
+// behind the smaller CPU rules"). Below 16 MiB the output is one block.
 int64_t rows_per_block(int64_t out_features, int64_t elem_size) {
   constexpr int64_t kBlockBytes = 1 << 24;
   return std::max<int64_t>(64, kBlockBytes / std::max<int64_t>(1, out_features * elem_size));

@@ -19,6 +19,7 @@
 
 #include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
+#include "twolayer_ext/switches.h"
 
 namespace twolayer_ext::cpu {
 
@@ -41,7 +42,7 @@ bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat; }
 
 // Whether a product with this result dtype runs in float32 (see the top of this file).
 bool in_float32(const at::Tensor& t) {
-  return !native_16bit_products(t.scalar_type()) && !aten_gemm_forced();
+  return !native_16bit_products(t.scalar_type()) && !cpu_gemm_aten_forced();
 }
 
 at::Tensor as_float(const at::Tensor& t) { return is_float(t) ? t : t.to(at::kFloat); }

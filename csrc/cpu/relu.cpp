@@ -32,11 +32,8 @@ void select_where_kept(const scalar_t* y, const scalar_t* v, scalar_t* out, int6
 
 // float and double go to ATen's own relu / threshold_backward: with the select compiled
 // for AVX-512 (isa/passes.h) the two tie or ATen wins there, the passes being bound by
-// writing fresh pages (2048^2 on this 2-core AVX-512 machine, one interleaved run, ours vs
-// ATen's: float32 302 vs 278 us forward, 712 vs 711 us backward; float64 9.82 vs 9.97 ms and
-// 10.9 vs 11.8 ms, within the page-fault noise of float64 at that size). For the 16-bit types
-// the bit select wins clearly (bfloat16 2048^2: 0.10 vs torch's 0.28 ms forward, 0.20 vs
-// 0.34 ms backward: docs/BENCHMARKS.md), so they stay here.
+// writing fresh pages. For the 16-bit types the bit select wins clearly, so they stay here
+// (docs/BENCHMARKS.md, "Numbers behind the smaller CPU rules").
 bool aten_is_faster(const at::Tensor& t) {
   return t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
 }

@@ -100,7 +100,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t rows = leading_rows(x), in_features = w1.size(1), out_features = w2.size(0);
-  if (!twolayer_ext::recompute_hidden(x, w1, w2)) {
+  if (!backward_recomputes_hidden(x, w1, w2)) {
     return two_layer_backward(grad_out, x, w1, w2, linear_relu_output(x, w1, b1), output_mask);
   }
   auto grads =

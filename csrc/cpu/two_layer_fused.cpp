@@ -2,12 +2,12 @@
 // blocks small enough that a block's hidden activation (and in backward its gradient)
 // stays in L2 from the product that writes it to the one that reads it.
 //
-// Why: when the layers are narrow (hidden, out ≤ 256) each product is a few FLOPs per
-// byte, and layer by layer the time goes to memory: the hidden activation is written,
-// read and written by the ReLU, read by layer 2, and in backward grad_hidden is written,
-// masked, then read twice more. Fresh output pages cost as much again (the first touch
-// of each 4 KiB page faults). Block by block, only x, out and (in training) hidden
-// itself cross memory. Measured on a 2-core AVX-512 machine: docs/BENCHMARKS.md.
+// Why: when the layers are narrow each product is a few FLOPs per byte, and layer by layer
+// the time goes to memory: the hidden activation is written, read and written by the
+// ReLU, read by layer 2, and in backward grad_hidden is written, masked, then read twice
+// more. Fresh output pages cost as much again (the first touch of each 4 KiB page
+// faults). Block by block, only x, out and (in training) hidden itself cross memory.
+// Measured on Zen 4 (AVX-512) and Zen 3 (AVX2): docs/BENCHMARKS.md.
 //
 // Parallelism is over blocks, each thread running whole blocks with single-threaded
 // products (a BLAS call inside a parallel region runs on its thread); blocks, and the
@@ -27,6 +27,7 @@
 
 #include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
+#include "twolayer_ext/switches.h"
 
 namespace twolayer_ext::cpu {
 namespace {
@@ -47,7 +48,7 @@ constexpr int64_t kMaxNarrowWeight = 16384;  // in x hidden, for the float64 bac
 // With the AVX2 kernels (use_fused_mlp): the first layer's width up to which the fused
 // path won there.
 constexpr int64_t kAvx2MaxIn = 64;
-constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden
+constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden_rule
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -83,31 +84,23 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 
 }  // namespace
 
-// The rule: TWOLAYER_EXT_FUSED_MLP=1 or 0 forces the path. Otherwise the forward runs
-// fused wherever there are two blocks or more and the layers are at most 1024 wide: it
-// won or tied at every such size measured, in every dtype (inference, layered/fused time,
-// 2-core AVX-512, `bench --suite mlp` and docs/BENCHMARKS.md: float32 262144x64->64->16
-// 2.5x, 1048576x32->128->3 3.6x, 65536x1000->100->10 2.0x, 4096x512->512->512 1.8x,
-// 2048x64->64->16 1.4x; bfloat16 1.0-2.5x; float64 1.0-2.7x). One block would run on one
-// thread. The backward runs fused in float32 (training 1.1-2.7x at the same sizes) and in
-// float64 where in x hidden ≤ 16384 (1.5-1.7x at 262144x64->64->16 and 1048576x32->128->3;
-// wider, the per-block updates of the partial weight gradients cost more than they save:
-// 4096x512->512->512 0.63x). Not for the 16-bit types, whose products it runs in float:
-// bfloat16 262144x64->64->16 0.74x, 65536x1000->100->10 0.55x.
+// The rule: TWOLAYER_EXT_CPU_FUSED_MLP=1 or 0 forces the path. Otherwise the forward runs
+// fused wherever there are two blocks or more and the layers are at most 1024 wide: it won
+// or tied at every such size measured, in every dtype (docs/BENCHMARKS.md, "Narrow networks
+// with many rows", Zen 4: the layered/ext column). One block would run on one thread. The
+// backward runs fused in float32, and in float64 where in x hidden ≤ 16384 (wider, the
+// per-block updates of the partial weight gradients cost more than they save). Not for the
+// 16-bit types, whose fused backward computes its weight gradients in float and lost.
 //
 // With the AVX2 kernels (a CPU without AVX-512) the fused path runs its float32 and 16-bit
 // products on those kernels, one core per block (ReproducibleProducts), where they lose to
-// MKL's single-threaded GEMM (0.5-0.9x at block shapes on Zen 3): it pays only where the
-// layers are narrow enough that memory traffic dominates (Zen 3, docs/BENCHMARKS.md "The
-// fused path on AVX2", layered/fused time): both passes where in ≤ 64, float32
-// (262144x64->64->16 1.56x inference, 1.21x training; 1048576x32->128->3 1.80x, 1.99x) and
-// 16-bit (1.12x, 1.14x; 1.30x, 1.00x); wider first layers 0.60-0.95x (float32) and 0.75-0.93x
-// (bfloat16), ties at 65536x1000->100->10. float64 has no kernels of ours and keeps the rule
-// above (measured on Zen 3 too: 1.3-3.3x).
+// MKL's single-threaded GEMM: it pays only where the first layer is narrow enough (in ≤ 64)
+// that memory traffic dominates (docs/BENCHMARKS.md, "The fully fused path on AVX2", Zen 3).
+// float64 has no kernels of ours and keeps the rule above (it won on Zen 3 too).
 // Thread count is not an input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
-  if (const auto forced = fused_mlp_forced()) return *forced;
+  if (const auto forced = cpu_fused_mlp_forced()) return *forced;
   const int64_t elem_size = c10::elementSize(dtype);
   const bool fits = hidden_features <= kMaxFusedWidth && out_features <= kMaxFusedWidth &&
                     blocks_for(rows, hidden_features, elem_size).count >= kMinFusedBlocks;
@@ -122,12 +115,11 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
 
 // Training keeps no hidden activation where both passes run fused and layer 1 is cheap to
 // run again (in_features ≤ 64): there, writing hidden costs more than recomputing it block
-// by block in backward (bench --suite mlp, float32, 2 cores: training 262144x64->64->16
-// 47.4 -> 37.9 ms, 1048576x32->128->3 277 -> 202 ms; peak memory of the step 82 -> 18 MiB
-// and 526 -> 15 MiB). With in = 1000 layer 1 is most of the arithmetic and recomputing it
-// lost (65536x1000->100->10: 92 -> 129 ms); widths between 64 and 1000 are not measured.
-bool recompute_hidden(int64_t rows, int64_t in_features, int64_t hidden_features,
-                      int64_t out_features, at::ScalarType dtype) {
+// by block in backward, and the step needs a fraction of the memory (docs/BENCHMARKS.md,
+// "Narrow networks with many rows", Zen 4). With in = 1000 layer 1 is most of the arithmetic
+// and recomputing it lost; widths between 64 and 1000, and AVX2 CPUs, are not measured.
+bool recompute_hidden_rule(int64_t rows, int64_t in_features, int64_t hidden_features,
+                           int64_t out_features, at::ScalarType dtype) {
   const auto fused = [&](MlpPass pass) {
     return use_fused_mlp(rows, in_features, hidden_features, out_features, dtype, pass);
   };

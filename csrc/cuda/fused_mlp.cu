@@ -1,14 +1,17 @@
 // fused_mlp.h: the launches of the fully fused two-layer kernels (fused_mlp_simt.cuh on CUDA
 // cores, fused_mlp_tc.cuh on tensor cores) and the reduction of the backward's partial
-// weight gradients. Unmeasured on a GPU so far, hence opt-in (cuda_fused_mlp;
-// docs/gpu-verification.md).
+// weight gradients, and the rule that picks a variant. Unmeasured on a GPU so far, hence
+// opt-in (cuda_fused_mlp; docs/gpu-verification.md).
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <mutex>
+#include <set>
 #include <type_traits>
+#include <utility>
 
 #include "dtypes.cuh"
 #include "fused_mlp.h"
@@ -16,6 +19,7 @@
 #include "fused_mlp_simt.cuh"
 #include "fused_mlp_tc.cuh"
 #include "launch_utils.cuh"
+#include "twolayer_ext/switches.h"
 
 namespace twolayer_ext::cuda {
 namespace {
@@ -57,11 +61,26 @@ MlpParams<T> network_params(const at::Tensor& x, const at::Tensor& w1, const Opt
   return p;
 }
 
+// Above 48 KiB a kernel must opt in to its dynamic shared memory. Set once per kernel and
+// device, to the most any launch may ask (the rule admits layouts up to kMaxSharedBytes):
+// setting each launch's own size would let another host thread lower the limit between
+// this thread's set and its launch.
+void allow_max_shared_memory(const void* kernel) {
+  static std::mutex mutex;
+  static std::set<std::pair<const void*, int>> done;
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (done.count({kernel, device}) != 0) return;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(cuda_mlp::kMaxSharedBytes)));
+  done.insert({kernel, device});
+}
+
 template <typename T>
 void launch(void (*kernel)(MlpParams<T>), int64_t grid, int64_t smem_bytes, const MlpParams<T>& p) {
-  // Above 48 KiB a kernel must opt in to its dynamic shared memory.
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(smem_bytes)));
+  TORCH_INTERNAL_ASSERT(smem_bytes <= cuda_mlp::kMaxSharedBytes);
+  allow_max_shared_memory(reinterpret_cast<const void*>(kernel));
   kernel<<<static_cast<unsigned>(grid), kThreads, static_cast<size_t>(smem_bytes),
            c10::cuda::getCurrentCUDAStream()>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -184,6 +203,34 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_mlp_back
   });
   const auto opt = [](const at::Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; };
   return {opt(gx), opt(gw1), opt(gb1), opt(gw2), opt(gb2)};
+}
+
+cuda_mlp::Variant cuda_fused_mlp(int64_t rows, int64_t in, int64_t hidden, int64_t out,
+                                 at::ScalarType dtype, MlpPass pass) {
+  using cuda_mlp::Variant;
+  if (!cuda_fused_mlp_on()) return Variant::kNone;
+  if (rows == 0 || in == 0 || hidden == 0 || out == 0) return Variant::kNone;  // nothing to fuse
+  const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
+  const int64_t max = cuda_mlp::kMaxSharedBytes;
+  if (half || (dtype == at::kFloat && cuda_matmul_tf32())) {
+    if (cuda_mlp::tc_layout(in, hidden, out, pass, c10::elementSize(dtype)).total <= max) {
+      return Variant::kTensorCores;
+    }
+    if (half) return Variant::kNone;
+  }
+  const int64_t acc_bytes = dtype == at::kDouble ? 8 : 4;
+  const bool fits = cuda_mlp::layout(in, hidden, out, pass).total * acc_bytes <= max;
+  return fits ? Variant::kSimt : Variant::kNone;
+}
+
+
+bool recompute_hidden_rule(int64_t rows, int64_t in_features, int64_t hidden_features,
+                           int64_t out_features, at::ScalarType dtype) {
+  const auto variant = [&](MlpPass pass) {
+    return cuda_fused_mlp(rows, in_features, hidden_features, out_features, dtype, pass);
+  };
+  const Variant forward = variant(MlpPass::kForward);
+  return forward != Variant::kNone && forward == variant(MlpPass::kBackward);
 }
 
 }  // namespace twolayer_ext::cuda

@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "dtypes.cuh"
-#include "twolayer_ext/fused_mlp.h"
+#include "fused_mlp_layout.h"
 
 namespace twolayer_ext::cuda::fused_mlp {
 

@@ -1,22 +1,14 @@
 // Host-side helpers shared by the CUDA op implementations.
 #pragma once
 
-#include <ATen/Context.h>
-#include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime.h>
 
 namespace twolayer_ext::cuda {
 
-// float32 products use TF32 tensor cores only when torch's would
-// (torch.backends.cuda.matmul.allow_tf32); cuBLAS through ATen reads the flag itself.
-inline bool use_tf32(const at::Tensor& t) {
-  return t.scalar_type() == at::kFloat && at::globalContext().allowTF32CuBLAS();
-}
-
-// The custom GEMM's tensor-core (WMMA, cp.async) kernels need compute capability 8.0
-// or newer; on an older current device this raises instead of a device-side trap.
+// The tensor-core (WMMA) kernels need compute capability 8.0 or newer; on an older
+// current device this raises instead of a device-side trap.
 inline void check_tensor_core_arch(const char* what) {
   // (Attributes, not ATen's cached device properties: <ATen/cuda/CUDAContext.h> needs
   // the cuSPARSE headers, which a bare toolkit lacks.)
@@ -24,10 +16,10 @@ inline void check_tensor_core_arch(const char* what) {
   int major = 0, minor = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  TORCH_CHECK(major >= 8, "twolayer_ext: the custom GEMM's ", what,
-              " kernels need a GPU of compute capability 8.0 or newer, but cuda:",
+  TORCH_CHECK(major >= 8, "twolayer_ext: the ", what,
+              " tensor-core kernels need a GPU of compute capability 8.0 or newer, but cuda:",
               static_cast<int>(device), " has ", major, ".", minor,
-              "; unset TWOLAYER_EXT_CUDA_GEMM=custom to run these products on cuBLAS");
+              "; unset TWOLAYER_EXT_CUDA_FUSED_MLP to run the layered path on cuBLAS");
 }
 
 }  // namespace twolayer_ext::cuda

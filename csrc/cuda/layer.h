@@ -1,14 +1,12 @@
-// One Linear(+ReLU) layer's forward and backward products on CUDA, on either GEMM path:
-//
-//   vendor: cuBLAS through ATen (at::addmm / at::mm: handle, workspace, current
-//           stream, strided views and the TF32 flag are ATen's), with the ReLU,
-//           bit mask, masked gradient and bias gradient in fused_passes.h;
-//   custom: the extension's own GEMM (fused_gemm.h), with bias + ReLU + mask in its
-//           epilogue, the mask applied while it loads grad tiles, and the bias
-//           gradient reduced inside the grad_weight product where it can.
+// One Linear(+ReLU) layer's forward and backward on CUDA: the products on cuBLAS through
+// ATen (at::addmm / at::mm: handle, workspace, current stream, strided views and the TF32
+// setting are ATen's), with the ReLU, bit mask, masked gradient and bias gradient in one
+// pass each around them (passes.h): the GPU design rule, the vendor's GEMM for the
+// products and our kernels for what it cannot fuse. (The extension's own CUDA GEMM lost to
+// cuBLAS at every size measured: docs/gpu-verification.md; git history keeps it.)
 //
 // The op files (linear_relu.cu, two_layer.cu) only check arguments and shape
-// tensors; every product goes through here. gemm_path() says which path runs.
+// tensors; every product goes through here.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -16,16 +14,10 @@
 #include <array>
 #include <tuple>
 
-#include "fused_passes.h"
+#include "passes.h"
 #include "twolayer_ext/tensor_util.h"
 
 namespace twolayer_ext::cuda {
-
-enum class GemmPath { kCustom, kVendor };
-
-// The path for this call: TWOLAYER_EXT_CUDA_GEMM=custom|vendor forces one (read on
-// every call, like TWOLAYER_EXT_CPU_GEMM); otherwise the measured rule in layer.cu.
-GemmPath gemm_path();
 
 // out = x @ w.T + bias, and with `relu` ReLU applied in place and, if `mask` is
 // defined ([rows, ceil(n / 8)] uint8), its packed bits written.

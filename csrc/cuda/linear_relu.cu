@@ -1,11 +1,9 @@
 // CUDA kernels for twolayer_ext::linear_relu and linear_relu_backward: argument
-// checks and shapes here, the products and fused passes in layer.h (vendor GEMM
-// or the custom one, chosen per call).
+// checks and shapes here, the products (cuBLAS) and the passes around them in layer.h.
 //
-// Forward: one product with bias, ReLU and the packed mask fused around it.
-// Backward: one pass masks grad_y and reduces the bias gradient (or the custom
-// GEMM does both while it runs), then the grad_x and grad_weight products, each
-// only when its gradient is requested.
+// Forward: one product with bias, then one pass for ReLU and the packed mask.
+// Backward: one pass masks grad_y and reduces the bias gradient, then the grad_x and
+// grad_weight products, each only when its gradient is requested.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>

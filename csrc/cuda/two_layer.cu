@@ -7,7 +7,7 @@
 // Backward: layer 2's products give grad_w2, grad_b2 and grad_hidden; layer 1
 // masks grad_hidden in place from hidden and reduces grad_b1 in the same pass.
 //
-// Where cuda_fused_mlp (twolayer_ext/fused_mlp.h) says so, each op instead runs the fully
+// Where cuda_fused_mlp (fused_mlp.h) says so, each op instead runs the fully
 // fused kernels of fused_mlp.h, and two_layer (the output alone) and
 // two_layer_backward_recompute write no hidden activation at all.
 #include <ATen/core/Tensor.h>
@@ -19,7 +19,6 @@
 #include "launch_utils.cuh"
 #include "layer.h"
 #include "twolayer_ext/checks.h"
-#include "twolayer_ext/fused_mlp.h"
 
 namespace twolayer_ext::cuda {
 namespace {
@@ -31,11 +30,11 @@ constexpr const char* kBwd = "twolayer_ext::two_layer_backward";
 constexpr const char* kOut = "twolayer_ext::two_layer";
 constexpr const char* kRecompute = "twolayer_ext::two_layer_backward_recompute";
 
-// The fused kernels for this pass, or kNone (twolayer_ext/fused_mlp.h).
+// The fused kernels for this pass, or kNone (cuda_fused_mlp, fused_mlp.h).
 cuda_mlp::Variant fused(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                         MlpPass pass) {
-  return cuda_fused_mlp(leading_rows(x), w1.size(1), w1.size(0), w2.size(0), x.scalar_type(), pass,
-                        use_tf32(x));
+  return cuda_fused_mlp(leading_rows(x), w1.size(1), w1.size(0), w2.size(0), x.scalar_type(),
+                        pass);
 }
 
 // The forward of checked arguments: out, and hidden where keep_hidden (undefined otherwise;

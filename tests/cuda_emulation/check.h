@@ -1,4 +1,4 @@
-// What the emulation drivers (fused_mlp.cpp, fused_passes.cpp) share: failure counting and
+// What the emulation drivers (fused_mlp.cpp, passes.cpp) share: failure counting and
 // conversions between a device type and double. Include after the kernels (it needs
 // dtypes.cuh's Numeric).
 #pragma once

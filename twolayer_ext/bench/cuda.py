@@ -4,9 +4,7 @@ Every variant of a case is timed in one process with CUDA events, interleaved ro
 round, medians over rounds (timing.time_cuda_interleaved). Ratio = torch time / extension
 time (> 1: the extension is faster). Columns:
 
-* ``ext``: the extension as users get it (the GEMM path chosen per call, csrc/cuda/layer.cu);
-* ``ext custom``: the same calls forced onto the extension's own GEMM
-  (``TWOLAYER_EXT_CUDA_GEMM=custom``), the measurement behind that choice;
+* ``ext``: the extension as users get it (cuBLAS with its passes, csrc/cuda/layer.cu);
 * ``torch``: the same computation from plain torch ops, eager;
 * ``torch.compile``: the tutorial step only, ``mode="reduce-overhead"`` (CUDA graphs).
 """
@@ -61,21 +59,8 @@ def _tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def _on_gemm_path(path: str, fn: Callable[[], object]) -> Callable[[], object]:
-    """fn with TWOLAYER_EXT_CUDA_GEMM=path (the ops read it on every call)."""
-
-    def run() -> object:
-        os.environ["TWOLAYER_EXT_CUDA_GEMM"] = path
-        try:
-            return fn()
-        finally:
-            os.environ.pop("TWOLAYER_EXT_CUDA_GEMM", None)
-
-    return run
-
-
 def _ext_variants(fn: Callable[[], object]) -> dict[str, Callable[[], object]]:
-    return {"ext": fn, "ext custom": _on_gemm_path("custom", fn)}
+    return {"ext": fn}
 
 
 def bench_layer(rows: int, d_in: int, d_out: int, dtype: torch.dtype, rounds: int) -> list[Case]:
@@ -264,7 +249,7 @@ def run(rounds: int = 15, use_compile: bool = True, quick: bool = False) -> dict
 
 
 def format_table(report: dict[str, Any]) -> str:
-    cols = ["ext", "ext custom", "torch", "torch.compile"]
+    cols = ["ext", "torch", "torch.compile"]
     lines = [
         (
             f"{report['device']}, torch {report['torch']}, commit {report['commit']}; "

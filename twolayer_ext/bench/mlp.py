@@ -6,8 +6,9 @@ memory of a training step.
 Modes: inference (no_grad), training forward+backward (every parameter's gradient), and
 one SGD step (``TwoLayerNet.sgd_step`` against the step torch users write). ``ext`` is what
 the ops' rule picks; ``ext layered`` forces the layer-by-layer path
-(``TWOLAYER_EXT_FUSED_MLP=0``); on CUDA, where the rule does not pick the fused kernels
-until they are measured, ``ext fused`` forces them (``=1``; where their shared memory does
+(``TWOLAYER_EXT_CPU_FUSED_MLP=0``, ``TWOLAYER_EXT_CUDA_FUSED_MLP=0``); on CUDA, where the
+rule does not pick the fused kernels until they are measured, ``ext fused`` forces them
+(``=1``; where their shared memory does
 not fit, that is the layered path again). Ratios are torch-eager time / extension time.
 """
 
@@ -45,14 +46,20 @@ QUICK_DTYPES = {"cpu": [torch.float32], "cuda": [torch.float32]}
 LR = 1e-6
 
 
-def _path(fused: str | None, fn: Callable[[], object]) -> Callable[[], object]:
-    """fn with TWOLAYER_EXT_FUSED_MLP set to `fused` (None: unset, the rule decides)."""
+def _switch(device: str) -> str:
+    """The environment switch of the device's fused path (README, "Path switches")."""
+    return f"TWOLAYER_EXT_{device.upper()}_FUSED_MLP"
+
+
+def _path(device: str, fused: str | None, fn: Callable[[], object]) -> Callable[[], object]:
+    """fn with the device's fused-path switch set to `fused` (None: unset, the rule decides);
+    the ops read it on every call."""
 
     def run() -> object:
         if fused is None:
-            os.environ.pop("TWOLAYER_EXT_FUSED_MLP", None)
+            os.environ.pop(_switch(device), None)
         else:
-            os.environ["TWOLAYER_EXT_FUSED_MLP"] = fused
+            os.environ[_switch(device)] = fused
         return fn()
 
     return run
@@ -153,9 +160,13 @@ def bench_network(
     shape = f"{rows}x{d_in}->{hidden}->{d_out} {str(dtype).removeprefix('torch.')}"
     results = []
     for mode, (ext, eager, comp) in modes.items():
-        fns = {"ext": _path(None, ext), "ext layered": _path("0", ext), "torch": eager}
+        fns = {
+            "ext": _path(device, None, ext),
+            "ext layered": _path(device, "0", ext),
+            "torch": eager,
+        }
         if device == "cuda":
-            fns["ext fused"] = _path("1", ext)
+            fns["ext fused"] = _path(device, "1", ext)
         # CPU inference against torch.compile with freezing (what a user compiles it with).
         frozen = mode == "inference" and device == "cpu" and comp is not None
         with inductor_freezing() if frozen else contextlib.nullcontext():
@@ -178,16 +189,16 @@ def run(
 ) -> dict[str, Any]:
     """Every network, dtype and mode; a JSON-able dict."""
     results = []
-    forced = os.environ.get("TWOLAYER_EXT_FUSED_MLP")
+    forced = os.environ.get(_switch(device))
     try:
         for dtype in (QUICK_DTYPES if quick else DTYPES)[device]:
             for net_size in QUICK_NETWORKS if quick else NETWORKS:
                 results += bench_network(net_size, dtype, device, rounds, use_compile)
     finally:  # the variants set and unset it; leave it as it was
         if forced is None:
-            os.environ.pop("TWOLAYER_EXT_FUSED_MLP", None)
+            os.environ.pop(_switch(device), None)
         else:
-            os.environ["TWOLAYER_EXT_FUSED_MLP"] = forced
+            os.environ[_switch(device)] = forced
     for r in results:
         t = r["timings_ms"]
         r["ratios"] = {k: t["torch"] / v for k, v in t.items() if k != "torch"}

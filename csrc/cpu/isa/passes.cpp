@@ -1,41 +1,25 @@
-// Picks the per-ISA kernels of passes.h, once per process.
+// Runs the per-ISA kernels of passes.h that isa.h picks.
 #include "passes.h"
 
-#include <ATen/Version.h>
-
-#include <string>
+#include "isa.h"
 
 namespace twolayer_ext::cpu::passes {
 namespace {
 
-enum class Isa { kDefault, kAvx2, kAvx512 };
-
-Isa pick() {
+// The per-ISA files exist only where the compiler could build them (setup.py).
+Isa passes_isa() {
 #if TWOLAYER_EXT_ISA_PASSES
-  // ATen's own choice (which honours ATEN_CPU_CAPABILITY), where the CPU also has every
-  // feature setup.py compiled that file for (ISA_FLAGS).
-  const std::string aten = at::get_cpu_capability();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
-  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
-                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                      __builtin_cpu_supports("avx512dq");
-  if (aten == "AVX512" && avx512) return Isa::kAvx512;
-  if ((aten == "AVX512" || aten == "AVX2") && avx2) return Isa::kAvx2;
-#endif
+  return cpu::isa();
+#else
   return Isa::kDefault;
-}
-
-Isa isa() {
-  static const Isa chosen = pick();
-  return chosen;
+#endif
 }
 
 }  // namespace
 
 #if TWOLAYER_EXT_ISA_PASSES
 #define TWOLAYER_EXT_ISA_CALL(fn, ...) \
-  switch (isa()) {                     \
+  switch (passes_isa()) {              \
     case Isa::kAvx512:                 \
       return AVX512::fn(__VA_ARGS__);  \
     case Isa::kAvx2:                   \
@@ -65,17 +49,7 @@ void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, in
 }
 #undef TWOLAYER_EXT_ISA_CALL
 
-const char* instruction_set() {
-  switch (isa()) {
-    case Isa::kAvx512:
-      return "avx512";
-    case Isa::kAvx2:
-      return "avx2";
-    case Isa::kDefault:
-      break;
-  }
-  return "default";
-}
+const char* instruction_set() { return isa_name(passes_isa()); }
 
 TWOLAYER_EXT_INSTANTIATE_PASSES()
 

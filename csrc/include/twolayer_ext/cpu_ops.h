@@ -7,7 +7,7 @@
 #include <array>
 #include <tuple>
 
-#include "twolayer_ext/fused_mlp.h"
+#include "twolayer_ext/paths.h"
 #include "twolayer_ext/tensor_util.h"
 
 namespace twolayer_ext::cpu {
@@ -70,9 +70,5 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
 std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_layer_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
     const at::Tensor& w2, const at::Tensor* hidden, std::array<bool, 5> output_mask);
-
-// The CPU half of twolayer_ext::recompute_hidden (fused_mlp.h), on concrete sizes.
-bool recompute_hidden(int64_t rows, int64_t in_features, int64_t hidden_features,
-                      int64_t out_features, at::ScalarType dtype);
 
 }  // namespace twolayer_ext::cpu

@@ -1,31 +1,17 @@
-// What decides whether the two-layer ops run fully fused (the hidden activation kept on
-// chip, block of rows by block of rows), read by the device kernels (csrc/cpu/, csrc/cuda/)
-// and by the autograd and training-step code that chooses what to save. Host-only logic
-// with no CUDA dependency, so that a CPU-only build compiles it too.
+// The shared-memory layouts of the fully fused CUDA kernels (fused_mlp_simt.cuh,
+// fused_mlp_tc.cuh): where each operand of a thread block lives. Host and device code: the
+// rule (cuda_fused_mlp, fused_mlp.h) and the launch size the allocation from them, the
+// kernels index it, so they cannot disagree; the host emulation (tests/cuda_emulation/)
+// reads them too.
 #pragma once
 
-#include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
-#include <c10/util/Exception.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <optional>
+
+#include "twolayer_ext/paths.h"
 
 namespace twolayer_ext {
-
-enum class MlpPass { kForward, kBackward };
-
-// TWOLAYER_EXT_FUSED_MLP=1 or 0 forces the fused path on or off; unset (or empty), each
-// device's rule decides. Read on every call, so tests and benchmarks can switch it.
-inline std::optional<bool> fused_mlp_forced() {
-  const char* choice = std::getenv("TWOLAYER_EXT_FUSED_MLP");
-  if (choice == nullptr || *choice == '\0') return std::nullopt;
-  TORCH_CHECK_VALUE(std::strcmp(choice, "0") == 0 || std::strcmp(choice, "1") == 0,
-                    "TWOLAYER_EXT_FUSED_MLP must be '0' or '1' (or unset), but got '", choice, "'");
-  return *choice == '1';
-}
 
 // The CUDA kernels (csrc/cuda/fused_mlp*.cu*) keep both weight matrices, one block of rows
 // of every operand and, in backward, the block's partial weight gradients in shared memory.
@@ -147,39 +133,5 @@ C10_HOST_DEVICE inline TcLayout tc_layout(int64_t in, int64_t hidden, int64_t ou
 }
 
 }  // namespace cuda_mlp
-
-// The CUDA rule: only where TWOLAYER_EXT_FUSED_MLP=1 asks for it (no GPU measurement has
-// yet shown the kernels faster than the layered cuBLAS path, which stays the default: the
-// project's GPU design rule; docs/gpu-verification.md), on non-empty operands, with the
-// tensor-core kernels for float16/bfloat16 (and float32 where torch allows TF32) and the
-// SIMT ones otherwise, where that pass's shared memory fits kMaxSharedBytes (e.g. every
-// dtype but float64 at 262144x64->64->16 and 1048576x32->128->3, both ways; the tutorial's
-// 1000->100->10 does not fit). A float32 pass whose TF32 layout does not fit runs SIMT.
-// allow_tf32: torch.backends.cuda.matmul.allow_tf32.
-inline cuda_mlp::Variant cuda_fused_mlp(int64_t rows, int64_t in, int64_t hidden, int64_t out,
-                                        at::ScalarType dtype, MlpPass pass, bool allow_tf32) {
-  using cuda_mlp::Variant;
-  if (!fused_mlp_forced().value_or(false)) return Variant::kNone;
-  if (rows == 0 || in == 0 || hidden == 0 || out == 0) return Variant::kNone;  // nothing to fuse
-  const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
-  const int64_t max = cuda_mlp::kMaxSharedBytes;
-  if (half || (dtype == at::kFloat && allow_tf32)) {
-    if (cuda_mlp::tc_layout(in, hidden, out, pass, c10::elementSize(dtype)).total <= max) {
-      return Variant::kTensorCores;
-    }
-    if (half) return Variant::kNone;
-  }
-  const int64_t acc_bytes = dtype == at::kDouble ? 8 : 4;
-  const bool fits = cuda_mlp::layout(in, hidden, out, pass).total * acc_bytes <= max;
-  return fits ? Variant::kSimt : Variant::kNone;
-}
-
-// Whether the network's gradients are computed without keeping its hidden activation
-// (two_layer_backward_recompute): where both passes run fused and recomputing the hidden
-// block costs less than writing and reading it (the CPU's rule, csrc/cpu/two_layer_fused.cpp;
-// on CUDA wherever both passes run the same fused kernels, so that backward's recomputed
-// hidden has the forward's bits). Any device may ask; false under symbolic shapes.
-// Defined in csrc/fused_mlp.cpp.
-bool recompute_hidden(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2);
 
 }  // namespace twolayer_ext

@@ -1,4 +1,4 @@
-// fused_passes.h: the launches of the kernels in fused_passes_kernels.cuh. All are memory
+// passes.h: the launches of the kernels in passes_kernels.cuh. All are memory
 // bound: one read (and at most one write) of each element, 64-bit indices, launches checked.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -8,14 +8,14 @@
 #include <algorithm>
 
 #include "dtypes.cuh"
-#include "fused_passes.h"
-#include "fused_passes_kernels.cuh"
+#include "passes.h"
+#include "passes_kernels.cuh"
 #include "twolayer_ext/tensor_util.h"
 
 namespace twolayer_ext::cuda {
 namespace {
 
-using namespace fused_passes;  // the kernels
+using namespace passes;  // the kernels
 
 constexpr int kThreads = 256;
 
@@ -61,30 +61,12 @@ void relu_mask_(at::Tensor& y, const at::Tensor& mask) {
   if (rows * n == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "relu_mask_", [&] {
     using T = typename DeviceType<scalar_t>::type;
-    relu_mask_kernel<T, true>
+    relu_mask_kernel<T>
         <<<grid_for(rows * mask_bytes(n)), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             static_cast<T*>(y.data_ptr()), rows, n, mask_bytes(n),
             mask.defined() ? mask.data_ptr<uint8_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-}
-
-at::Tensor pack_relu_mask(const at::Tensor& output) {
-  TORCH_INTERNAL_ASSERT(output.dim() == 2 && output.is_contiguous());
-  const int64_t rows = output.size(0), n = output.size(1);
-  at::Tensor mask = at::empty({rows, mask_bytes(n)}, output.options().dtype(at::kByte));
-  if (rows * n == 0) return mask;
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, output.scalar_type(), "pack_relu_mask", [&] {
-        using T = typename DeviceType<scalar_t>::type;
-        // kApply = false: the kernel only reads the output.
-        relu_mask_kernel<T, false>
-            <<<grid_for(rows * mask_bytes(n)), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                static_cast<T*>(output.data_ptr()), rows, n, mask_bytes(n),
-                mask.data_ptr<uint8_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
-  return mask;
 }
 
 void mask_grad_and_reduce_bias(const at::Tensor& g, const ReluKeep& keep, const at::Tensor& gm,

@@ -1,4 +1,4 @@
-// The kernels of the fused passes (fused_passes.h), launched by fused_passes.cu; also run
+// The kernels of the passes around cuBLAS (passes.h), launched by passes.cu; also run
 // by the host emulation in tests/cuda_emulation/.
 #pragma once
 
@@ -6,12 +6,11 @@
 
 #include "dtypes.cuh"
 
-namespace twolayer_ext::cuda::fused_passes {
+namespace twolayer_ext::cuda::passes {
 
-// One thread per mask byte: 8 consecutive columns of one row. With kApply the
-// dropped elements are set to +0 (relu(-0.0) = 0, as torch); without it the
-// output is only read (packing the bits of an existing ReLU output).
-template <typename T, bool kApply>
+// One thread per mask byte: 8 consecutive columns of one row. The dropped elements
+// are set to +0 (relu(-0.0) = 0, as torch).
+template <typename T>
 __global__ void relu_mask_kernel(T* y, int64_t rows, int64_t n, int64_t nbytes,
                                  uint8_t* __restrict__ mask) {
   for (int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; b < rows * nbytes;
@@ -25,7 +24,7 @@ __global__ void relu_mask_kernel(T* y, int64_t rows, int64_t n, int64_t nbytes,
         // !(v <= 0) keeps NaN, as torch.relu and threshold_backward do.
         const bool keep = !(Numeric<T>::to_acc(row[j0 + j]) <= 0);
         bits |= uint8_t(keep) << j;
-        if (kApply && !keep) row[j0 + j] = Numeric<T>::zero();
+        if (!keep) row[j0 + j] = Numeric<T>::zero();
       }
     }
     if (mask != nullptr) mask[b] = bits;
@@ -101,4 +100,4 @@ __global__ void sum_chunks_kernel(const typename Numeric<T>::acc* __restrict__ p
   }
 }
 
-}  // namespace twolayer_ext::cuda::fused_passes
+}  // namespace twolayer_ext::cuda::passes

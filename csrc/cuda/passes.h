@@ -1,6 +1,6 @@
-// The element-wise passes that the CUDA ops fuse around their GEMMs: what cuBLAS
+// The element-wise passes that the CUDA ops run around their cuBLAS products: what cuBLAS
 // cannot do for a Linear+ReLU layer (ReLU with a packed bit mask, the masked
-// gradient, the bias gradient). Defined in fused_passes.cu, the only TU that
+// gradient, the bias gradient). Defined in passes.cu, the only TU that
 // instantiates their kernels; every function dispatches on the dtype itself,
 // enqueues on the current stream and checks its launches.
 #pragma once
@@ -22,10 +22,6 @@ struct ReluKeep {
 // In place on a contiguous [rows, n] output: y = relu(y) (NaN stays NaN) and, when
 // `mask` is defined ([rows, ceil(n / 8)] uint8), its packed bits (set where y > 0 or NaN).
 void relu_mask_(at::Tensor& y, const at::Tensor& mask);
-
-// The packed bits of a contiguous [rows, n] ReLU output, without changing it
-// (the custom GEMM's backward reads packed bits; two_layer_backward keeps the output).
-at::Tensor pack_relu_mask(const at::Tensor& output);
 
 // One pass over g ([rows, n], any strides):
 //   gm (if defined: contiguous [rows, n], may be g itself) = g where `keep`, else 0
