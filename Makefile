@@ -18,7 +18,8 @@ endif
 
 $(VENV)/.deps-installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q torch ninja setuptools wheel numpy pytest hypothesis matplotlib tqdm
+	$(PY) -m pip install -q torch ninja setuptools wheel numpy pytest hypothesis matplotlib tqdm \
+		onnx onnxscript onnxruntime
 	touch $@
 
 # --no-build-isolation: compile against the torch installed above (see README).

@@ -70,9 +70,7 @@ def test_the_retired_switch_is_refused_by_name(monkeypatch):
 TF32_CASES = {
     "default": ("", "ieee"),
     "new API": ('torch.backends.cuda.matmul.fp32_precision = "tf32"', "tf32"),
-    "new API, generic": ('torch.backends.fp32_precision = "tf32"', "tf32"),
     "legacy": ("torch.backends.cuda.matmul.allow_tf32 = True", "tf32"),
-    "matmul precision": ('torch.set_float32_matmul_precision("high")', "tf32"),
     "legacy then new": (
         'torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cuda.matmul.fp32_precision = "ieee"',
         "ieee",

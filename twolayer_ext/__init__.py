@@ -18,6 +18,7 @@ from ._version import __version__
 
 load_extension()
 
+from . import decompositions as decompositions  # registers the ops' ONNX lowering
 from . import ops
 from .autograd import LinearReLUFunction, ReLUFunction, TwoLayerMLPFunction
 from .functional import linear_relu, relu, two_layer_mlp, two_layer_sgd_step

@@ -87,7 +87,8 @@ def two_layer_sgd_step(
 
     Raises:
         RuntimeError: where a derivative through the step is asked for (``x`` or ``y``
-            requires grad, forward-mode tangents, torch.func transforms): it has none.
+            requires grad, forward-mode tangents, torch.func transforms): it has none; and
+            in an ONNX export, which has no form for a training step.
     """
     # Under no_grad, as torch.optim steps run: nothing here is recorded, and
     # torch.compile traces the step as an inference graph.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
 from .functional import two_layer_mlp, two_layer_sgd_step
 from .nn import LinearReLU
@@ -17,6 +19,21 @@ _TO_SEQUENTIAL = {
     "fc2.weight": "2.weight",
     "fc2.bias": "2.bias",
 }
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    """Whether calling m would run a hook: its own forward, forward-pre or backward hooks
+    (pruning's weight recomputation is a forward-pre hook), or a global module hook."""
+    return bool(
+        m._forward_hooks
+        or m._forward_pre_hooks
+        or m._backward_hooks
+        or m._backward_pre_hooks
+        or _module._global_forward_hooks
+        or _module._global_forward_pre_hooks
+        or _module._global_backward_hooks
+        or _module._global_backward_pre_hooks
+    )
 
 
 class TwoLayerNet(nn.Module):
@@ -42,8 +59,14 @@ class TwoLayerNet(nn.Module):
         self.fc2 = nn.Linear(H, D_out, bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Both layers in one op each way (two_layer_forward / two_layer_backward).
-        return two_layer_mlp(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        """Both layers in one op each way (the whole-network op), unless a hook on ``fc1`` or
+        ``fc2`` (or a global module hook) would see the difference: then ``fc1`` and ``fc2``
+        run in turn, as in ``nn.Sequential``, so every hook fires as it does there. The check
+        reads a few dicts (docs/BENCHMARKS.md, "TwoLayerNet's hook check")."""
+        fc1, fc2 = self.fc1, self.fc2  # each submodule lookup is a Module.__getattr__ call
+        if _has_hooks(fc1) or _has_hooks(fc2):
+            return cast(torch.Tensor, fc2(fc1(x)))
+        return two_layer_mlp(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
 
     def sgd_step(
         self, x: torch.Tensor, y: torch.Tensor, lr: float, reduction: str = "sum"
@@ -59,13 +82,21 @@ class TwoLayerNet(nn.Module):
         (bitwise on the CPU, every dtype), but without an autograd graph:
         ``.grad`` is neither read nor written. Every parameter is updated, so all of them
         must require grad (a frozen layer would be updated here but not by SGD). Nothing
-        can run between backward and the update (gradient clipping) and no backward hook
-        fires (DDP's gradient all-reduce): under DDP or FSDP use ``loss.backward()`` and an
-        optimizer. It is not differentiable: ``x`` and ``y`` must not require grad, and
+        can run between backward and the update (gradient clipping) and no hook fires (DDP's
+        gradient all-reduce): under DDP or FSDP use ``loss.backward()`` and an optimizer, and
+        with hooks on ``fc1``/``fc2`` (pruning included) it raises a ``ValueError``. It is not differentiable: ``x`` and ``y`` must not require grad, and
         forward-mode AD and torch.func transforms raise a ``RuntimeError``.
         See :func:`twolayer_ext.functional.two_layer_sgd_step`.
         """
-        params = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        fc1, fc2 = self.fc1, self.fc2  # each submodule lookup is a Module.__getattr__ call
+        if _has_hooks(fc1) or _has_hooks(fc2):
+            hooked = [name for name, m in (("fc1", fc1), ("fc2", fc2)) if _has_hooks(m)]
+            raise ValueError(
+                f"TwoLayerNet.sgd_step runs no module hooks, but {hooked} have hooks (pruning "
+                "and hooks that capture or change activations among them); use "
+                "loss.backward() and an optimizer instead"
+            )
+        params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
         if not all(p.requires_grad for p in params if p is not None):  # per-step cost: ~1 us
             frozen = [name for name, p in self.named_parameters() if not p.requires_grad]
             raise ValueError(

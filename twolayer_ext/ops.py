@@ -3,8 +3,11 @@
 The schemas and the CPU/CUDA kernels live in C++ (``csrc/``). Here each op gets
 
 * a fake (meta) kernel, so the ops work with FakeTensor, torch.compile and the
-  meta device (shape inference without data), and
+  meta device (shape inference without data); the training ops' (backward ops and the
+  training step) refuse an ONNX export, which has no form for them, and
 * for the forward ops, an autocast kernel.
+
+The inference ops' ONNX form is their decomposition (``decompositions.py``).
 
 Their autograd kernels (every op's, backward ops' included: double backward, forward-mode AD)
 and vmap kernels are C++ (``csrc/autograd/``, ``csrc/vmap/``).
@@ -12,6 +15,7 @@ and vmap kernels are C++ (``csrc/autograd/``, ``csrc/vmap/``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -23,6 +27,29 @@ from .masks import mask_bytes
 _F = TypeVar("_F", bound=Callable[..., Any])
 # torch.library.register_fake, typed: it returns the function it registers.
 _register_fake = cast(Callable[[str], Callable[[_F], _F]], torch.library.register_fake)
+
+
+def _register_training_fake(name: str) -> Callable[[_F], _F]:
+    """register_fake for a training op. Every export runs the fake kernels while it captures
+    the graph, so this is where an ONNX export learns that the op has no ONNX form (Dynamo
+    reads torch.onnx.is_in_onnx_export() as False in the code it traces, not in here)."""
+
+    def register(fake: _F) -> _F:
+        @functools.wraps(fake)
+        def refusing_onnx(*args: Any, **kwargs: Any) -> Any:
+            if torch.onnx.is_in_onnx_export():
+                raise RuntimeError(
+                    f"{name} is a training op and has no ONNX form: export the model for "
+                    "inference (its forward, without a backward op or sgd_step); "
+                    "torch.export and AOTInductor keep the op"
+                )
+            return fake(*args, **kwargs)
+
+        _register_fake(name)(refusing_onnx)
+        return fake
+
+    return register
+
 
 linear_relu = torch.ops.twolayer_ext.linear_relu.default
 linear_relu_output = torch.ops.twolayer_ext.linear_relu_output.default
@@ -85,7 +112,7 @@ def _linear_relu_output_fake(
     return _linear_relu_fake(x, weight, bias)[0]
 
 
-@_register_fake("twolayer_ext::linear_relu_backward")
+@_register_training_fake("twolayer_ext::linear_relu_backward")
 def _linear_relu_backward_fake(
     grad_y: torch.Tensor,
     x: torch.Tensor,
@@ -129,7 +156,7 @@ def _two_layer_fake(
     return _two_layer_forward_fake(x, w1, b1, w2, b2)[0]
 
 
-@_register_fake("twolayer_ext::two_layer_backward")
+@_register_training_fake("twolayer_ext::two_layer_backward")
 def _two_layer_backward_fake(
     grad_out: torch.Tensor,
     x: torch.Tensor,
@@ -153,7 +180,7 @@ def _two_layer_backward_fake(
     )
 
 
-@_register_fake("twolayer_ext::two_layer_backward_recompute")
+@_register_training_fake("twolayer_ext::two_layer_backward_recompute")
 def _two_layer_backward_recompute_fake(
     grad_out: torch.Tensor,
     x: torch.Tensor,
@@ -189,7 +216,7 @@ def _check_sgd_step_args(
     )
 
 
-@_register_fake("twolayer_ext::two_layer_sgd_step")
+@_register_training_fake("twolayer_ext::two_layer_sgd_step")
 def _two_layer_sgd_step_fake(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -210,7 +237,7 @@ def _relu_fake(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@_register_fake("twolayer_ext::relu_backward")
+@_register_training_fake("twolayer_ext::relu_backward")
 def _relu_backward_fake(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     torch._check(
         grad_y.shape == y.shape,
