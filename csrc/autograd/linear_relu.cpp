@@ -17,28 +17,6 @@
 namespace twolayer_ext::autograd {
 namespace {
 
-using ForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                      const OptTensor&);
-using OutputSig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&);
-using BackwardSig = std::tuple<OptTensor, OptTensor, OptTensor>(const at::Tensor&,
-                                                                const at::Tensor&,
-                                                                const at::Tensor&,
-                                                                const at::Tensor&,
-                                                                std::array<bool, 3>);
-
-const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
-  static const auto op = op_handle<ForwardSig>("twolayer_ext::linear_relu");
-  return op;
-}
-const c10::TypedOperatorHandle<OutputSig>& output_op() {
-  static const auto op = op_handle<OutputSig>("twolayer_ext::linear_relu_output");
-  return op;
-}
-const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
-  static const auto op = op_handle<BackwardSig>("twolayer_ext::linear_relu_backward");
-  return op;
-}
-
 // grad_fn of y. Inputs: grad_y. Outputs (next edges): x, weight, bias (an empty edge if
 // bias is None).
 struct LinearReluBackward final : torch::autograd::TraceableFunction {
@@ -53,7 +31,7 @@ struct LinearReluBackward final : torch::autograd::TraceableFunction {
                            const std::vector<bool>& need) {
     if (!grads[0].defined() || !(need[0] || need[1] || need[2])) return variable_list(3);
     const std::array<bool, 3> mask_out{need[0], need[1], need[2]};
-    auto [gx, gw, gb] = backward_op().call(grads[0], x, weight, mask, mask_out);
+    auto [gx, gw, gb] = op::linear_relu_backward().call(grads[0], x, weight, mask, mask_out);
     return {or_undefined(gx), or_undefined(gw), or_undefined(gb)};
   }
 
@@ -116,9 +94,9 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_autograd_impl(const at::Tensor& x
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     if (record || with_mask) {
-      std::tie(y, mask) = forward_op().call(x, weight, bias);
+      std::tie(y, mask) = op::linear_relu().call(x, weight, bias);
     } else {
-      y = output_op().call(x, weight, bias);
+      y = op::linear_relu_output().call(x, weight, bias);
     }
   }
   c10::intrusive_ptr<LinearReluBackward> node;
@@ -161,7 +139,7 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_autograd(
     return decomposition::linear_relu_backward(grad_y, x, weight, mask, output_mask);
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return backward_op().call(grad_y, x, weight, mask, output_mask);
+  return op::linear_relu_backward().call(grad_y, x, weight, mask, output_mask);
 }
 
 }  // namespace

@@ -13,18 +13,6 @@
 namespace twolayer_ext::autograd {
 namespace {
 
-using UnarySig = at::Tensor(const at::Tensor&);
-using BackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&);
-
-const c10::TypedOperatorHandle<UnarySig>& forward_op() {
-  static const auto op = op_handle<UnarySig>("twolayer_ext::relu");
-  return op;
-}
-const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
-  static const auto op = op_handle<BackwardSig>("twolayer_ext::relu_backward");
-  return op;
-}
-
 // grad_fn of y. Inputs: grad_y. Outputs: x.
 struct ReluBackward final : torch::autograd::TraceableFunction {
   SavedVariable y;
@@ -34,7 +22,7 @@ struct ReluBackward final : torch::autograd::TraceableFunction {
   static variable_list run(const variable_list& grads, const at::Tensor& y,
                            const std::vector<bool>& need) {
     if (!grads[0].defined() || !need[0]) return variable_list(1);
-    return {backward_op().call(grads[0], y)};
+    return {op::relu_backward().call(grads[0], y)};
   }
 
   variable_list apply(variable_list&& grads) override {
@@ -76,7 +64,7 @@ at::Tensor relu_autograd(const at::Tensor& x) {
   at::Tensor y;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    y = forward_op().call(x);
+    y = op::relu().call(x);
   }
   if (record) {
     auto node = c10::make_intrusive<ReluBackward>();
@@ -97,7 +85,7 @@ at::Tensor relu_backward_autograd(const at::Tensor& grad_y, const at::Tensor& y)
     return decomposition::relu_backward(grad_y, y);
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return backward_op().call(grad_y, y);
+  return op::relu_backward().call(grad_y, y);
 }
 
 }  // namespace

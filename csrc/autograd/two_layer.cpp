@@ -26,24 +26,6 @@ namespace {
 
 using decomposition::Grads5;
 
-const c10::TypedOperatorHandle<TwoLayerForwardSig>& forward_op() {
-  static const auto op = op_handle<TwoLayerForwardSig>("twolayer_ext::two_layer_forward");
-  return op;
-}
-const c10::TypedOperatorHandle<TwoLayerSig>& output_op() {
-  static const auto op = op_handle<TwoLayerSig>("twolayer_ext::two_layer");
-  return op;
-}
-const c10::TypedOperatorHandle<TwoLayerBackwardSig>& backward_op() {
-  static const auto op = op_handle<TwoLayerBackwardSig>("twolayer_ext::two_layer_backward");
-  return op;
-}
-const c10::TypedOperatorHandle<TwoLayerBackwardRecomputeSig>& recompute_op() {
-  static const auto op = op_handle<TwoLayerBackwardRecomputeSig>(
-      "twolayer_ext::two_layer_backward_recompute");
-  return op;
-}
-
 variable_list to_variables(const Grads5& g) {
   return {or_undefined(std::get<0>(g)), or_undefined(std::get<1>(g)), or_undefined(std::get<2>(g)),
           or_undefined(std::get<3>(g)), or_undefined(std::get<4>(g))};
@@ -67,7 +49,8 @@ struct TwoLayerBackward final : torch::autograd::TraceableFunction {
     const at::Tensor &grad_out = grads[0], &grad_hidden = grads[1];
     variable_list result(5);
     if (grad_out.defined()) {
-      result = to_variables(backward_op().call(grad_out, x, w1, w2, hidden, as_array(need)));
+      result = to_variables(
+          op::two_layer_backward().call(grad_out, x, w1, w2, hidden, as_array(need)));
     }
     if (grad_hidden.defined() && (need[0] || need[1] || need[2])) {
       // A gradient of hidden itself reaches layer 1 through its ReLU (plain ATen ops: this
@@ -148,7 +131,8 @@ struct TwoLayerRecomputeBackward final : torch::autograd::TraceableFunction {
                            const std::vector<bool>& need) {
     if (!grads[0].defined()) return variable_list(5);
     const OptTensor bias = b1.defined() ? OptTensor(b1) : std::nullopt;
-    return to_variables(recompute_op().call(grads[0], x, w1, bias, w2, as_array(need)));
+    return to_variables(
+        op::two_layer_backward_recompute().call(grads[0], x, w1, bias, w2, as_array(need)));
   }
 
   variable_list apply(variable_list&& grads) override {
@@ -199,7 +183,7 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward_autograd(const at::Tensor& 
   at::Tensor out, hidden;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    std::tie(out, hidden) = forward_op().call(x, w1, b1, w2, b2);
+    std::tie(out, hidden) = op::two_layer_forward().call(x, w1, b1, w2, b2);
   }
   c10::intrusive_ptr<TwoLayerBackward> node;
   if (record) {
@@ -238,7 +222,7 @@ at::Tensor two_layer_autograd(const at::Tensor& x, const at::Tensor& w1, const O
   const bool forward_ad = any_tangent(x, w1, b1, w2, b2);
   if (!record && !forward_ad) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return output_op().call(x, w1, b1, w2, b2);
+    return op::two_layer().call(x, w1, b1, w2, b2);
   }
   if (forward_ad || !backward_recomputes_hidden(x, w1, w2)) {
     return std::get<0>(two_layer_forward_autograd(x, w1, b1, w2, b2));
@@ -246,7 +230,7 @@ at::Tensor two_layer_autograd(const at::Tensor& x, const at::Tensor& w1, const O
   at::Tensor out;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    out = output_op().call(x, w1, b1, w2, b2);
+    out = op::two_layer().call(x, w1, b1, w2, b2);
   }
   auto node = c10::make_intrusive<TwoLayerRecomputeBackward>();
   node->set_next_edges(torch::autograd::collect_next_edges(x, w1, b1, w2, b2));
@@ -267,7 +251,7 @@ Grads5 two_layer_backward_autograd(const at::Tensor& grad_out, const at::Tensor&
     return decomposition::two_layer_backward(grad_out, x, w1, w2, hidden, output_mask);
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return backward_op().call(grad_out, x, w1, w2, hidden, output_mask);
+  return op::two_layer_backward().call(grad_out, x, w1, w2, hidden, output_mask);
 }
 
 Grads5 two_layer_backward_recompute_autograd(const at::Tensor& grad_out, const at::Tensor& x,
@@ -278,7 +262,7 @@ Grads5 two_layer_backward_recompute_autograd(const at::Tensor& grad_out, const a
     return decomposition::two_layer_backward_recompute(grad_out, x, w1, b1, w2, output_mask);
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return recompute_op().call(grad_out, x, w1, b1, w2, output_mask);
+  return op::two_layer_backward_recompute().call(grad_out, x, w1, b1, w2, output_mask);
 }
 
 }  // namespace

@@ -23,10 +23,6 @@ namespace {
 
 constexpr const char* kOp = "twolayer_ext::two_layer_sgd_step";
 
-using StepSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                           const OptTensor&, const at::Tensor&, const OptTensor&, double,
-                           c10::string_view);
-
 // Like torch.optim, the step may update leaf parameters that require grad, in
 // any grad mode. With grad mode on, a non-leaf that requires grad has history
 // that an in-place update would silently invalidate (torch's own in-place ops
@@ -76,11 +72,10 @@ at::Tensor two_layer_sgd_step_autograd(const at::Tensor& x, const at::Tensor& y,
   if (present(b1)) updated.emplace_back("b1", *b1);
   if (present(b2)) updated.emplace_back("b2", *b2);
   for (const auto& [name, t] : updated) check_updatable(name, t);
-  static const auto step = op_handle<StepSig>(kOp);
   at::Tensor loss;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    loss = step.call(x, y, w1, b1, w2, b2, lr, reduction);
+    loss = op::two_layer_sgd_step().call(x, y, w1, b1, w2, b2, lr, reduction);
   }
   for (const auto& [name, t] : updated) t.unsafeGetTensorImpl()->bump_version();
   return loss;

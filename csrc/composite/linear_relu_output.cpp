@@ -11,9 +11,7 @@ namespace {
 
 at::Tensor linear_relu_output(const at::Tensor& x, const at::Tensor& weight,
                               const OptTensor& bias) {
-  static const auto op = op_handle<std::tuple<at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const OptTensor&)>("twolayer_ext::linear_relu");
-  return std::get<0>(op.call(x, weight, bias));
+  return std::get<0>(op::linear_relu().call(x, weight, bias));
 }
 
 }  // namespace

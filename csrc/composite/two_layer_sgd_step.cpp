@@ -66,20 +66,15 @@ at::Tensor sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
   const at::Tensor xc = cast(x), w1c = cast(w1), w2c = cast(w2);
   const bool has_b1 = present(b1), has_b2 = present(b2);
 
-  static const auto forward = op_handle<TwoLayerForwardSig>("twolayer_ext::two_layer_forward");
-  static const auto backward = op_handle<TwoLayerBackwardSig>("twolayer_ext::two_layer_backward");
-  static const auto output_only = op_handle<TwoLayerSig>("twolayer_ext::two_layer");
-  static const auto backward_recompute =
-      op_handle<TwoLayerBackwardRecomputeSig>("twolayer_ext::two_layer_backward_recompute");
   // The ops that TwoLayerNet's autograd node runs for these shapes (csrc/autograd/two_layer.cpp):
   // where the fused path recomputes the hidden activation in backward, the forward writes none.
   const bool recompute = backward_recomputes_hidden(xc, w1c, w2c);
   const OptTensor b1c = cast_opt(b1);
   at::Tensor out, hidden;
   if (recompute) {
-    out = output_only.call(xc, w1c, b1c, w2c, cast_opt(b2));
+    out = op::two_layer().call(xc, w1c, b1c, w2c, cast_opt(b2));
   } else {
-    std::tie(out, hidden) = forward.call(xc, w1c, b1c, w2c, cast_opt(b2));
+    std::tie(out, hidden) = op::two_layer_forward().call(xc, w1c, b1c, w2c, cast_opt(b2));
   }
   const at::Tensor out_l = compute ? out.to(at::kFloat) : out;
   const at::Tensor y_l = compute ? y.to(at::kFloat) : y;
@@ -89,9 +84,9 @@ at::Tensor sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
   at::Tensor grad_out = at::mse_loss_backward(at::ones({}, loss.options()), out_l, y_l, reduction);
   if (compute) grad_out = grad_out.to(*compute);
   const std::array<bool, 5> need{false, true, has_b1, true, has_b2};
-  auto [gx, gw1, gb1, gw2, gb2] = recompute
-                                      ? backward_recompute.call(grad_out, xc, w1c, b1c, w2c, need)
-                                      : backward.call(grad_out, xc, w1c, w2c, hidden, need);
+  auto [gx, gw1, gb1, gw2, gb2] =
+      recompute ? op::two_layer_backward_recompute().call(grad_out, xc, w1c, b1c, w2c, need)
+                : op::two_layer_backward().call(grad_out, xc, w1c, w2c, hidden, need);
   std::vector<at::Tensor> params{w1, w2}, grads{*gw1, *gw2};
   if (has_b1) params.push_back(*b1), grads.push_back(*gb1);
   if (has_b2) params.push_back(*b2), grads.push_back(*gb2);

@@ -66,17 +66,34 @@ int64_t float_block_rows(int64_t cols) {
   return std::max<int64_t>(1, kFloatBlockBytes / (4 * std::max<int64_t>(1, cols)));
 }
 
-// out (16-bit) = x @ w.T + bias, in float32 block of rows by block of rows (each output
-// row depends on its own input row only), each block rounded once into out.
-void linear_in_float32(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
-                       const OptTensor& bias);
-// out (16-bit) = a @ b, likewise by blocks of a's rows.
-void mm_nn_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
+// out (16-bit) = product(a) in float32, block of a's rows by block of rows (each row of out
+// depends on its own row of a only), each block rounded once into out. product(block, a_rows)
+// writes the float32 block of out for those rows of a, converted to float32; width: the
+// widest operand row, which sets the block's height.
+template <typename Product>
+void in_float32_by_rows(at::Tensor& out, const at::Tensor& a, int64_t width, Product product) {
+  const int64_t m = a.size(0), step = float_block_rows(width);
+  at::Tensor block = at::empty({std::min(step, m), out.size(1)}, out.options().dtype(at::kFloat));
+  for (int64_t r0 = 0; r0 < m; r0 += step) {
+    const int64_t nr = std::min(step, m - r0);
+    at::Tensor rows = block.narrow(0, 0, nr);
+    product(rows, as_float(a.narrow(0, r0, nr)));
+    out.narrow(0, r0, nr).copy_(rows);
+  }
+}
 
 }  // namespace
 
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
-  if (in_float32(out)) return linear_in_float32(out, x, w, bias);
+  if (in_float32(out)) {
+    const at::Tensor wf = as_float(w);
+    const OptTensor bf = as_float(bias);
+    in_float32_by_rows(out, x, std::max(x.size(1), w.size(0)),
+                       [&](at::Tensor& rows, const at::Tensor& xf) {
+                         linear_out(rows, xf, wf, bf);
+                       });
+    return;
+  }
   const int64_t m = x.size(0), n = w.size(0), k = w.size(1);
   const bool has_bias = present(bias);
   if (fast_nt(x, w) && out.is_contiguous()) {
@@ -91,7 +108,12 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
 }
 
 void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  if (in_float32(out)) return mm_nn_in_float32(out, a, b);
+  if (in_float32(out)) {
+    const at::Tensor bf = as_float(b);
+    in_float32_by_rows(out, a, std::max(a.size(1), b.size(1)),
+                       [&](at::Tensor& rows, const at::Tensor& af) { mm_nn_out(rows, af, bf); });
+    return;
+  }
   const int64_t m = a.size(0), t = a.size(1), n = b.size(1);
   if (!(is_float(a) && rows_contiguous(b) && rows_contiguous(out) &&
         use_fast_gemm(m, n, t, GemmKernel::kBcast))) {
@@ -120,12 +142,11 @@ at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b) {
 }
 
 at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) {
-  const int64_t t = a.size(0);
-  if (!in_float32(a) || t <= float_block_rows(std::max(a.size(1), b.size(1)))) {
+  const int64_t t = a.size(0), step = float_block_rows(std::max(a.size(1), b.size(1)));
+  if (!in_float32(a) || t <= step) {
     return mm_nn(a.t(), b);  // a.t(): a view; the bcast kernel reads A through any strides
   }
   // The reduction runs over a's rows: float32 sums over blocks of them, rounded once.
-  const int64_t step = float_block_rows(std::max(a.size(1), b.size(1)));
   at::Tensor sum = at::zeros({a.size(1), b.size(1)}, b.options().dtype(at::kFloat));
   for (int64_t r0 = 0; r0 < t; r0 += step) {
     const int64_t nr = std::min(step, t - r0);
@@ -133,35 +154,5 @@ at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) {
   }
   return sum.to(a.scalar_type());
 }
-
-namespace {
-
-void linear_in_float32(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
-                       const OptTensor& bias) {
-  const at::Tensor wf = as_float(w);
-  const OptTensor bf = as_float(bias);
-  const int64_t m = x.size(0), step = float_block_rows(std::max(x.size(1), w.size(0)));
-  at::Tensor block = at::empty({std::min(step, m), w.size(0)}, out.options().dtype(at::kFloat));
-  for (int64_t r0 = 0; r0 < m; r0 += step) {
-    const int64_t nr = std::min(step, m - r0);
-    at::Tensor yb = block.narrow(0, 0, nr);
-    linear_out(yb, as_float(x.narrow(0, r0, nr)), wf, bf);
-    out.narrow(0, r0, nr).copy_(yb);
-  }
-}
-
-void mm_nn_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor bf = as_float(b);
-  const int64_t m = a.size(0), step = float_block_rows(std::max(a.size(1), b.size(1)));
-  at::Tensor block = at::empty({std::min(step, m), b.size(1)}, out.options().dtype(at::kFloat));
-  for (int64_t r0 = 0; r0 < m; r0 += step) {
-    const int64_t nr = std::min(step, m - r0);
-    at::Tensor cb = block.narrow(0, 0, nr);
-    mm_nn_out(cb, as_float(a.narrow(0, r0, nr)), bf);
-    out.narrow(0, r0, nr).copy_(cb);
-  }
-}
-
-}  // namespace
 
 }  // namespace twolayer_ext::cpu

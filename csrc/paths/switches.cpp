@@ -21,15 +21,20 @@ constexpr Switch kCpuFusedMlp{"TWOLAYER_EXT_CPU_FUSED_MLP", {"0", "1"}};
 constexpr Switch kCudaFusedMlp{"TWOLAYER_EXT_CUDA_FUSED_MLP", {"0", "1"}};
 constexpr std::array<Switch, 3> kSwitches{kCpuGemm, kCpuFusedMlp, kCudaFusedMlp};
 
-// The switch's value ("" when unset or empty), or a ValueError naming the allowed values.
-std::string read(const Switch& s) {
+constexpr int kUnset = -1;
+
+// The index in s.values of the switch's value (kUnset when unset or empty), or a ValueError
+// naming the allowed values. No allocation unless the value is wrong: the ops read their
+// switches on every call.
+int read(const Switch& s) {
   const char* value = std::getenv(s.name);
-  if (value == nullptr || *value == '\0') return {};
+  if (value == nullptr || *value == '\0') return kUnset;
+  for (size_t i = 0; i < s.values.size(); ++i) {
+    if (s.values[i] != nullptr && std::strcmp(value, s.values[i]) == 0) return static_cast<int>(i);
+  }
   std::string allowed;
   for (const char* v : s.values) {
-    if (v == nullptr) continue;
-    if (std::strcmp(value, v) == 0) return value;
-    allowed += (allowed.empty() ? "'" : ", '") + std::string(v) + "'";
+    if (v != nullptr) allowed += (allowed.empty() ? "'" : ", '") + std::string(v) + "'";
   }
   TORCH_CHECK_VALUE(false, s.name, " must be one of ", allowed, " (or unset), but got '", value,
                     "' (README, \"Path switches\")");
@@ -47,18 +52,18 @@ void check_retired_fused_mlp() {
 
 }  // namespace
 
-bool cpu_gemm_aten_forced() { return read(kCpuGemm) == "aten"; }
+bool cpu_gemm_aten_forced() { return read(kCpuGemm) != kUnset; }  // its one value: "aten"
 
 std::optional<bool> cpu_fused_mlp_forced() {
   check_retired_fused_mlp();
-  const std::string value = read(kCpuFusedMlp);
-  if (value.empty()) return std::nullopt;
-  return value == "1";
+  const int value = read(kCpuFusedMlp);  // values {"0", "1"}
+  if (value == kUnset) return std::nullopt;
+  return value == 1;
 }
 
 bool cuda_fused_mlp_on() {
   check_retired_fused_mlp();
-  return read(kCudaFusedMlp) == "1";
+  return read(kCudaFusedMlp) == 1;  // values {"0", "1"}
 }
 
 bool cuda_matmul_tf32() {
@@ -69,7 +74,10 @@ bool cuda_matmul_tf32() {
 
 std::vector<std::pair<std::string, std::string>> switch_values() {
   std::vector<std::pair<std::string, std::string>> values;
-  for (const Switch& s : kSwitches) values.emplace_back(s.name, read(s));
+  for (const Switch& s : kSwitches) {
+    const int i = read(s);
+    values.emplace_back(s.name, i == kUnset ? "" : s.values[static_cast<size_t>(i)]);
+  }
   return values;
 }
 

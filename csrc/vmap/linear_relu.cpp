@@ -9,10 +9,6 @@
 namespace twolayer_ext::vmap {
 namespace {
 
-using ForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                      const OptTensor&);
-using OutputSig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&);
-
 // Whether only x is batched at this call's level: then the kernel takes the batch as rows.
 bool only_x_batched(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
                     int64_t level) {
@@ -22,23 +18,22 @@ bool only_x_batched(const at::Tensor& x, const at::Tensor& weight, const OptTens
 std::tuple<at::Tensor, at::Tensor> linear_relu_batched(const at::Tensor& x,
                                                        const at::Tensor& weight,
                                                        const OptTensor& bias) {
-  static const auto op = op_handle<ForwardSig>("twolayer_ext::linear_relu");
   const int64_t level = vmap_level(x, weight, bias);
   if (!only_x_batched(x, weight, bias, level)) return decomposition::linear_relu(x, weight, bias);
   const at::Tensor xb = batch_first(x, level);
-  auto [y, mask] = below_vmap([&] { return op.call(xb, weight, bias); });
+  auto [y, mask] = below_vmap([&] { return op::linear_relu().call(xb, weight, bias); });
   return {rebatch(y, level), rebatch(mask_per_sample(mask, xb), level)};
 }
 
 at::Tensor linear_relu_output_batched(const at::Tensor& x, const at::Tensor& weight,
                                       const OptTensor& bias) {
-  static const auto op = op_handle<OutputSig>("twolayer_ext::linear_relu_output");
   const int64_t level = vmap_level(x, weight, bias);
   if (!only_x_batched(x, weight, bias, level)) {
     return decomposition::linear_relu_output(x, weight, bias);
   }
   const at::Tensor xb = batch_first(x, level);
-  return rebatch(below_vmap([&] { return op.call(xb, weight, bias); }), level);
+  return rebatch(below_vmap([&] { return op::linear_relu_output().call(xb, weight, bias); }),
+                 level);
 }
 
 }  // namespace

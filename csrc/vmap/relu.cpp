@@ -9,10 +9,9 @@ namespace twolayer_ext::vmap {
 namespace {
 
 at::Tensor relu_batched(const at::Tensor& x) {
-  static const auto op = op_handle<at::Tensor(const at::Tensor&)>("twolayer_ext::relu");
   const auto* impl = at::functorch::maybeGetBatchedImpl(x);
   TORCH_INTERNAL_ASSERT(impl != nullptr);
-  const at::Tensor y = below_vmap([&] { return op.call(impl->value()); });
+  const at::Tensor y = below_vmap([&] { return op::relu().call(impl->value()); });
   return at::functorch::makeBatched(y, impl->bdim(), impl->level());
 }
 

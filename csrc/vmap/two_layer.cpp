@@ -22,13 +22,13 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward_batched(const at::Tensor& x
                                                              const OptTensor& b1,
                                                              const at::Tensor& w2,
                                                              const OptTensor& b2) {
-  static const auto op = op_handle<TwoLayerForwardSig>("twolayer_ext::two_layer_forward");
   const int64_t level = vmap_level(x, w1, b1, w2, b2);
   if (!only_x_batched(x, w1, b1, w2, b2, level)) {
     return decomposition::two_layer_forward(x, w1, b1, w2, b2);
   }
   const at::Tensor xb = batch_first(x, level);
-  auto [out, hidden] = below_vmap([&] { return op.call(xb, w1, b1, w2, b2); });
+  auto [out, hidden] =
+      below_vmap([&] { return op::two_layer_forward().call(xb, w1, b1, w2, b2); });
   return {rebatch(out, level), rebatch(hidden, level)};
 }
 
@@ -39,11 +39,10 @@ at::Tensor two_layer_decomposed(const at::Tensor& x, const at::Tensor& w1, const
 
 at::Tensor two_layer_batched(const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
                              const at::Tensor& w2, const OptTensor& b2) {
-  static const auto op = op_handle<TwoLayerSig>("twolayer_ext::two_layer");
   const int64_t level = vmap_level(x, w1, b1, w2, b2);
   if (!only_x_batched(x, w1, b1, w2, b2, level)) return two_layer_decomposed(x, w1, b1, w2, b2);
   const at::Tensor xb = batch_first(x, level);
-  return rebatch(below_vmap([&] { return op.call(xb, w1, b1, w2, b2); }), level);
+  return rebatch(below_vmap([&] { return op::two_layer().call(xb, w1, b1, w2, b2); }), level);
 }
 
 at::Tensor two_layer_sgd_step_batched(const at::Tensor&, const at::Tensor&, const at::Tensor&,
