@@ -1,8 +1,8 @@
-"""ONNX export (``torch.onnx.export(..., dynamo=True)``, no extra argument) of every public op
-and module, run in ONNX Runtime at another batch size than the one exported, against eager.
+"""ONNX export (``torch.onnx.export(..., dynamo=True)`` with README's one extra argument,
+``custom_translation_table=twolayer_ext.onnx.translation_table()``) of every public op and
+module, run in ONNX Runtime at another batch size than the one exported, against eager.
 
-The exporter lowers the ops through their registered decompositions
-(twolayer_ext/decompositions.py) to the standard ONNX the plain nn.Linear + nn.ReLU model
+The table translates the ops to the standard ONNX the plain nn.Linear + nn.ReLU model
 exports to; torch.export keeps the ops (tests/test_export.py).
 """
 
@@ -71,7 +71,13 @@ def export(model: nn.Module, dtype: torch.dtype):
     model = model.to(dtype).eval()
     x = torch.randn(EXPORT_ROWS, D_IN, dtype=dtype)
     batch = torch.export.Dim("batch")
-    program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=({0: batch},))
+    program = torch.onnx.export(
+        model,
+        (x,),
+        dynamo=True,
+        dynamic_shapes=({0: batch},),
+        custom_translation_table=twolayer_ext.onnx.translation_table(),
+    )
     return model, program.model_proto
 
 
@@ -102,12 +108,43 @@ def test_exports_to_standard_onnx_and_runs_in_onnxruntime(name):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
 
 
-def test_the_graph_is_the_plain_models():
-    net = TwoLayerNet(D_IN, H, D_OUT)
-    plain = nn.Sequential(nn.Linear(D_IN, H), nn.ReLU(), nn.Linear(H, D_OUT))
-    ours = [n.op_type for n in export(net, torch.float32)[1].graph.node]
-    theirs = [n.op_type for n in export(plain, torch.float32)[1].graph.node]
-    assert ours == theirs
+@pytest.mark.parametrize("shape", [(EXPORT_ROWS, D_IN), (2, EXPORT_ROWS, D_IN)])
+def test_the_graph_is_the_plain_models(shape):
+    net = TwoLayerNet(D_IN, H, D_OUT).eval()
+    plain = nn.Sequential(nn.Linear(D_IN, H), nn.ReLU(), nn.Linear(H, D_OUT)).eval()
+    x = torch.randn(shape)
+    table = twolayer_ext.onnx.translation_table()
+    ours = torch.onnx.export(net, (x,), dynamo=True, custom_translation_table=table)
+    theirs = torch.onnx.export(plain, (x,), dynamo=True)
+    assert [n.op_type for n in ours.model_proto.graph.node] == [
+        n.op_type for n in theirs.model_proto.graph.node
+    ]
+    got = run(ours.model_proto, x)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_mask_matches_the_kernel_where_relu_sees_zeros_and_nans():
+    """linear_relu's packed mask in ONNX: bit set where y > 0 or NaN, as the kernel's."""
+    model = MODELS["linear_relu op (y, mask)"]().eval()
+    with torch.no_grad():
+        model.l1.weight[:3] = 0.0  # y = relu(bias) there
+        model.l1.bias[:3] = torch.tensor([0.0, -1.0, float("nan")])
+    _, proto = export(model, torch.float32)
+    x = torch.randn(RUN_ROWS, D_IN)
+    x[0, 0] = float("nan")  # a whole row of NaN outputs
+    y, mask = run(proto, x)
+    want_y, want_mask = model(x)
+    assert mask.dtype == want_mask.numpy().dtype
+    assert torch.equal(torch.from_numpy(mask), want_mask)
+    torch.testing.assert_close(torch.from_numpy(y), want_y.detach(), equal_nan=True)
+
+
+def test_without_the_table_the_exporter_names_the_op():
+    """The exporter does not find the ops by itself (twolayer_ext/onnx.py says why)."""
+    x = torch.randn(EXPORT_ROWS, D_IN)
+    with pytest.raises(Exception, match="twolayer_ext.two_layer"):
+        torch.onnx.export(TwoLayerNet(D_IN, H, D_OUT).eval(), (x,), dynamo=True)
 
 
 @pytest.mark.parametrize("name", ["TwoLayerNet", "LinearReLU + Linear"])
@@ -146,11 +183,16 @@ TRAINING = {
 def test_training_ops_are_refused_by_name(op):
     x = torch.randn(EXPORT_ROWS, D_IN)
     with pytest.raises(Exception, match=f"{op} is a training op and has no ONNX form"):
-        torch.onnx.export(Call(TRAINING[op]).eval(), (x,), dynamo=True)
+        torch.onnx.export(
+            Call(TRAINING[op]).eval(),
+            (x,),
+            dynamo=True,
+            custom_translation_table=twolayer_ext.onnx.translation_table(),
+        )
 
 
 def test_torch_export_keeps_the_ops():
-    """The decompositions the ONNX exporter uses do not reach torch.export's default ones."""
+    """The ONNX translation does not reach torch.export's default decompositions."""
     ep = torch.export.export(TwoLayerNet(D_IN, H, D_OUT), (torch.randn(EXPORT_ROWS, D_IN),))
     targets = {str(n.target) for n in ep.run_decompositions().graph.nodes}
     assert "twolayer_ext.two_layer.default" in targets

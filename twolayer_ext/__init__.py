@@ -11,6 +11,8 @@ their kernels and autograd) and registers their fake and autocast kernels. The p
 * the tutorial's network: :class:`TwoLayerNet` and its state-dict converters
 * model conversion: :func:`fuse_modules`
 * :func:`build_info` describes what the extension was compiled with.
+* :func:`twolayer_ext.onnx.translation_table` is ``torch.onnx.export``'s
+  ``custom_translation_table`` for the ops.
 """
 
 from ._loader import load_extension
@@ -18,7 +20,7 @@ from ._version import __version__
 
 load_extension()
 
-from . import decompositions as decompositions  # registers the ops' ONNX lowering
+from . import onnx as onnx
 from . import ops
 from .autograd import LinearReLUFunction, ReLUFunction, TwoLayerMLPFunction
 from .functional import linear_relu, relu, two_layer_mlp, two_layer_sgd_step
@@ -42,6 +44,7 @@ __all__ = [
     "build_info",
     "fuse_modules",
     "linear_relu",
+    "onnx",
     "ops",
     "relu",
     "sequential_state_dict_to_twolayer",

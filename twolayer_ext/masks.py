@@ -24,8 +24,7 @@ def pack_mask(keep: torch.Tensor) -> torch.Tensor:
     rows, n = keep.shape
     nbytes = mask_bytes(n)
     # Out of place (pad, not a slice assignment), so that it runs under vmap; summed in int32
-    # (at most 255, exact), as ONNX Runtime has no uint8 ReduceSum (the ONNX export of
-    # linear_relu's mask, twolayer_ext/decompositions.py).
+    # (at most 255, exact): torch has no uint8 sum that stays uint8 on every device.
     padded = torch.nn.functional.pad(keep.to(torch.int32), (0, nbytes * 8 - n))
     weights = 2 ** torch.arange(8, device=keep.device, dtype=torch.int32)
     return (padded.view(rows, nbytes, 8) * weights).sum(-1).to(torch.uint8)

@@ -7,7 +7,7 @@ The schemas and the CPU/CUDA kernels live in C++ (``csrc/``). Here each op gets
   training step) refuse an ONNX export, which has no form for them, and
 * for the forward ops, an autocast kernel.
 
-The inference ops' ONNX form is their decomposition (``decompositions.py``).
+The inference ops' ONNX form is their translation in ``onnx.py``.
 
 Their autograd kernels (every op's, backward ops' included: double backward, forward-mode AD)
 and vmap kernels are C++ (``csrc/autograd/``, ``csrc/vmap/``).
