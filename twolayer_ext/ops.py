@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 import torch
 
+from ._outputs import first_output
 from .masks import mask_bytes
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -105,13 +106,6 @@ def _linear_relu_fake(
     return y, mask
 
 
-@_register_fake("twolayer_ext::linear_relu_output")
-def _linear_relu_output_fake(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
-    return _linear_relu_fake(x, weight, bias)[0]
-
-
 @_register_training_fake("twolayer_ext::linear_relu_backward")
 def _linear_relu_backward_fake(
     grad_y: torch.Tensor,
@@ -145,15 +139,8 @@ def _two_layer_forward_fake(
     return hidden.new_empty((*x.shape[:-1], w2.shape[0])), hidden
 
 
-@_register_fake("twolayer_ext::two_layer")
-def _two_layer_fake(
-    x: torch.Tensor,
-    w1: torch.Tensor,
-    b1: torch.Tensor | None,
-    w2: torch.Tensor,
-    b2: torch.Tensor | None,
-) -> torch.Tensor:
-    return _two_layer_forward_fake(x, w1, b1, w2, b2)[0]
+_register_fake("twolayer_ext::linear_relu_output")(first_output(_linear_relu_fake))
+_register_fake("twolayer_ext::two_layer")(first_output(_two_layer_forward_fake))
 
 
 @_register_training_fake("twolayer_ext::two_layer_backward")

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ._outputs import first_output
 from .masks import pack_mask, relu_keep, unpack_mask
 
 __all__ = [
@@ -48,11 +49,7 @@ def linear_relu_op(
     return y, pack_mask(relu_keep(y).reshape(-1, weight.shape[0]))
 
 
-def linear_relu_output(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Reference for ``torch.ops.twolayer_ext.linear_relu_output``: linear_relu's output."""
-    return linear_relu(x, weight, bias)
+linear_relu_output = linear_relu  # torch.ops.twolayer_ext.linear_relu_output: the output alone
 
 
 def linear_relu_backward(
@@ -85,15 +82,9 @@ def two_layer_forward(
     return F.linear(hidden, w2, b2), hidden
 
 
-def two_layer(
-    x: torch.Tensor,
-    w1: torch.Tensor,
-    b1: torch.Tensor | None,
-    w2: torch.Tensor,
-    b2: torch.Tensor | None,
-) -> torch.Tensor:
-    """Reference for ``torch.ops.twolayer_ext.two_layer``: the network's output alone."""
-    return two_layer_forward(x, w1, b1, w2, b2)[0]
+two_layer = first_output(
+    two_layer_forward, "Reference for ``torch.ops.twolayer_ext.two_layer``: the network's output."
+)
 
 
 def two_layer_backward(
