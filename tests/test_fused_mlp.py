@@ -156,6 +156,26 @@ def test_training_recomputes_hidden(dtype):
         assert_close(a, b, dtype, f"grad_{name}")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("path", ["1", None], ids=["fused", "rule"])
+def test_16_bit_training_keeps_hidden(dtype, path, monkeypatch):
+    """The 16-bit types keep the hidden activation for backward even where both passes run
+    fused: recomputing layer 1 converts its operands to float32 again and lost (Zen 3,
+    docs/BENCHMARKS.md, "The fully fused path on AVX2")."""
+    if path is not None:
+        monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", path)
+    rows, d_in, hidden, d_out = MULTI_BLOCK[0]
+    x = torch.randn(rows, d_in, dtype=dtype, requires_grad=True)
+    params = [p.requires_grad_() for p in _params(d_in, hidden, d_out, dtype)]
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = twolayer_ext.two_layer_mlp(x, *params)
+    kept = [t for t in saved if t.shape == (rows, hidden)]
+    assert len(kept) == 1, [t.shape for t in saved]
+    assert_close(kept[0], reference.linear_relu(x, params[0], params[1]), dtype, "hidden")
+    assert out.grad_fn is not None
+
+
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("path", ["0", "1", None], ids=["layered", "fused", "rule"])
 def test_backward_recompute_op_matches_reference(dtype, path, monkeypatch):

@@ -33,7 +33,8 @@ namespace twolayer_ext::cpu {
 namespace {
 
 // A block's hidden activation: 256 KiB, so that it, the block of grad_hidden and the
-// operands' rows fit a 1-2 MiB L2 together.
+// operands' rows fit a 1-2 MiB L2 together (Zen 4). On Zen 3's 512 KiB L2, 64 and 128 KiB
+// were slower and 512 KiB no faster (docs/BENCHMARKS.md, "The fully fused path on AVX2").
 constexpr int64_t kHiddenBlockBytes = 256 << 10;
 // Rows per block stay in [kMinBlockRows, kMaxBlockRows]: fewer rows make the products
 // inefficient, more bring nothing once the block fits.
@@ -113,17 +114,21 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
          (dtype == at::kDouble && in_features * hidden_features <= kMaxNarrowWeight);
 }
 
-// Training keeps no hidden activation where both passes run fused and layer 1 is cheap to
-// run again (in_features ≤ 64): there, writing hidden costs more than recomputing it block
-// by block in backward, and the step needs a fraction of the memory (docs/BENCHMARKS.md,
-// "Narrow networks with many rows", Zen 4). With in = 1000 layer 1 is most of the arithmetic
-// and recomputing it lost; widths between 64 and 1000, and AVX2 CPUs, are not measured.
+// Training keeps no hidden activation where both passes run fused, layer 1 is cheap to run
+// again (in_features ≤ 64) and the products run in the tensors' own type (float32, float64):
+// there, writing hidden costs more than recomputing it block by block in backward, and the
+// step needs a fraction of the memory (docs/BENCHMARKS.md, "Narrow networks with many rows",
+// Zen 4; "The fully fused path on AVX2", Zen 3). With in = 1000 layer 1 is most of the
+// arithmetic and recomputing it lost; widths between 64 and 1000 are not measured. The 16-bit
+// types keep hidden: on AVX2, where their backward runs fused, recomputing converts layer 1's
+// operands to float32 once more and lost (Zen 3); on AVX-512 their backward is layered.
 bool recompute_hidden_rule(int64_t rows, int64_t in_features, int64_t hidden_features,
                            int64_t out_features, at::ScalarType dtype) {
   const auto fused = [&](MlpPass pass) {
     return use_fused_mlp(rows, in_features, hidden_features, out_features, dtype, pass);
   };
-  return in_features <= kMaxRecomputeIn && fused(MlpPass::kForward) && fused(MlpPass::kBackward);
+  return (dtype == at::kFloat || dtype == at::kDouble) && in_features <= kMaxRecomputeIn &&
+         fused(MlpPass::kForward) && fused(MlpPass::kBackward);
 }
 
 void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Tensor& w1,

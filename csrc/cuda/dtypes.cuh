@@ -7,6 +7,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 namespace twolayer_ext::cuda {
 
 template <typename scalar_t>
@@ -23,22 +25,16 @@ struct DeviceType<c10::BFloat16> {
 };
 
 // Numeric<T>: arithmetic of device type T. acc is the accumulation type (float for the
-// 16-bit types); to_acc/from_acc convert to and from it, rounding to nearest.
+// 16-bit types); to_acc/from_acc convert to and from it, rounding to nearest. float and
+// double accumulate in themselves (this template); the 16-bit types are specialised below.
 template <typename T>
-struct Numeric;
-template <>
-struct Numeric<float> {
-  using acc = float;
-  static __device__ __forceinline__ float to_acc(float v) { return v; }
-  static __device__ __forceinline__ float from_acc(float v) { return v; }
-  static __device__ __forceinline__ float zero() { return 0.f; }
-};
-template <>
-struct Numeric<double> {
-  using acc = double;
-  static __device__ __forceinline__ double to_acc(double v) { return v; }
-  static __device__ __forceinline__ double from_acc(double v) { return v; }
-  static __device__ __forceinline__ double zero() { return 0.0; }
+struct Numeric {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                "Numeric: float, double, __half or __nv_bfloat16");
+  using acc = T;
+  static __device__ __forceinline__ T to_acc(T v) { return v; }
+  static __device__ __forceinline__ T from_acc(T v) { return v; }
+  static __device__ __forceinline__ T zero() { return T(0); }
 };
 template <>
 struct Numeric<__half> {
