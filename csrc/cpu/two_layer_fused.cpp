@@ -49,6 +49,8 @@ constexpr int64_t kMaxNarrowWeight = 16384;  // in x hidden, for the float64 bac
 // With the AVX2 kernels (use_fused_mlp): the first layer's width up to which the fused
 // path won there.
 constexpr int64_t kAvx2MaxIn = 64;
+// float64 there (ATen's products in both paths): the hidden width up to which fused won.
+constexpr int64_t kAvx2DoubleMaxHidden = 256;
 constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden_rule
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -97,7 +99,9 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 // products on those kernels, one core per block (ReproducibleProducts), where they lose to
 // MKL's single-threaded GEMM: it pays only where the first layer is narrow enough (in ≤ 64)
 // that memory traffic dominates (docs/BENCHMARKS.md, "The fully fused path on AVX2", Zen 3).
-// float64 has no kernels of ours and keeps the rule above (it won on Zen 3 too).
+// float64 has no kernels of ours and keeps the rule above where hidden ≤ 256: it won on Zen 3
+// at the narrow networks and tied or won at 256 wide, but lost 2-10% at 4096x512->512->512
+// (docs/BENCHMARKS.md, "The fully fused path on AVX2").
 // Thread count is not an input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
@@ -106,8 +110,9 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
   const bool fits = hidden_features <= kMaxFusedWidth && out_features <= kMaxFusedWidth &&
                     blocks_for(rows, hidden_features, elem_size).count >= kMinFusedBlocks;
   if (!fits) return false;
-  if (dtype != at::kDouble && std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
-    return in_features <= kAvx2MaxIn;
+  if (std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
+    if (dtype != at::kDouble) return in_features <= kAvx2MaxIn;
+    if (hidden_features > kAvx2DoubleMaxHidden) return false;
   }
   if (pass == MlpPass::kForward) return true;
   return dtype == at::kFloat ||
