@@ -23,11 +23,10 @@ def pack_mask(keep: torch.Tensor) -> torch.Tensor:
     """Pack a bool ``[rows, n]`` tensor to uint8 ``[rows, ceil(n/8)]``, bit j%8 of byte j//8."""
     rows, n = keep.shape
     nbytes = mask_bytes(n)
-    # Out of place (pad, not a slice assignment), so that it runs under vmap; summed in int32
-    # (at most 255, exact): torch has no uint8 sum that stays uint8 on every device.
-    padded = torch.nn.functional.pad(keep.to(torch.int32), (0, nbytes * 8 - n))
-    weights = 2 ** torch.arange(8, device=keep.device, dtype=torch.int32)
-    return (padded.view(rows, nbytes, 8) * weights).sum(-1).to(torch.uint8)
+    # Out of place (pad, not a slice assignment), so that it runs under vmap.
+    padded = torch.nn.functional.pad(keep.to(torch.uint8), (0, nbytes * 8 - n))
+    weights = (2 ** torch.arange(8, device=keep.device)).to(torch.uint8)
+    return (padded.view(rows, nbytes, 8) * weights).sum(-1, dtype=torch.uint8)
 
 
 def unpack_mask(mask: torch.Tensor, n: int) -> torch.Tensor:

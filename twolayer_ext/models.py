@@ -84,8 +84,9 @@ class TwoLayerNet(nn.Module):
         must require grad (a frozen layer would be updated here but not by SGD). Nothing
         can run between backward and the update (gradient clipping) and no hook fires (DDP's
         gradient all-reduce): under DDP or FSDP use ``loss.backward()`` and an optimizer, and
-        with hooks on ``fc1``/``fc2`` (pruning included) it raises a ``ValueError``. It is not differentiable: ``x`` and ``y`` must not require grad, and
-        forward-mode AD and torch.func transforms raise a ``RuntimeError``.
+        with hooks on ``fc1``/``fc2`` (pruning included) it raises a ``ValueError``. It is not
+        differentiable: ``x`` and ``y`` must not require grad, and forward-mode AD and
+        torch.func transforms raise a ``RuntimeError``.
         See :func:`twolayer_ext.functional.two_layer_sgd_step`.
         """
         fc1, fc2 = self.fc1, self.fc2  # each submodule lookup is a Module.__getattr__ call
