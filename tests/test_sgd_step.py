@@ -68,19 +68,19 @@ def test_matches_autograd_step(device, dtype, lead, bias, reduction):
 def test_matches_reference_float64(device, bias, reduction):
     """Against pure torch (nn.Sequential's graph and autograd), with an update as large as w."""
     net = _net(23, 11, 4, bias, torch.float64, device)
-    ours = [net.fc1.weight, net.fc1.bias, net.fc2.weight, net.fc2.bias]
-    w1, b1, w2, b2 = params = [None if p is None else p.detach().clone() for p in ours]
+    seq = nn.Sequential(nn.Linear(23, 11, bias=bias), nn.ReLU(), nn.Linear(11, 4, bias=bias))
+    seq.to(device, torch.float64).load_state_dict(
+        twolayer_ext.twolayer_state_dict_to_sequential(net.state_dict())
+    )
     x = torch.randn(9, 23, dtype=torch.float64, device=device)
     y = torch.randn(9, 4, dtype=torch.float64, device=device)
     lr = 1.0  # the gradient is not lost in the rounding of w - lr * grad
     loss = net.sgd_step(x, y, lr, reduction)
-    want = reference.two_layer_sgd_step(x, y, w1, b1, w2, b2, lr, reduction)
+    want = reference.two_layer_sgd_step(seq, x, y, lr, reduction)
     torch.testing.assert_close(loss, want, rtol=1e-12, atol=0)
-    for name, a, b in zip(["w1", "b1", "w2", "b2"], ours, params):
-        if b is None:
-            assert a is None, name
-        else:
-            torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-12, msg=name)
+    for (name, a), b in zip(net.named_parameters(), seq.parameters(), strict=True):
+        assert a.grad is None and b.grad is None, name
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-12, msg=name)
 
 
 def test_trains_like_the_seeds_sequential_sgd():

@@ -357,28 +357,21 @@ def _kink_free_args(kind: str, device: str = "cpu", rows: int = ROWS):
     return tuple(a.requires_grad_() for a in args)
 
 
+def _gradcheck_every_mode(fn, args, fast_mode: bool = False) -> None:
+    """gradcheck (reverse, forward, batched) and gradgradcheck (reverse and forward over
+    reverse, batched) of fn at args."""
+    batched = {"check_batched_grad": True, "fast_mode": fast_mode}
+    assert torch.autograd.gradcheck(
+        fn, args, check_forward_ad=True, check_batched_forward_grad=True, **batched
+    )
+    assert torch.autograd.gradgradcheck(fn, args, check_fwd_over_rev=True, **batched)
+
+
 @pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
 @pytest.mark.parametrize("entry,path", ENTRY_PATHS)
 def test_gradcheck_every_mode(entry, path, fast_mode, monkeypatch):
     _set_path(monkeypatch, path)
-    args = _kink_free_args(entry.kind)
-    assert torch.autograd.gradcheck(
-        entry.ext,
-        args,
-        check_forward_ad=True,
-        check_backward_ad=True,
-        check_batched_grad=True,
-        check_batched_forward_grad=True,
-        fast_mode=fast_mode,
-    )
-    assert torch.autograd.gradgradcheck(
-        entry.ext,
-        args,
-        check_fwd_over_rev=True,
-        check_rev_over_rev=True,
-        check_batched_grad=True,
-        fast_mode=fast_mode,
-    )
+    _gradcheck_every_mode(entry.ext, _kink_free_args(entry.kind), fast_mode)
 
 
 def _backward_op_cases(device: str = "cpu"):
@@ -420,29 +413,14 @@ def _backward_op_cases(device: str = "cpu"):
 def test_backward_ops_gradcheck_every_mode(op, fast_mode, path, monkeypatch):
     _set_path(monkeypatch, path)
     fn, args = _backward_op_cases()[op]
-    args = tuple(a.clone().requires_grad_() for a in args)
-    modes = {"check_batched_grad": True, "fast_mode": fast_mode}
-    assert torch.autograd.gradcheck(
-        fn, args, check_forward_ad=True, check_batched_forward_grad=True, **modes
-    )
-    assert torch.autograd.gradgradcheck(fn, args, check_fwd_over_rev=True, **modes)
+    _gradcheck_every_mode(fn, tuple(a.clone().requires_grad_() for a in args), fast_mode)
 
 
 @requires_cuda
 @pytest.mark.parametrize("entry,path", ENTRY_PATHS)
 def test_gradcheck_every_mode_cuda(entry, path, monkeypatch):
     _set_path(monkeypatch, path)
-    args = _kink_free_args(entry.kind, device="cuda")
-    assert torch.autograd.gradcheck(
-        entry.ext,
-        args,
-        check_forward_ad=True,
-        check_batched_grad=True,
-        check_batched_forward_grad=True,
-    )
-    assert torch.autograd.gradgradcheck(
-        entry.ext, args, check_fwd_over_rev=True, check_batched_grad=True
-    )
+    _gradcheck_every_mode(entry.ext, _kink_free_args(entry.kind, device="cuda"))
 
 
 @requires_cuda

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ._outputs import first_output
 from .masks import pack_mask, relu_keep, unpack_mask
@@ -120,29 +121,19 @@ def two_layer_backward_recompute(
 
 
 def two_layer_sgd_step(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    w1: torch.Tensor,
-    b1: torch.Tensor | None,
-    w2: torch.Tensor,
-    b2: torch.Tensor | None,
-    lr: float,
-    reduction: str = "sum",
+    seq: nn.Sequential, x: torch.Tensor, y: torch.Tensor, lr: float, reduction: str = "sum"
 ) -> torch.Tensor:
     """Reference for ``torch.ops.twolayer_ext.two_layer_sgd_step``: the tutorial's step.
 
-    ``nn.Sequential(Linear, ReLU, Linear)`` semantics in plain torch: forward, ``mse_loss``,
-    autograd for the gradients of every given parameter, then ``p -= lr * grad`` in place.
-    Returns the loss computed before the update.
+    On the network as ``nn.Sequential(Linear, ReLU, Linear)``, whose parameters play the op's
+    w1, b1, w2 and b2: forward, ``mse_loss``, the gradient of every parameter by autograd,
+    then ``p -= lr * grad`` in place (no ``.grad`` written, as the op writes none). Returns the
+    loss computed before the update.
     """
-    params = [p for p in (w1, b1, w2, b2) if p is not None]
+    params = list(seq.parameters())
     with torch.enable_grad():
-        leaves = [p.detach().requires_grad_() for p in params]
-        lw1, lb1, lw2, lb2 = (leaves.pop(0) if p is not None else None for p in (w1, b1, w2, b2))
-        assert lw1 is not None and lw2 is not None  # w1 and w2 are never None
-        out = F.linear(linear_relu(x, lw1, lb1), lw2, lb2)
-        loss = F.mse_loss(out, y, reduction=reduction)
-        grads = torch.autograd.grad(loss, [p for p in (lw1, lb1, lw2, lb2) if p is not None])
+        loss = F.mse_loss(seq(x), y, reduction=reduction)
+        grads = torch.autograd.grad(loss, params)
     with torch.no_grad():
         for p, g in zip(params, grads):
             p.add_(g, alpha=-lr)
