@@ -99,9 +99,8 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 // products on those kernels, one core per block (ReproducibleProducts), where they lose to
 // MKL's single-threaded GEMM: it pays only where the first layer is narrow enough (in ≤ 64)
 // that memory traffic dominates (docs/BENCHMARKS.md, "The fully fused path on AVX2", Zen 3).
-// float64 has no kernels of ours and keeps the rule above where hidden ≤ 256: it won on Zen 3
-// at the narrow networks and tied or won at 256 wide, but lost 2-10% at 4096x512->512->512
-// (docs/BENCHMARKS.md, "The fully fused path on AVX2").
+// float64 has no kernels of ours and keeps the rule above where hidden ≤ 256: on Zen 3 it won
+// or tied up to 256 wide and lost at 512 (docs/BENCHMARKS.md, "The fully fused path on AVX2").
 // Thread count is not an input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
