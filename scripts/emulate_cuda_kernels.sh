@@ -24,7 +24,7 @@ print(os.path.join(root, 'include'), os.path.join(root, 'lib'))")
 OUT=$(mktemp -d /tmp/twolayer_emu.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 build() {  # build SOURCE-NAME SANITIZER-FLAGS
-  g++ -std=c++20 -O1 -g -Wall -Wno-attributes -Wno-unknown-pragmas $2 \
+  g++ -std=c++20 -O1 -g1 -Wall -Wno-attributes -Wno-unknown-pragmas $2 \
     -I tests/cuda_emulation -I csrc/cuda -I csrc/include -I "$TORCH_INCLUDE" -I "$CUDA_INCLUDE" \
     "tests/cuda_emulation/$1.cpp" -o "$OUT/$1_${2//[^a-z]/}" \
     -L "$TORCH_LIB" -lc10 -Wl,-rpath,"$TORCH_LIB" -lpthread
