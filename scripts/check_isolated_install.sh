@@ -3,7 +3,8 @@
 # environment that already has a torch (2.13.0, the CPU build: another torch than the one
 # `make test` uses). It must compile against that torch and import, never report success
 # for a package that cannot be imported; the wheel must be the one abi3 wheel
-# (cp310-abi3) and pin the torch it was built against. About 5 minutes; .ci/run runs it once.
+# (cp310-abi3) and pin the torch it was built against. .ci/run runs it once, beside two other
+# lanes (about 9 minutes there).
 # Usage: bash scripts/check_isolated_install.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -8,7 +8,8 @@
 #      and another's read is a data race there (what compute-sanitizer's racecheck finds).
 # Not a substitute for scripts/gpu_check.sh (no timing, no real warps, no tensor-core
 # rounding). Needs g++ with C++20, the CUDA toolkit's headers and torch's (Python: $1).
-# Usage: bash scripts/emulate_cuda_kernels.sh [PYTHON]   (about 2.5 minutes on 2 cores)
+# Usage: bash scripts/emulate_cuda_kernels.sh [PYTHON]   (in .ci/run, beside two other lanes,
+# about 10 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
