@@ -182,7 +182,9 @@ def main() -> None:
         if arch_list == "visible GPU(s)" and torch.cuda.is_available():
             caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
             arch_list = ";".join(f"{a}.{b}" for a, b in sorted(caps))
-        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        # *.cu: the kernels (nvcc); *.cpp: host code only (the ops around cuBLAS, the launches'
+        # callers), for the host compiler, which builds it in half of nvcc's time.
+        sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
         ext = CUDAExtension(
             "twolayer_ext._C",
             sources,

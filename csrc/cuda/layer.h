@@ -5,7 +5,7 @@
 // products and our kernels for what it cannot fuse. (The extension's own CUDA GEMM lost to
 // cuBLAS at every size measured: docs/gpu-verification.md; git history keeps it.)
 //
-// The op files (linear_relu.cu, two_layer.cu) only check arguments and shape
+// The op files (linear_relu.cpp, two_layer.cpp) only check arguments and shape
 // tensors; every product goes through here.
 #pragma once
 

@@ -4,7 +4,7 @@ Every variant of a case is timed in one process with CUDA events, interleaved ro
 round, medians over rounds (timing.time_cuda_interleaved). Ratio = torch time / extension
 time (> 1: the extension is faster). Columns:
 
-* ``ext``: the extension as users get it (cuBLAS with its passes, csrc/cuda/layer.cu);
+* ``ext``: the extension as users get it (cuBLAS with its passes, csrc/cuda/layer.cpp);
 * ``torch``: the same computation from plain torch ops, eager;
 * ``torch.compile``: the tutorial step only, ``mode="reduce-overhead"`` (CUDA graphs).
 """
