@@ -88,6 +88,34 @@ def _want_cuda(torch_mod) -> bool:
     return have
 
 
+def _compile_flags(with_cuda: bool, avx512_passes: bool) -> tuple[list[str], list[str]]:
+    """The C++ compiler's and the linker's extra flags, from TWOLAYER_EXT_DEBUG_INFO and
+    TWOLAYER_EXT_SANITIZE."""
+    # -fopenmp: at::parallel_for is an inline OpenMP region; without it the
+    # kernels would silently run on one thread. No -march=native: the binary
+    # must run on any x86-64 CPU (BLAS picks the ISA at run time).
+    cxx = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
+    link = ["-fopenmp"]
+    # -g0 overrides the -g in Python's CFLAGS: the debug information of torch's headers made
+    # each object about 45x larger and its compile about 1.6x slower (csrc/autograd/relu.cpp:
+    # 8 MB and 33 s against 0.2 MB and 20 s, Zen 3), a cost every install and CI build paid.
+    if os.environ.get("TWOLAYER_EXT_DEBUG_INFO") != "1":
+        cxx.append("-g0")
+    cxx.append(f"-DTWOLAYER_EXT_ISA_PASSES={int(avx512_passes)}")
+    # Host code that asks a device's rule (csrc/paths/) calls the CUDA one only where it exists.
+    cxx.append(f"-DTWOLAYER_EXT_WITH_CUDA={int(with_cuda)}")
+    if os.environ.get("TWOLAYER_EXT_SANITIZE") == "1":
+        if with_cuda:
+            raise RuntimeError(
+                "TWOLAYER_EXT_SANITIZE=1 needs a CPU-only build: TWOLAYER_EXT_CUDA=0"
+            )
+        # -g1: line tables, enough for the sanitizers' reports to name file and line.
+        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g1"]
+        cxx = [f for f in cxx if f not in ("-O3", "-g0")] + ["-O1", *san]
+        link += san
+    return cxx, link
+
+
 def _write_build_config(torch_mod, arch_list: str) -> None:
     """Record what the extension is built against; __init__ checks it at import time."""
     path = os.path.join(ROOT, "twolayer_ext", "_build_config.py")
@@ -146,34 +174,14 @@ def main() -> None:
         + [f for f in glob.glob("csrc/cpu/isa/*.cpp") if f not in per_isa]
     )
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
-    # -fopenmp: at::parallel_for is an inline OpenMP region; without it the
-    # kernels would silently run on one thread. No -march=native: the binary
-    # must run on any x86-64 CPU (BLAS picks the ISA at run time).
-    cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
-    # -g0 overrides the -g in Python's CFLAGS: the debug information of torch's headers made
-    # each object about 45x larger and its compile about 1.6x slower (csrc/autograd/relu.cpp:
-    # 8 MB and 33 s against 0.2 MB and 20 s, Zen 3), a cost every install and CI build paid.
-    if os.environ.get("TWOLAYER_EXT_DEBUG_INFO") != "1":
-        cxx_flags.append("-g0")
-    cxx_flags.append(f"-DTWOLAYER_EXT_ISA_PASSES={int('avx512' in isa_kernels)}")
-    # Host code that asks a device's rule (csrc/paths/) calls the CUDA one only where it exists.
-    cxx_flags.append(f"-DTWOLAYER_EXT_WITH_CUDA={int(with_cuda)}")
+    cxx_flags, link_flags = _compile_flags(with_cuda, "avx512" in isa_kernels)
     # py_limited_api: the module uses CPython's stable ABI only (csrc/ops.cpp), so one
     # wheel serves every Python >= 3.10 (tag cp310-abi3; torch adds -DPy_LIMITED_API).
     ext_kwargs = {
         "include_dirs": include_dirs,
-        "extra_link_args": ["-fopenmp"],
+        "extra_link_args": link_flags,
         "py_limited_api": True,
     }
-    if os.environ.get("TWOLAYER_EXT_SANITIZE") == "1":
-        if with_cuda:
-            raise RuntimeError(
-                "TWOLAYER_EXT_SANITIZE=1 needs a CPU-only build: TWOLAYER_EXT_CUDA=0"
-            )
-        # -g1: line tables, enough for the sanitizers' reports to name file and line.
-        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g1"]
-        cxx_flags = [f for f in cxx_flags if f not in ("-O3", "-g0")] + ["-O1", *san]
-        ext_kwargs["extra_link_args"] += san
     arch_list = ""
     if with_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():

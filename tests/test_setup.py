@@ -1,5 +1,6 @@
 """The build: setup.py's decision to build the CUDA kernels (TWOLAYER_EXT_CUDA, toolkit
-discovery), and the in-tree PEP 517 backend that pins torch (build_backend/). A real isolated
+discovery), its compiler flags (TWOLAYER_EXT_DEBUG_INFO, TWOLAYER_EXT_SANITIZE), and the
+in-tree PEP 517 backend that pins torch (build_backend/). A real isolated
 `pip install .` runs in CI: scripts/check_isolated_install.sh."""
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ BACKEND = pathlib.Path(__file__).resolve().parents[1] / "build_backend" / "twola
 
 @pytest.fixture
 def setup_mod(monkeypatch):
-    for var in ("TWOLAYER_EXT_CUDA", "CUDA_HOME", "CUDA_PATH"):
+    for var in (
+        "TWOLAYER_EXT_CUDA",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "TWOLAYER_EXT_DEBUG_INFO",
+        "TWOLAYER_EXT_SANITIZE",
+    ):
         monkeypatch.delenv(var, raising=False)
     spec = importlib.util.spec_from_file_location("twolayer_setup", SETUP)
     mod = importlib.util.module_from_spec(spec)
@@ -35,6 +42,24 @@ def toolkit(tmp_path):
     (tmp_path / "bin" / "nvcc").write_text("#!/bin/sh\n")
     (tmp_path / "include" / "cuda_runtime.h").write_text("")
     return str(tmp_path)
+
+
+def test_objects_carry_no_debug_information_unless_asked(setup_mod, monkeypatch):
+    cxx, _ = setup_mod._compile_flags(with_cuda=True, avx512_passes=True)
+    assert "-O3" in cxx and "-g0" in cxx  # -g0 comes after Python's CFLAGS -g, so it wins
+    monkeypatch.setenv("TWOLAYER_EXT_DEBUG_INFO", "1")
+    cxx, _ = setup_mod._compile_flags(with_cuda=True, avx512_passes=True)
+    assert "-g0" not in cxx
+
+
+def test_sanitizer_build_flags(setup_mod, monkeypatch):
+    monkeypatch.setenv("TWOLAYER_EXT_SANITIZE", "1")
+    cxx, link = setup_mod._compile_flags(with_cuda=False, avx512_passes=True)
+    assert "-fsanitize=address,undefined" in cxx and "-fsanitize=address,undefined" in link
+    assert "-g1" in cxx and "-O1" in cxx  # line tables for the reports; no -g0, no -O3
+    assert "-g0" not in cxx and "-O3" not in cxx
+    with pytest.raises(RuntimeError, match="TWOLAYER_EXT_SANITIZE=1 needs a CPU-only build"):
+        setup_mod._compile_flags(with_cuda=True, avx512_passes=True)
 
 
 def test_cuda_built_when_toolkit_and_cuda_torch(setup_mod, toolkit, monkeypatch):
