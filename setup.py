@@ -91,29 +91,26 @@ def _want_cuda(torch_mod) -> bool:
 def _compile_flags(with_cuda: bool, avx512_passes: bool) -> tuple[list[str], list[str]]:
     """The C++ compiler's and the linker's extra flags, from TWOLAYER_EXT_DEBUG_INFO and
     TWOLAYER_EXT_SANITIZE."""
+    sanitize = os.environ.get("TWOLAYER_EXT_SANITIZE") == "1"
+    if sanitize and with_cuda:
+        raise RuntimeError("TWOLAYER_EXT_SANITIZE=1 needs a CPU-only build: TWOLAYER_EXT_CUDA=0")
     # -fopenmp: at::parallel_for is an inline OpenMP region; without it the
     # kernels would silently run on one thread. No -march=native: the binary
     # must run on any x86-64 CPU (BLAS picks the ISA at run time).
-    cxx = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
-    link = ["-fopenmp"]
+    cxx = ["-O1" if sanitize else "-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
     # -g0 overrides the -g in Python's CFLAGS: the debug information of torch's headers made
     # each object about 45x larger and its compile about 1.6x slower (csrc/autograd/relu.cpp:
     # 8 MB and 33 s against 0.2 MB and 20 s, Zen 3), a cost every install and CI build paid.
-    if os.environ.get("TWOLAYER_EXT_DEBUG_INFO") != "1":
+    # Sanitizer builds keep line tables (-g1), enough for their reports to name file and line.
+    if sanitize:
+        cxx.append("-g1")
+    elif os.environ.get("TWOLAYER_EXT_DEBUG_INFO") != "1":
         cxx.append("-g0")
     cxx.append(f"-DTWOLAYER_EXT_ISA_PASSES={int(avx512_passes)}")
     # Host code that asks a device's rule (csrc/paths/) calls the CUDA one only where it exists.
     cxx.append(f"-DTWOLAYER_EXT_WITH_CUDA={int(with_cuda)}")
-    if os.environ.get("TWOLAYER_EXT_SANITIZE") == "1":
-        if with_cuda:
-            raise RuntimeError(
-                "TWOLAYER_EXT_SANITIZE=1 needs a CPU-only build: TWOLAYER_EXT_CUDA=0"
-            )
-        # -g1: line tables, enough for the sanitizers' reports to name file and line.
-        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g1"]
-        cxx = [f for f in cxx if f not in ("-O3", "-g0")] + ["-O1", *san]
-        link += san
-    return cxx, link
+    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] if sanitize else []
+    return cxx + san, ["-fopenmp", *san]
 
 
 def _write_build_config(torch_mod, arch_list: str) -> None:

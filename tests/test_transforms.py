@@ -38,7 +38,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
 import twolayer_ext
-from twolayer_ext import reference
+from twolayer_ext.reference import linear_relu as ref_layer
+from twolayer_ext.reference import two_layer as ref_net
+from twolayer_ext.reference import two_layer_forward as ref_net_and_hidden
 
 ops = torch.ops.twolayer_ext
 ROWS, IN, HIDDEN, OUT = 5, 4, 6, 3
@@ -99,42 +101,38 @@ ENTRIES = [
         "op.linear_relu",
         "layer",
         lambda x, w, b: ops.linear_relu(x, w, b)[0],
-        reference.linear_relu,
+        ref_layer,
     ),
-    Entry("op.linear_relu_output", "layer", ops.linear_relu_output, reference.linear_relu),
-    Entry("linear_relu", "layer", twolayer_ext.linear_relu, reference.linear_relu),
-    Entry("LinearReLU", "layer", _layer_module, reference.linear_relu),
-    Entry(
-        "LinearReLUFunction", "layer", twolayer_ext.LinearReLUFunction.apply, reference.linear_relu
-    ),
+    Entry("op.linear_relu_output", "layer", ops.linear_relu_output, ref_layer),
+    Entry("linear_relu", "layer", twolayer_ext.linear_relu, ref_layer),
+    Entry("LinearReLU", "layer", _layer_module, ref_layer),
+    Entry("LinearReLUFunction", "layer", twolayer_ext.LinearReLUFunction.apply, ref_layer),
     Entry("op.relu", "relu", ops.relu, torch.relu),
     Entry("relu", "relu", twolayer_ext.relu, torch.relu),
     Entry("ReLU", "relu", _relu_module, torch.relu),
     Entry("ReLUFunction", "relu", twolayer_ext.ReLUFunction.apply, torch.relu),
-    Entry("op.two_layer", "net", ops.two_layer, reference.two_layer),
-    Entry("op.two_layer_forward", "net", ops.two_layer_forward, reference.two_layer_forward),
-    Entry("two_layer_mlp", "net", twolayer_ext.two_layer_mlp, reference.two_layer),
+    Entry("op.two_layer", "net", ops.two_layer, ref_net),
+    Entry("op.two_layer_forward", "net", ops.two_layer_forward, ref_net_and_hidden),
+    Entry("two_layer_mlp", "net", twolayer_ext.two_layer_mlp, ref_net),
     Entry(
         "TwoLayerNet",
         "net",
         _net_module("TwoLayerNet", ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")),
-        reference.two_layer,
+        ref_net,
     ),
     Entry(
         "Sequential(LinearReLU,Linear)",
         "net",
         _net_module("Sequential", ("0.weight", "0.bias", "1.weight", "1.bias")),
-        reference.two_layer,
+        ref_net,
     ),
     Entry(
         "fuse_modules",
         "net",
         _net_module("fuse_modules", ("0.weight", "0.bias", "2.weight", "2.bias")),
-        reference.two_layer,
+        ref_net,
     ),
-    Entry(
-        "TwoLayerMLPFunction", "net", twolayer_ext.TwoLayerMLPFunction.apply, reference.two_layer
-    ),
+    Entry("TwoLayerMLPFunction", "net", twolayer_ext.TwoLayerMLPFunction.apply, ref_net),
 ]
 
 
@@ -331,7 +329,7 @@ def test_tangent_semantics_like_torch():
     b[0] = -3.0  # row 2: pre-activation exactly 0 in column 0
     tangents = tuple(torch.randn_like(t) for t in (x, w, b))
     got = _forward_ad(twolayer_ext.linear_relu, (x, w, b), tangents)
-    want = _forward_ad(reference.linear_relu, (x, w, b), tangents)
+    want = _forward_ad(ref_layer, (x, w, b), tangents)
     assert got[2, 0] == 0 and got[0].eq(0).all()
     assert got[1].isnan().all()
     torch.testing.assert_close(got, want, equal_nan=True)
@@ -376,7 +374,7 @@ def _backward_op_cases(device: str = "cpu"):
     kw = {"dtype": torch.float64, "device": device}
     x, w1, b1, w2, _ = _kink_free_args("net", device)
     x, w1, b1, w2 = (t.detach() for t in (x, w1, b1, w2))
-    hidden = reference.linear_relu(x, w1, b1)
+    hidden = ref_layer(x, w1, b1)
     hidden[hidden == 0] = -0.5  # dropped units, away from the kink
     _, mask = ops.linear_relu(x, w1, b1)
     g_hidden, g_out = torch.randn(ROWS, HIDDEN, **kw), torch.randn(ROWS, OUT, **kw)
