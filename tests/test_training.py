@@ -233,25 +233,36 @@ BAD_CLI_ARGS = {
 
 
 @pytest.mark.parametrize("case", BAD_CLI_ARGS.values(), ids=BAD_CLI_ARGS.keys())
-def test_cli_rejects_bad_arguments_up_front(case):
-    import subprocess
-    import sys
+def test_cli_rejects_bad_arguments_up_front(case, capsys):
+    from twolayer_ext import cli
 
     argv, message = case
     if argv[:3] == ["train", "--device", "cuda"] and torch.cuda.is_available():
         pytest.skip("the machine has a GPU, so --device cuda is valid here")
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # refused before any work: train prints its header first
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+
+
+def test_cli_process_exits_2_on_a_bad_argument():
+    """What a shell sees: `python -m twolayer_ext` exits 2 with one line and no traceback."""
+    import subprocess
+    import sys
+
     run = subprocess.run(
-        [sys.executable, "-m", "twolayer_ext", *argv],
+        [sys.executable, "-m", "twolayer_ext", "train", "--lr", "nan"],
         capture_output=True,
         text=True,
         cwd="/",
         check=False,
     )
     assert run.returncode == 2
-    assert run.stdout == ""  # refused before any work: train prints its header first
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], run.stderr
-    assert "Traceback" not in run.stderr
+    assert run.stdout == ""
+    assert run.stderr.strip() == (
+        "twolayer-ext train: error: --lr must be a finite number > 0, got nan"
+    ), run.stderr
 
 
 def test_mlp_bench_suite_smoke(tmp_path, capsys):
