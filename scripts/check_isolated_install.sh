@@ -5,25 +5,14 @@
 # for a package that cannot be imported; the wheel must be the one abi3 wheel
 # (cp310-abi3) and pin the torch it was built against. .ci/run runs it once, beside two other
 # lanes (about 9 minutes there).
-# Usage: bash scripts/check_isolated_install.sh [--prepare VENV]
-#   --prepare VENV   only create that venv with its torch, for a later run to use: .ci/run
-#                    does this beside `make test`'s own installs, which leave a core idle.
-#   With TWOLAYER_ISOLATED_VENV set to a venv prepared so, the run uses it.
+# Usage: bash scripts/check_isolated_install.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-prepare() {
-  python3 -m venv "$1"
-  "$1/bin/python" -m pip install -q torch==2.13.0 numpy
-}
-if [ "${1:-}" = --prepare ]; then
-  prepare "$2"
-  exit
-fi
 WORK=$(mktemp -d /tmp/twolayer_isolated.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-VENV=${TWOLAYER_ISOLATED_VENV:-$WORK/venv}
-[ -n "${TWOLAYER_ISOLATED_VENV:-}" ] || prepare "$VENV"
-PY="$VENV/bin/python"
+python3 -m venv "$WORK/venv"
+PY="$WORK/venv/bin/python"
+"$PY" -m pip install -q torch==2.13.0 numpy
 # A copy of the tracked files: no build/ folder of the checkout can leak into the wheel.
 mkdir "$WORK/src"
 git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 cp --parents -t "$WORK/src")
