@@ -9,7 +9,7 @@
 # Not a substitute for scripts/gpu_check.sh (no timing, no real warps, no tensor-core
 # rounding). Needs g++ with C++20, the CUDA toolkit's headers and torch's (Python: $1).
 # Usage: bash scripts/emulate_cuda_kernels.sh [PYTHON]   (in .ci/run, beside two other lanes,
-# about 10 minutes)
+# about 5 minutes, on one core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
