@@ -31,7 +31,7 @@ from .timing import (
 TUTORIAL_SIZE = (64, 1000, 100)
 # Every dtype the CPU ops take: the tutorial's layer and two larger ones; float32 also at
 # 2048^3, where both sides spend nearly all their time in the same BLAS call.
-DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 LAYER_SIZES = [TUTORIAL_SIZE, (512, 256, 512), (512, 1024, 1024)]
 FLOAT32_ONLY_SIZES = [(2048, 2048, 2048)]
 RELU_SIZE = (2048, 2048)

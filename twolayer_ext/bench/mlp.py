@@ -39,7 +39,7 @@ from .timing import (
 NETWORKS = [(262144, 64, 64, 16), (1048576, 32, 128, 3), (65536, 1000, 100, 10)]
 QUICK_NETWORKS = [(4096, 16, 32, 4)]
 DTYPES = {
-    "cpu": [torch.float32, torch.bfloat16, torch.float64],
+    "cpu": [torch.float32, torch.bfloat16, torch.float16, torch.float64],
     "cuda": [torch.bfloat16, torch.float16, torch.float32, torch.float64],
 }
 QUICK_DTYPES = {"cpu": [torch.float32], "cuda": [torch.float32]}
