@@ -274,9 +274,9 @@ def test_linear_relu_function_gradcheck(device):
 
 def _samples(device):
     for lead, in_f, out_f, bias in [((4,), 6, 3, True), ((2, 3), 5, 9, False), ((0,), 3, 2, True)]:
-        for rg in (False, True):
+        for rg, w_t in ((False, False), (True, False), (True, True)):
             x = torch.randn(*lead, in_f, device=device, requires_grad=rg)
-            w = torch.randn(out_f, in_f, device=device, requires_grad=rg)
+            w = make_weight(out_f, in_f, torch.float32, device, transposed=w_t).requires_grad_(rg)
             b = torch.randn(out_f, device=device, requires_grad=rg) if bias else None
             yield x, w, b
 
@@ -292,6 +292,35 @@ def test_opcheck_linear_relu(device):
                 torch.ops.twolayer_ext.linear_relu_backward.default,
                 (torch.randn_like(y), x.detach(), w.detach(), mask, om),
             )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("x_grad", [False, True], ids=["weight-grad-only", "both"])
+def test_weight_grad_in_the_weight_layout(device, x_grad):
+    """A column-major weight (the tutorial's x.mm(w1), passed as w1.t()) gets a column-major
+    gradient from the backward op and from the autograd node (which keeps only a stand-in of
+    the weight when x needs no gradient), so AccumulateGrad hands it to w1 without a
+    transposing copy; a row-major weight gets a row-major one. Values as the reference's."""
+    x = torch.randn(7, 5, device=device, requires_grad=x_grad)
+    for w_t in (True, False):
+        w = make_weight(3, 5, torch.float32, device, transposed=w_t)
+        leaf = (w.t() if w_t else w).detach().requires_grad_()
+        weight = leaf.t() if w_t else leaf
+        y = twolayer_ext.linear_relu(x, weight)
+        g = torch.randn_like(y)
+        with torch.no_grad():  # as the engine runs it without create_graph
+            _, gw, _ = y.grad_fn(g)  # the node's own result, before the layout contract
+        assert gw.stride() == weight.stride()
+        with torch.no_grad():
+            _, mask = torch.ops.twolayer_ext.linear_relu(x, weight, None)
+            _, gw_op, _ = torch.ops.twolayer_ext.linear_relu_backward(
+                g, x, weight, mask, [False, True, False]
+            )
+        assert gw_op.stride() == weight.stride()
+        ref = weight.detach().requires_grad_()
+        torch.relu(x.detach() @ ref.t()).backward(g)
+        assert_close(gw, ref.grad, torch.float32, "grad_weight")
+        assert_close(gw_op, ref.grad, torch.float32, "grad_weight (op)")
 
 
 def _t(shape, dtype=torch.float32):

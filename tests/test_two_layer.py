@@ -144,12 +144,35 @@ def test_forward_ops_autograd_is_cpp():
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("path", ["0", "1"], ids=["layered", "fused"])
+def test_weight_grads_in_the_weights_layout(device, path, monkeypatch):
+    """two_layer_backward returns each weight's gradient in that weight's layout (column-major
+    for the tutorial's w.t() weights), on the layered and the fully fused path, with the
+    reference's values."""
+    monkeypatch.setenv(f"TWOLAYER_EXT_{'CPU' if device == 'cpu' else 'CUDA'}_FUSED_MLP", path)
+    x = torch.randn(600, 6, device=device)
+    for w1_t, w2_t in ((True, True), (True, False), (False, True)):
+        w1 = make_weight(5, 6, torch.float32, device, transposed=w1_t)
+        w2 = make_weight(3, 5, torch.float32, device, transposed=w2_t)
+        out, hidden = torch.ops.twolayer_ext.two_layer_forward(x, w1, None, w2, None)
+        g = torch.randn_like(out)
+        _, gw1, _, gw2, _ = torch.ops.twolayer_ext.two_layer_backward(
+            g, x, w1, w2, hidden, [False, True, False, True, False]
+        )
+        assert (gw1.stride(), gw2.stride()) == (w1.stride(), w2.stride())
+        r1, r2 = (w.detach().clone().requires_grad_() for w in (w1, w2))
+        (torch.relu(x @ r1.t()) @ r2.t()).backward(g)
+        assert_close(gw1, r1.grad, torch.float32, "grad_w1")
+        assert_close(gw2, r2.grad, torch.float32, "grad_w2")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_two_layer(device):
-    for rg in (False, True):
+    for rg, w_t in ((False, False), (True, False), (True, True)):
         x = torch.randn(4, 6, device=device, requires_grad=rg)
-        w1 = torch.randn(5, 6, device=device, requires_grad=rg)
+        w1 = make_weight(5, 6, torch.float32, device, transposed=w_t).requires_grad_(rg)
         b1 = torch.randn(5, device=device, requires_grad=rg)
-        w2 = torch.randn(3, 5, device=device, requires_grad=rg)
+        w2 = make_weight(3, 5, torch.float32, device, transposed=w_t).requires_grad_(rg)
         torch.library.opcheck(
             torch.ops.twolayer_ext.two_layer_forward.default, (x, w1, b1, w2, None)
         )

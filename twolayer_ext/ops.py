@@ -86,6 +86,16 @@ def _check_linear_args(op: str, x: torch.Tensor, weight: torch.Tensor) -> None:
     )
 
 
+def _weight_grad_fake(weight: torch.Tensor) -> torch.Tensor:
+    """A weight's gradient as the kernels return it: in the weight's layout, column-major for
+    a column-major weight (unit stride along dim 0 with known strides: ``column_major`` in
+    csrc/include/twolayer_ext/tensor_util.h), row-major otherwise."""
+    s0, s1 = weight.stride()
+    if isinstance(s0, int) and isinstance(s1, int) and s0 == 1 and s1 != 1:
+        return weight.new_empty((weight.shape[1], weight.shape[0])).t()
+    return weight.new_empty(weight.shape)
+
+
 @_register_fake("twolayer_ext::linear_relu")
 def _linear_relu_fake(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
@@ -121,7 +131,7 @@ def _linear_relu_backward_fake(
     )
     return (
         torch.empty_like(x, memory_format=torch.contiguous_format) if output_mask[0] else None,
-        weight.new_empty(weight.shape) if output_mask[1] else None,
+        _weight_grad_fake(weight) if output_mask[1] else None,
         weight.new_empty((weight.shape[0],)) if output_mask[2] else None,
     )
 
@@ -154,17 +164,14 @@ def _two_layer_backward_fake(
 ) -> tuple[torch.Tensor | None, ...]:
     _check_linear_args("twolayer_ext::two_layer_backward", x, w1)
     _check_linear_args("twolayer_ext::two_layer_backward", hidden, w2)
-    shapes = [x.shape, w1.shape, (w1.shape[0],), w2.shape, (w2.shape[0],)]
-    return tuple(
-        (
-            torch.empty_like(x, memory_format=torch.contiguous_format)
-            if i == 0
-            else w1.new_empty(shape)
-        )
-        if wanted
-        else None
-        for i, (wanted, shape) in enumerate(zip(output_mask, shapes))
-    )
+    like: list[Callable[[], torch.Tensor]] = [
+        lambda: torch.empty_like(x, memory_format=torch.contiguous_format),
+        lambda: _weight_grad_fake(w1),
+        lambda: w1.new_empty((w1.shape[0],)),
+        lambda: _weight_grad_fake(w2),
+        lambda: w1.new_empty((w2.shape[0],)),
+    ]
+    return tuple(make() if wanted else None for wanted, make in zip(output_mask, like))
 
 
 @_register_training_fake("twolayer_ext::two_layer_backward_recompute")

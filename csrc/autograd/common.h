@@ -22,6 +22,7 @@
 #include <torch/version.h>
 
 #include "twolayer_ext/op_handle.h"
+#include "twolayer_ext/tensor_util.h"
 
 namespace twolayer_ext::autograd {
 
@@ -76,14 +77,18 @@ void set_tangent(const at::Tensor& t, const at::Tensor& tangent);
 
 // A tensor argument of a backward op whose values backward may not read: kept (as autograd
 // saves tensors: version-checked, freed after backward) where they are read, else only a
-// 0-byte stand-in of the same shape, dtype and device, since the backward ops check every
-// argument's shape. This is torch's own rule for linear (x is kept only when the weight needs
+// stand-in of the same shape, dtype and device, since the backward ops check every argument's
+// shape: one zero expanded (0 bytes), or for a column-major matrix (tensor_util.h) one zero
+// column expanded, whose strides (1, 0) still tell the ops the layout to return a weight's
+// gradient in. This is torch's own rule for linear (x is kept only when the weight needs
 // a gradient, and the other way round), so backward keeps no more memory than torch does.
 class MaybeSaved {
  public:
   void save(const at::Tensor& t, bool keep_values, bool is_output = false) {
     if (keep_values) {
       saved_ = SavedVariable(t, is_output);
+    } else if (column_major(t)) {
+      standin_ = at::zeros_symint({t.sym_size(0), 1}, t.options()).expand_symint(t.sym_sizes());
     } else {
       standin_ = at::zeros({}, t.options()).expand_symint(t.sym_sizes());
     }

@@ -60,7 +60,7 @@ std::tuple<OptTensor, OptTensor> input_and_weight_grads(const at::Tensor& gm, co
                                                         bool need_gw) {
   OptTensor grad_x, grad_w;
   if (need_gx) grad_x = cpu::mm_nn(gm, weight).view(x.sizes());  // [rows, out] @ [out, in]
-  if (need_gw) grad_w = cpu::mm_tn(gm, x.reshape({gm.size(0), weight.size(1)}));
+  if (need_gw) grad_w = cpu::weight_grad(gm, x.reshape({gm.size(0), weight.size(1)}), weight);
   return {grad_x, grad_w};
 }
 

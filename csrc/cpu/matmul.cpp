@@ -155,4 +155,8 @@ at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) {
   return sum.to(a.scalar_type());
 }
 
+at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight) {
+  return column_major(weight) ? mm_tn(x, grad).t() : mm_tn(grad, x);
+}
+
 }  // namespace twolayer_ext::cpu

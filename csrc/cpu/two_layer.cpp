@@ -80,7 +80,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
     return grads;
   }
   OptTensor gx, gw1, gb1, gw2, gb2;
-  if (output_mask[3]) gw2 = mm_tn(g2, hidden.reshape({rows, hidden_features}));
+  if (output_mask[3]) gw2 = weight_grad(g2, hidden.reshape({rows, hidden_features}), w2);
   if (output_mask[4]) gb2 = at::sum(g2, {0});
   if (output_mask[0] || output_mask[1] || output_mask[2]) {
     at::Tensor grad_hidden = mm_nn(g2, w2).view(hidden.sizes());  // ours: masked in place

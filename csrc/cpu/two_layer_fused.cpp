@@ -214,8 +214,11 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_laye
   const auto total = [&](bool needed, const at::Tensor& parts) {
     return needed ? OptTensor(sum_in_order(parts, dtype)) : std::nullopt;
   };
-  return {need_gx ? OptTensor(gx) : std::nullopt, total(need_gw1, pw1), total(need_gb1, pb1),
-          total(need_gw2, pw2), total(need_gb2, pb2)};
+  const auto weight_total = [&](bool needed, const at::Tensor& parts, const at::Tensor& w) {
+    return needed ? OptTensor(in_layout_of(sum_in_order(parts, dtype), w)) : std::nullopt;
+  };
+  return {need_gx ? OptTensor(gx) : std::nullopt, weight_total(need_gw1, pw1, w1),
+          total(need_gb1, pb1), weight_total(need_gw2, pw2, w2), total(need_gb2, pb2)};
 }
 
 }  // namespace twolayer_ext::cpu

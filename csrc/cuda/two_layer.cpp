@@ -30,6 +30,16 @@ constexpr const char* kBwd = "twolayer_ext::two_layer_backward";
 constexpr const char* kOut = "twolayer_ext::two_layer";
 constexpr const char* kRecompute = "twolayer_ext::two_layer_backward_recompute";
 
+using Grads = std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor>;
+
+// The fused kernels' weight gradients in their weights' layouts, as the layered path
+// computes them (in_layout_of, tensor_util.h).
+Grads weights_in_layout(Grads grads, const at::Tensor& w1, const at::Tensor& w2) {
+  if (auto& gw1 = std::get<1>(grads)) gw1 = in_layout_of(*gw1, w1);
+  if (auto& gw2 = std::get<3>(grads)) gw2 = in_layout_of(*gw2, w2);
+  return grads;
+}
+
 // The fused kernels for this pass, or kNone (cuda_fused_mlp, fused_mlp.h).
 cuda_mlp::Variant fused(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                         MlpPass pass) {
@@ -75,7 +85,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> backward(
                                     x.reshape({rows, w1.size(1)}), w1, std::nullopt, w2, &hidden2,
                                     output_mask);
     if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
-    return grads;
+    return weights_in_layout(std::move(grads), w1, w2);
   }
   const at::Tensor hidden2 = hidden.reshape({rows, w1.size(0)}).contiguous();
   const bool need_layer1 = output_mask[0] || output_mask[1] || output_mask[2];
@@ -134,7 +144,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   auto grads = fused_mlp_backward(variant, grad_out.reshape({rows, w2.size(0)}),
                                   x.reshape({rows, w1.size(1)}), w1, b1, w2, nullptr, output_mask);
   if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
-  return grads;
+  return weights_in_layout(std::move(grads), w1, w2);
 }
 
 }  // namespace

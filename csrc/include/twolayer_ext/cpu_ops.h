@@ -26,6 +26,9 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bias);
 // a[t, m].T @ b[t, n] -> [m, n]  (grad_weight = grad.T @ x)
 at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b);
+// A weight's gradient mm_tn(grad[t, n], x[t, m]) -> [n, m], in the weight's own layout
+// (column_major in tensor_util.h: then computed as mm_tn(x, grad).t()).
+at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight);
 // a[m, t] @ b[t, n] -> [m, n]  (grad_x = grad @ weight)
 at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b);
 // mm_nn into out [m, n] (any strides).

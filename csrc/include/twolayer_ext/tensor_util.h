@@ -36,4 +36,23 @@ inline std::vector<int64_t> with_last_dim(const at::Tensor& x, int64_t n) {
   return sizes;
 }
 
+// Whether a 2-D tensor has unit stride along dim 0: the transpose of a row-major matrix, as
+// the tutorial's weight w1.t() of a [in, out] w1 is. Strides that are not known integers
+// (symbolic shapes while tracing) count as row-major, in the fake kernels too
+// (twolayer_ext/ops.py).
+inline bool column_major(const at::Tensor& t) {
+  if (t.dim() != 2) return false;
+  const auto s0 = t.sym_stride(0).maybe_as_int(), s1 = t.sym_stride(1).maybe_as_int();
+  return s0 && s1 && *s0 == 1 && *s1 != 1;
+}
+
+// A weight's gradient g in the weight w's layout: column-major for a column-major weight, so
+// that autograd hands it to the parameter without the transposing copy that AccumulateGrad's
+// layout contract makes otherwise (docs/BENCHMARKS.md, "Weight gradients in the weight's
+// layout"). The layered products compute it that way directly (cpu::weight_grad, CUDA's
+// linear_backward); this copies, for the fused paths' accumulated results.
+inline at::Tensor in_layout_of(const at::Tensor& g, const at::Tensor& w) {
+  return column_major(w) && !column_major(g) ? g.t().contiguous().t() : g;
+}
+
 }  // namespace twolayer_ext
