@@ -80,3 +80,23 @@ def test_compiled_autograd_cpu(name, x_grad, path, monkeypatch):
         if x_grad:
             torch.testing.assert_close(xc.grad, x.grad)
     assert counters["compiled_autograd"]["captures"] >= 1
+
+
+@pytest.mark.parametrize("x_grad", [False, True], ids=["weight-grads", "all-grads"])
+def test_compile_dynamic_transposed_weights(x_grad):
+    """The tutorial's layout, linear_relu(x, w1.t()), compiled with symbolic shapes: the fake
+    kernels' gradient layout (column-major for w1.t()) agrees with the kernels' for every
+    shape, the weights' stand-in (x_grad=False) and the saved weights (x_grad=True)."""
+
+    def net(x, w1, w2):
+        return (twolayer_ext.linear_relu(x, w1.t()) @ w2).square().sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(net, dynamic=True, fullgraph=True, backend="inductor")
+    for rows, d_in, hidden in ((8, 5, 3), (9, 6, 4), (12, 7, 5)):
+        x, w1, w2 = torch.randn(rows, d_in), torch.randn(d_in, hidden), torch.randn(hidden, 2)
+        args = [x.requires_grad_(x_grad), w1.requires_grad_(), w2.requires_grad_()]
+        got = torch.autograd.grad(compiled(*args), args[1:])
+        ref = [t.detach().requires_grad_() for t in (x, w1, w2)]
+        want = torch.autograd.grad((torch.relu(ref[0] @ ref[1]) @ ref[2]).square().sum(), ref[1:])
+        torch.testing.assert_close(got, want)

@@ -86,12 +86,17 @@ def _check_linear_args(op: str, x: torch.Tensor, weight: torch.Tensor) -> None:
     )
 
 
+def _known_int(v: int | torch.SymInt) -> int | None:
+    """v's value where it is known (a plain or constant SymInt), else None (a symbol)."""
+    return v if isinstance(v, int) else v.node.maybe_as_int()
+
+
 def _weight_grad_fake(weight: torch.Tensor) -> torch.Tensor:
     """A weight's gradient as the kernels return it: in the weight's layout, column-major for
-    a column-major weight (unit stride along dim 0 with known strides: ``column_major`` in
-    csrc/include/twolayer_ext/tensor_util.h), row-major otherwise."""
-    s0, s1 = weight.stride()
-    if isinstance(s0, int) and isinstance(s1, int) and s0 == 1 and s1 != 1:
+    a column-major weight (``column_major`` in csrc/include/twolayer_ext/tensor_util.h: stride
+    1 along dim 0 and not along dim 1, a symbolic stride counting as not 1), else row-major."""
+    s0, s1 = (_known_int(s) for s in weight.stride())
+    if s0 == 1 and s1 != 1:
         return weight.new_empty((weight.shape[1], weight.shape[0])).t()
     return weight.new_empty(weight.shape)
 

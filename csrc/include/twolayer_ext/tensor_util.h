@@ -36,14 +36,15 @@ inline std::vector<int64_t> with_last_dim(const at::Tensor& x, int64_t n) {
   return sizes;
 }
 
-// Whether a 2-D tensor has unit stride along dim 0: the transpose of a row-major matrix, as
-// the tutorial's weight w1.t() of a [in, out] w1 is. Strides that are not known integers
-// (symbolic shapes while tracing) count as row-major, in the fake kernels too
-// (twolayer_ext/ops.py).
+// Whether a 2-D tensor has unit stride along dim 0 and not along dim 1: the transpose of a
+// row-major matrix, as the tutorial's weight w1.t() of a [in, out] w1 is. While tracing with
+// symbolic shapes a stride may be a symbol: such a stride is a size or a product of sizes,
+// which torch.compile never lets be 1 (it specializes sizes 0 and 1), so a symbolic stride
+// counts as "not 1", the same here as in the fake kernels (twolayer_ext/ops.py).
 inline bool column_major(const at::Tensor& t) {
   if (t.dim() != 2) return false;
   const auto s0 = t.sym_stride(0).maybe_as_int(), s1 = t.sym_stride(1).maybe_as_int();
-  return s0 && s1 && *s0 == 1 && *s1 != 1;
+  return s0 == 1 && s1 != 1;
 }
 
 // A weight's gradient g in the weight w's layout: column-major for a column-major weight, so
