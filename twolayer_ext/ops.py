@@ -169,14 +169,14 @@ def _two_layer_backward_fake(
 ) -> tuple[torch.Tensor | None, ...]:
     _check_linear_args("twolayer_ext::two_layer_backward", x, w1)
     _check_linear_args("twolayer_ext::two_layer_backward", hidden, w2)
-    like: list[Callable[[], torch.Tensor]] = [
-        lambda: torch.empty_like(x, memory_format=torch.contiguous_format),
-        lambda: _weight_grad_fake(w1),
-        lambda: w1.new_empty((w1.shape[0],)),
-        lambda: _weight_grad_fake(w2),
-        lambda: w1.new_empty((w2.shape[0],)),
-    ]
-    return tuple(make() if wanted else None for wanted, make in zip(output_mask, like))
+    grads = (
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+        _weight_grad_fake(w1),
+        w1.new_empty((w1.shape[0],)),
+        _weight_grad_fake(w2),
+        w1.new_empty((w2.shape[0],)),
+    )
+    return tuple(g if wanted else None for wanted, g in zip(output_mask, grads))
 
 
 @_register_training_fake("twolayer_ext::two_layer_backward_recompute")

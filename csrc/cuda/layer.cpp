@@ -40,7 +40,7 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_backward(const at::Tensor& g,
     mask_grad_and_reduce_bias(g, keep, at::Tensor(), grad_bias);
   }
   if (need_x) grad_x = at::mm(gm, w);      // [rows, n] @ [n, k]
-  // [n, rows] @ [rows, k], in w's layout (in_layout_of, tensor_util.h)
+  // [n, rows] @ [rows, k], in w's layout (column_major, tensor_util.h)
   if (need_w) grad_w = column_major(w) ? at::mm(x.t(), gm).t() : at::mm(gm.t(), x);
   return {grad_x, grad_w, need_b ? OptTensor(grad_bias) : std::nullopt};
 }

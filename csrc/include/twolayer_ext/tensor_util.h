@@ -53,7 +53,7 @@ inline bool column_major(const at::Tensor& t) {
 // layout"). The layered products compute it that way directly (cpu::weight_grad, CUDA's
 // linear_backward); this copies, for the fused paths' accumulated results.
 inline at::Tensor in_layout_of(const at::Tensor& g, const at::Tensor& w) {
-  return column_major(w) && !column_major(g) ? g.t().contiguous().t() : g;
+  return column_major(w) ? g.t().contiguous().t() : g;  // no copy if g is column-major
 }
 
 }  // namespace twolayer_ext
