@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Runs CUDA kernels' own source on the CPU (tests/cuda_emulation/: each thread block's
-# threads as std::threads, WMMA as whole tiles) and checks their results: the fused MLP
-# (fused_mlp.cpp) and the passes around cuBLAS (passes.cpp), each twice:
+# threads as fibers on one OS thread, WMMA as whole tiles) and checks their results: the
+# fused MLP (fused_mlp.cpp) and the passes around cuBLAS (passes.cpp), each twice:
 #   1. under AddressSanitizer + UBSan: out-of-bounds shared or global memory, and the results
-#      against a float64 reference (every variant and dtype);
+#      against a float64 reference (every variant and dtype). ASan warns once per run that it
+#      does not fully support swapcontext; emu.h tells it of every stack switch, as its fiber
+#      API asks;
 #   2. under ThreadSanitizer: a barrier missing between one thread's write to shared memory
 #      and another's read is a data race there (what compute-sanitizer's racecheck finds).
 # Not a substitute for scripts/gpu_check.sh (no timing, no real warps, no tensor-core
 # rounding). Needs g++ with C++20, the CUDA toolkit's headers and torch's (Python: $1).
 # Usage: bash scripts/emulate_cuda_kernels.sh [PYTHON]   (in .ci/run, beside two other lanes,
-# about 5 minutes, on one core)
+# about 2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}

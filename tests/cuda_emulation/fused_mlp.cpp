@@ -2,7 +2,9 @@
 // emulation of emu.h and checks them: every variant and dtype, short last blocks, widths off
 // the tile edge, chunks of several row blocks, no bias, a transposed weight, NaN, against a
 // float64 reference; and bitwise, the recomputing backward against the one that reads the
-// forward's hidden activation. The host side mirrors csrc/cuda/fused_mlp.cu's.
+// forward's hidden activation, the weight gradients without grad_x against those with it, and
+// a forward whose blocks each loop over several row blocks against one block per row block.
+// The host side mirrors csrc/cuda/fused_mlp.cu's.
 // Built and run by scripts/emulate_cuda_kernels.sh. Exit status 0: every case passed.
 #include "emu.h"
 // The kernels, after emu.h's definitions.
@@ -112,10 +114,9 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
     }
   };
   unsigned char* const smem = kTensorCores ? tc::smem : simt::smem;
-  const auto forward = [&](MlpParams<T> q) {
-    const unsigned grid =
-        static_cast<unsigned>(std::min(ceil_div(s.rows, cuda_mlp::kBlockRows), kMaxBlocks));
-    emu::launch(grid, kThreads, smem_bytes(MlpPass::kForward), smem, [&] {
+  const int64_t row_blocks = ceil_div(s.rows, cuda_mlp::kBlockRows);
+  const auto forward = [&](MlpParams<T> q, int64_t grid) {
+    emu::launch(static_cast<unsigned>(grid), kThreads, smem_bytes(MlpPass::kForward), smem, [&] {
       if constexpr (kTensorCores) {
         tc::fused_mlp_forward_kernel<T>(q);
       } else {
@@ -127,10 +128,16 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
   // Forward, with and without the hidden activation written.
   std::vector<T> y(s.rows * s.out), y2(s.rows * s.out), h(s.rows * s.hidden);
   p.y = y.data(), p.hidden_store = h.data();
-  forward(p);
+  forward(p, std::min(row_blocks, kMaxBlocks));
   p.y = y2.data(), p.hidden_store = nullptr;
-  forward(p);
+  forward(p, std::min(row_blocks, kMaxBlocks));
   check(same_vector_bits(y, y2), label + ": output without hidden written = with it");
+  if (per_chunk > 0) {  // each block loops over several row blocks (past kMaxBlocks on a GPU)
+    std::vector<T> y3(s.rows * s.out);
+    p.y = y3.data();
+    forward(p, ceil_div(row_blocks, per_chunk));
+    check(same_vector_bits(y, y3), label + ": output with several row blocks per block");
+  }
 
   std::vector<double> h_ref(s.rows * s.hidden), y_ref(s.rows * s.out);
   for (int64_t r = 0; r < s.rows; ++r) {
@@ -153,7 +160,7 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
   const int64_t chunks = ceil_div(ceil_div(s.rows, cuda_mlp::kBlockRows), per_chunk);
   const cuda_mlp::Partials sums = cuda_mlp::partials(s.in, s.hidden, s.out);
   const int64_t n = sums.begin[4];
-  const auto backward = [&](bool recompute) {
+  const auto backward = [&](bool recompute, bool want_gx) {
     std::vector<T> gx(s.rows * s.in), grads(n);
     std::vector<Acc> partials(chunks * n);
     MlpParams<T> q = p;
@@ -161,7 +168,7 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
     if (!recompute) q.b1 = nullptr;
     q.grad_out = g.strided();
     q.hidden_saved = recompute ? Strided<T>{nullptr, 0, 0} : Strided<T>{h.data(), s.hidden, 1};
-    q.grad_x = gx.data();
+    q.grad_x = want_gx ? gx.data() : nullptr;
     q.partials = partials.data();
     q.blocks_per_chunk = per_chunk;
     q.need_gw1 = q.need_gb1 = q.need_gw2 = q.need_gb2 = true;
@@ -180,8 +187,14 @@ void run_case(const Shape& s, bool bias, bool transposed, bool nan, double tol,
     gx.insert(gx.end(), grads.begin(), grads.end());
     return gx;  // grad_x, then grad_w1, grad_b1, grad_w2, grad_b2
   };
-  const std::vector<T> saved = backward(false), again = backward(true);
+  const std::vector<T> saved = backward(false, true), again = backward(true, true);
   check(same_vector_bits(saved, again), label + ": recomputing backward = saved-hidden backward");
+  // x without a gradient (the first layer of a network): the weights' gradients alone.
+  const std::vector<T> weights_only = backward(false, false);
+  check(std::equal(saved.begin() + s.rows * s.in, saved.end(),
+                   weights_only.begin() + s.rows * s.in,
+                   [](const T& a, const T& b) { return same_bits(a, b); }),
+        label + ": weight gradients without grad_x = with it");
 
   std::vector<double> gh(s.rows * s.hidden), want;
   for (int64_t r = 0; r < s.rows; ++r) {
