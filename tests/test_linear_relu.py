@@ -272,6 +272,25 @@ def test_linear_relu_function_gradcheck(device):
     assert torch.autograd.gradcheck(twolayer_ext.LinearReLUFunction.apply, (x, w1, b1))
 
 
+def test_linear_relu_function_binds_as_forward_is_declared():
+    """apply binds its arguments by forward's signature (stored on forward once, autograd.py's
+    _signature_once): bias defaults to None and can be passed by keyword; the gradients are
+    the reference's either way."""
+    x, w, b = torch.randn(4, 5), torch.randn(3, 5), torch.randn(3)
+    for t in (x, w, b):
+        t.requires_grad_()
+    for args, kwargs, bias in (((x, w), {}, None), ((x, w), {"bias": b}, b)):
+        got = twolayer_ext.LinearReLUFunction.apply(*args, **kwargs)
+        want = reference.linear_relu(x, w, bias)
+        torch.testing.assert_close(got, want)
+        inputs = (x, w) if bias is None else (x, w, b)
+        g = torch.randn_like(want)
+        for gg, gw in zip(
+            torch.autograd.grad(got, inputs, g), torch.autograd.grad(want, inputs, g)
+        ):
+            torch.testing.assert_close(gg, gw)
+
+
 def _samples(device):
     for lead, in_f, out_f, bias in [((4,), 6, 3, True), ((2, 3), 5, 9, False), ((0,), 3, 2, True)]:
         for rg, w_t in ((False, False), (True, False), (True, True)):

@@ -12,6 +12,7 @@ the ops. The tests check both paths against each other and against torch.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -198,3 +199,16 @@ class TwoLayerMLPFunction(torch.autograd.Function):
         hidden = cast(torch.Tensor, torch.ops.twolayer_ext.linear_relu_output.default(x, w1, b1))
         hidden_dot = _relu_tangent(_linear_tangent(x, x_dot, w1, w1_dot, b1_dot), hidden)
         return cast(torch.Tensor, _linear_tangent(hidden, hidden_dot, w2, w2_dot, b2_dot))
+
+
+def _signature_once(*functions: type[torch.autograd.Function]) -> None:
+    """Store each ``forward``'s signature on it. torch 2.14's ``Function.apply`` binds its
+    arguments with ``inspect.signature(forward)`` on every call where ``setup_context`` is
+    defined, and ``inspect.signature`` returns a function's ``__signature__`` when it has
+    one: computed once, instead of on every call (docs/BENCHMARKS.md, "Python Functions")."""
+    for function in functions:
+        forward = function.forward
+        forward.__signature__ = inspect.signature(forward)  # type: ignore[attr-defined]
+
+
+_signature_once(LinearReLUFunction, ReLUFunction, TwoLayerMLPFunction)
