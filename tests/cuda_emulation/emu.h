@@ -98,6 +98,7 @@ struct Fiber {
   void* asan_fake_stack = nullptr;
   uint3 idx{0, 0, 0};
   std::atomic<bool> done{false};  // set by the fiber, read by the scheduler: no ordering
+  long syncthreads_calls = 0;     // in this block
   Fiber() = default;
   Fiber(const Fiber&) = delete;
   Fiber& operator=(const Fiber&) = delete;
@@ -162,7 +163,18 @@ inline void wait(Barrier& b) {
   tsan_acquire(sync);
 }
 
-inline void syncthreads() { wait(block_barrier); }
+// EMU_DROP_BARRIER=k (k >= 1): every thread skips its k-th __syncthreads of each block, as
+// if that barrier were missing from the kernel. scripts/emulate_cuda_kernels.sh runs one
+// case so, to show that ThreadSanitizer reports the race it opens.
+inline const long drop_barrier = [] {
+  const char* k = std::getenv("EMU_DROP_BARRIER");
+  return k != nullptr ? std::atol(k) : 0L;
+}();
+
+inline void syncthreads() {
+  if (++running.load(std::memory_order_relaxed)->syncthreads_calls == drop_barrier) return;
+  wait(block_barrier);
+}
 inline void syncwarp() { wait(warp_barriers[linear_thread() / kWarpSize]); }
 
 [[noreturn]] inline void trap() {
@@ -193,6 +205,7 @@ inline void run_block(unsigned threads) {
     f.context.uc_link = nullptr;
     makecontext(&f.context, fiber_main, 0);
     f.done.store(false, std::memory_order_relaxed);
+    f.syncthreads_calls = 0;
   }
   tsan_release(&block_start);
   for (unsigned alive = threads; alive > 0;) {
