@@ -28,15 +28,14 @@ sys.exit(0 if f.startswith('$WORK') else 'the sanitized build was not the one im
 # likewise), distributed and the path switches' and instruction sets' reruns (subprocesses),
 # the CLI's process-level bad-argument check (a subprocess that stops before any op runs),
 # the 500-step training comparisons (the same kernels as the op tests, many times over),
-# gradcheck's slow mode (every Jacobian entry: the same ops on the same shapes as its fast
-# mode, which runs here) and the 10k-call leak test (time).
+# gradcheck's slow mode (its marker; every Jacobian entry: the same ops on the same shapes as
+# its fast mode, which runs here) and the 10k-call leak test (time).
 "$PY" -m pytest -q -p no:cacheprovider ${ASAN_TESTS:-tests} -x \
   --deselect tests/test_compile.py --deselect tests/test_distributed.py \
   --deselect tests/test_export.py --deselect tests/test_onnx.py \
-  --deselect tests/test_switches.py \
+  --deselect tests/test_switches.py -m "not gradcheck_slow_mode" \
   -k "not no_memory_growth and not process_exits_2_on_a_bad_argument and not compile_of_jvp \
-      and not narrower and not 500_steps and not magnitude and not adam_schemes_learn \
-      and not slow" \
+      and not narrower and not 500_steps and not magnitude and not adam_schemes_learn" \
   >pytest.log 2>&1 \
   && status=0 || status=$?
 tail -5 pytest.log
