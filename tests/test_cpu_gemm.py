@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import assert_close, make_weight, make_x
 
+import twolayer_ext
 from twolayer_ext import reference
 
 PATHS = ["kernels", "aten"]
@@ -60,6 +61,45 @@ def test_linear_relu_float32_both_gemm_paths(gemm_path, shape, layout, w_t):
     want = reference.linear_relu_backward(g.double(), xd, wd, mask, [True, True, True])
     for a, e, name in zip(got, want, ["grad_x", "grad_weight", "grad_bias"]):
         assert_close(a, e, torch.float32, name)
+
+
+SIXTEEN_BIT = [torch.bfloat16, torch.float16]
+
+
+def _native(dtype: torch.dtype) -> bool:
+    cpu = twolayer_ext.build_info()["cpu"]
+    return bool(cpu["native_bfloat16" if dtype == torch.bfloat16 else "native_float16"])
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN_BIT, ids=str)
+@pytest.mark.parametrize("shape", [(64, 1000, 100), (3, 17, 5), (130, 33, 129)], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "sliced", "transposed"])
+@pytest.mark.parametrize("w_t", [False, True], ids=["w", "wT"])
+def test_16_bit_layer_is_the_float32_layer_rounded_once(monkeypatch, dtype, shape, layout, w_t):
+    """Without 16-bit multiply-adds, a 16-bit layer converts its operands to float32, runs the
+    float32 products and rounds each result once (csrc/cpu/matmul.cpp): bit for bit what the
+    float32 layer gives on x.float(), w.float(), ... rounded by torch's .to, in every layout
+    (our conversion for dense operands, torch's for the others), specials included."""
+    if _native(dtype):
+        pytest.skip(f"this CPU multiplies {dtype} natively: ATen's own 16-bit products run")
+    monkeypatch.delenv("TWOLAYER_EXT_CPU_GEMM", raising=False)
+    rows, d_in, d_out = shape
+    ops = torch.ops.twolayer_ext
+    x = make_x((rows, d_in), dtype, "cpu", layout)
+    w = make_weight(d_out, d_in, dtype, "cpu", transposed=w_t) / d_in**0.5
+    b = torch.randn(d_out, dtype=dtype)
+    b[:3] = torch.tensor([float("inf"), -float("inf"), float("nan")])[: min(3, d_out)]
+    exact = {"rtol": 0, "atol": 0, "equal_nan": True}
+
+    y, mask = ops.linear_relu(x, w, b)
+    y32, _ = ops.linear_relu(x.float(), w.float(), b.float())
+    torch.testing.assert_close(y, y32.to(dtype), **exact)
+    g = torch.randn(rows, d_out, dtype=dtype)
+    got = ops.linear_relu_backward(g, x, w, mask, [True] * 3)
+    want = ops.linear_relu_backward(g.float(), x.float(), w.float(), mask, [True] * 3)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e.to(dtype), **exact)
+        assert a.stride() == e.stride()
 
 
 @pytest.mark.parametrize("shape", [(64, 1000, 100), (67, 65, 13)], ids=str)

@@ -7,16 +7,22 @@
 // converted to float32, multiplied there (the kernels or sgemm) and each output rounded
 // once: what ATen's own 16-bit GEMM computes (float32 accumulation, one rounding), in
 // another summation order, and several times faster on such CPUs (docs/BENCHMARKS.md,
-// "16-bit products in float32"). TWOLAYER_EXT_CPU_GEMM=aten keeps ATen's own path.
+// "16-bit products in float32"). TWOLAYER_EXT_CPU_GEMM=aten keeps ATen's own path. The
+// conversions run our vector pass (isa/passes.h) wherever the two sides share a dense layout,
+// ATen's copy elsewhere.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/Utils.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_strided.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
 
+#include "isa/passes.h"
 #include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
 #include "twolayer_ext/switches.h"
@@ -45,7 +51,47 @@ bool in_float32(const at::Tensor& t) {
   return !native_16bit_products(t.scalar_type()) && !cpu_gemm_aten_forced();
 }
 
-at::Tensor as_float(const at::Tensor& t) { return is_float(t) ? t : t.to(at::kFloat); }
+// Elements per thread of a conversion, ATen's own grain: the tutorial's x and w1 (64000 and
+// 100000 elements) convert on two threads, its small operands on one (docs/BENCHMARKS.md,
+// "16-bit operands converted by our own pass").
+constexpr int64_t kConversionGrain = int64_t{1} << 15;
+
+// Whether src and dst (same sizes) can be converted as flat arrays: the same strides, with
+// no gaps or overlaps, so element i of one is element i of the other.
+bool same_dense_layout(const at::Tensor& a, const at::Tensor& b) {
+  return a.strides() == b.strides() && a.is_non_overlapping_and_dense();
+}
+
+// dst = src converted, element by element, for src and dst of the same sizes: one of them
+// float32 and the other 16-bit, in the same dense layout, converted by our pass; anything else
+// by copy_.
+void convert_into(at::Tensor& dst, const at::Tensor& src) {
+  const bool widen = is_float(dst) && at::isReducedFloatingType(src.scalar_type());
+  const bool narrow = is_float(src) && at::isReducedFloatingType(dst.scalar_type());
+  if (!(widen || narrow) || !same_dense_layout(dst, src)) {
+    dst.copy_(src);
+    return;
+  }
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(widen ? src.scalar_type() : dst.scalar_type(), "convert", [&] {
+    at::parallel_for(0, src.numel(), kConversionGrain, [&](int64_t begin, int64_t end) {
+      if (widen) {
+        passes::widen_to_float(src.const_data_ptr<scalar_t>(), dst.data_ptr<float>(), begin, end);
+      } else {
+        passes::round_from_float(src.const_data_ptr<float>(), dst.data_ptr<scalar_t>(), begin,
+                                 end);
+      }
+    });
+  });
+}
+
+// t in float32, in t's layout (what t.to(at::kFloat) returns).
+at::Tensor as_float(const at::Tensor& t) {
+  if (is_float(t)) return t;
+  if (!t.is_non_overlapping_and_dense()) return t.to(at::kFloat);
+  at::Tensor f = at::empty_strided(t.sizes(), t.strides(), t.options().dtype(at::kFloat));
+  convert_into(f, t);
+  return f;
+}
 OptTensor as_float(const OptTensor& t) { return present(t) ? OptTensor(as_float(*t)) : t; }
 
 // The kernels stream these operands row by row: each row must be contiguous
@@ -78,7 +124,8 @@ void in_float32_by_rows(at::Tensor& out, const at::Tensor& a, int64_t width, Pro
     const int64_t nr = std::min(step, m - r0);
     at::Tensor rows = block.narrow(0, 0, nr);
     product(rows, as_float(a.narrow(0, r0, nr)));
-    out.narrow(0, r0, nr).copy_(rows);
+    at::Tensor out_rows = out.narrow(0, r0, nr);
+    convert_into(out_rows, rows);
   }
 }
 

@@ -47,6 +47,16 @@ void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, in
                     int64_t end, int64_t n, T* gm, at::opmath_type<T>* part) {
   TWOLAYER_EXT_ISA_CALL(mask_grad_rows<T>, g, gs0, gs1, keep, begin, end, n, gm, part);
 }
+
+template <typename T>
+void widen_to_float(const T* src, float* dst, int64_t begin, int64_t end) {
+  TWOLAYER_EXT_ISA_CALL(widen_to_float<T>, src, dst, begin, end);
+}
+
+template <typename T>
+void round_from_float(const float* src, T* dst, int64_t begin, int64_t end) {
+  TWOLAYER_EXT_ISA_CALL(round_from_float<T>, src, dst, begin, end);
+}
 #undef TWOLAYER_EXT_ISA_CALL
 
 const char* instruction_set() { return isa_name(passes_isa()); }

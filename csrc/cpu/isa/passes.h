@@ -49,6 +49,15 @@ template <typename T>
 void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, int64_t begin,
                     int64_t end, int64_t n, T* gm, at::opmath_type<T>* part);
 
+// 16-bit <-> float over [begin, end) of flat arrays, as at::Tensor::to converts: widen_to_float
+// is exact; round_from_float rounds each element to nearest, ties to even (T = c10::BFloat16
+// or c10::Half). The 16-bit products in float32 (matmul.cpp) convert their operands and
+// results with these: one vector loop, without TensorIterator's per-call set-up.
+template <typename T>
+void widen_to_float(const T* src, float* dst, int64_t begin, int64_t end);
+template <typename T>
+void round_from_float(const float* src, T* dst, int64_t begin, int64_t end);
+
 // The instruction set these functions run ("avx512", "avx2" or "default").
 const char* instruction_set();
 
@@ -63,6 +72,10 @@ const char* instruction_set();
   template <typename T>                                                                        \
   void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, int64_t begin, \
                       int64_t end, int64_t n, T* gm, at::opmath_type<T>* part);                \
+  template <typename T>                                                                        \
+  void widen_to_float(const T* src, float* dst, int64_t begin, int64_t end);                   \
+  template <typename T>                                                                        \
+  void round_from_float(const float* src, T* dst, int64_t begin, int64_t end);                 \
   }
 TWOLAYER_EXT_DECLARE_ISA_PASSES(DEFAULT)
 #if TWOLAYER_EXT_ISA_PASSES
@@ -78,10 +91,15 @@ TWOLAYER_EXT_DECLARE_ISA_PASSES(AVX512)
   template void select_kept<T>(const T*, const T*, T*, int64_t, int64_t);                      \
   template void mask_grad_rows<T>(const T*, int64_t, int64_t, KeepSource<T>, int64_t, int64_t, \
                                   int64_t, T*, at::opmath_type<T>*);
-#define TWOLAYER_EXT_INSTANTIATE_PASSES()            \
-  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(float)         \
-  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(double)        \
-  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(c10::BFloat16) \
-  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(c10::Half)
+#define TWOLAYER_EXT_INSTANTIATE_CONVERSIONS_FOR(T)                    \
+  template void widen_to_float<T>(const T*, float*, int64_t, int64_t); \
+  template void round_from_float<T>(const float*, T*, int64_t, int64_t);
+#define TWOLAYER_EXT_INSTANTIATE_PASSES()                 \
+  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(float)              \
+  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(double)             \
+  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(c10::BFloat16)      \
+  TWOLAYER_EXT_INSTANTIATE_PASSES_FOR(c10::Half)          \
+  TWOLAYER_EXT_INSTANTIATE_CONVERSIONS_FOR(c10::BFloat16) \
+  TWOLAYER_EXT_INSTANTIATE_CONVERSIONS_FOR(c10::Half)
 
 }  // namespace twolayer_ext::cpu::passes

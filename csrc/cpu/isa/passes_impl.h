@@ -18,6 +18,7 @@
 #error "passes_impl.h is included by the per-ISA files, which define CPU_CAPABILITY"
 #endif
 
+#include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
@@ -212,6 +213,34 @@ void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, in
       }
     }
   }
+}
+
+// at::vec converts a vector of T to two of float and back (the remainder, one element at a
+// time, with c10's conversions: the same rounding).
+template <typename T>
+void widen_to_float(const T* src, float* dst, int64_t begin, int64_t end) {
+  using V = Vectorized<T>;
+  using VF = Vectorized<float>;
+  static_assert(V::size() == 2 * VF::size());
+  int64_t i = begin;
+  for (; i + V::size() <= end; i += V::size()) {
+    const auto [lo, hi] = at::vec::convert_to_float<T>(V::loadu(src + i));
+    lo.store(dst + i);
+    hi.store(dst + i + VF::size());
+  }
+  for (; i < end; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+template <typename T>
+void round_from_float(const float* src, T* dst, int64_t begin, int64_t end) {
+  using V = Vectorized<T>;
+  using VF = Vectorized<float>;
+  int64_t i = begin;
+  for (; i + V::size() <= end; i += V::size()) {
+    at::vec::convert_from_float<T>(VF::loadu(src + i), VF::loadu(src + i + VF::size()))
+        .store(dst + i);
+  }
+  for (; i < end; ++i) dst[i] = static_cast<T>(src[i]);
 }
 
 TWOLAYER_EXT_INSTANTIATE_PASSES()
