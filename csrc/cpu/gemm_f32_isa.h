@@ -26,12 +26,13 @@ struct GemmNt {
   int64_t ldy, M, N, K;
 };
 
-// C[a, k] = sum_t A[t*sat + a*saa] * B[t*ldb + k], a < M, k < N, t < T (cpu_gemm.h).
+// C[a, k] = bias[k] + sum_t A[t*sat + a*saa] * B[t*ldb + k], a < M, k < N, t < T (cpu_gemm.h).
 struct GemmBcast {
   const float* A;
   int64_t sat, saa;
   const float* B;
   int64_t ldb;
+  const float* bias;
   float* C;
   int64_t ldc, M, N, T;
 };

@@ -14,7 +14,8 @@
 //            both k-contiguous), one accumulator vector per output, reduced once
 //            at the end;
 //   * bcast: kBcRows x (kBcVecs * kWidth) tile, one broadcast scalar of A times
-//            kBcVecs vectors of a B row per step, accumulators stored directly.
+//            kBcVecs vectors of a B row per step, accumulators (starting from the
+//            bias, if any) stored directly.
 // Each output element is computed in a fixed order, so results do not depend on
 // the thread count (tests/test_cpu_gemm.py).
 //
@@ -92,15 +93,23 @@ void nt_range(const GemmNt& g, int64_t t0, int64_t t1) {
   }
 }
 
-// `tail` = floats used of the last of the NV vectors (1..kWidth).
+// `tail` = floats used of the last of the NV vectors (1..kWidth); bias: the tile's first
+// column of it, or null.
 template <int MR, int NV>
 __attribute__((noinline)) void bcast_tile(const float* A, int64_t sat, int64_t saa, const float* B,
-                                          int64_t ldb, float* C, int64_t ldc, int64_t T, int tail) {
+                                          int64_t ldb, const float* bias, float* C, int64_t ldc,
+                                          int64_t T, int tail) {
+  typename V::Vec init[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    const int n = v < NV - 1 ? V::kWidth : tail;
+    init[v] = bias ? V::load(bias + v * V::kWidth, n) : V::zero();
+  }
   typename V::Vec acc[MR][NV];
 #pragma GCC unroll 8
   for (int a = 0; a < MR; ++a)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[a][v] = V::zero();
+    for (int v = 0; v < NV; ++v) acc[a][v] = init[v];
   for (int64_t t = 0; t < T; ++t) {
     typename V::Vec b[NV];
 #pragma GCC unroll 8
@@ -123,20 +132,24 @@ __attribute__((noinline)) void bcast_tile(const float* A, int64_t sat, int64_t s
 
 template <int MR, int NV = V::kBcVecs>
 void bcast_tile_vecs(int nv, const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
-                     float* C, int64_t ldc, int64_t T, int tail) {
+                     const float* bias, float* C, int64_t ldc, int64_t T, int tail) {
   if constexpr (NV > 1) {
-    if (nv < NV) return bcast_tile_vecs<MR, NV - 1>(nv, A, sat, saa, B, ldb, C, ldc, T, tail);
+    if (nv < NV) {
+      return bcast_tile_vecs<MR, NV - 1>(nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail);
+    }
   }
-  bcast_tile<MR, NV>(A, sat, saa, B, ldb, C, ldc, T, tail);
+  bcast_tile<MR, NV>(A, sat, saa, B, ldb, bias, C, ldc, T, tail);
 }
 
 template <int MR = V::kBcRows>
 void bcast_tile_rows(int mr, int nv, const float* A, int64_t sat, int64_t saa, const float* B,
-                     int64_t ldb, float* C, int64_t ldc, int64_t T, int tail) {
+                     int64_t ldb, const float* bias, float* C, int64_t ldc, int64_t T, int tail) {
   if constexpr (MR > 1) {
-    if (mr < MR) return bcast_tile_rows<MR - 1>(mr, nv, A, sat, saa, B, ldb, C, ldc, T, tail);
+    if (mr < MR) {
+      return bcast_tile_rows<MR - 1>(mr, nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail);
+    }
   }
-  bcast_tile_vecs<MR>(nv, A, sat, saa, B, ldb, C, ldc, T, tail);
+  bcast_tile_vecs<MR>(nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail);
 }
 
 // Tiles [t0, t1) of the bcast product (gemm_f32_isa.h), numbered
@@ -150,8 +163,8 @@ void bcast_range(const GemmBcast& g, int64_t t0, int64_t t1) {
     const int nv = static_cast<int>((width + V::kWidth - 1) / V::kWidth);
     const int tail = static_cast<int>(width - (nv - 1) * V::kWidth);
     const int mr = static_cast<int>(std::min<int64_t>(V::kBcRows, g.M - a0));
-    bcast_tile_rows(mr, nv, g.A + a0 * g.saa, g.sat, g.saa, g.B + k0, g.ldb, g.C + a0 * g.ldc + k0,
-                    g.ldc, g.T, tail);
+    bcast_tile_rows(mr, nv, g.A + a0 * g.saa, g.sat, g.saa, g.B + k0, g.ldb,
+                    g.bias ? g.bias + k0 : nullptr, g.C + a0 * g.ldc + k0, g.ldc, g.T, tail);
   }
 }
 

@@ -154,21 +154,31 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
   }
 }
 
-void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const OptTensor& bias) {
   if (in_float32(out)) {
     const at::Tensor bf = as_float(b);
+    const OptTensor biasf = as_float(bias);
     in_float32_by_rows(out, a, std::max(a.size(1), b.size(1)),
-                       [&](at::Tensor& rows, const at::Tensor& af) { mm_nn_out(rows, af, bf); });
+                       [&](at::Tensor& rows, const at::Tensor& af) {
+                         mm_nn_out(rows, af, bf, biasf);
+                       });
     return;
   }
   const int64_t m = a.size(0), t = a.size(1), n = b.size(1);
+  const bool has_bias = present(bias);
   if (!(is_float(a) && rows_contiguous(b) && rows_contiguous(out) &&
         use_fast_gemm(m, n, t, GemmKernel::kBcast))) {
-    at::mm_out(out, a, b);
+    if (has_bias) {
+      at::addmm_out(out, *bias, a, b);
+    } else {
+      at::mm_out(out, a, b);
+    }
     return;
   }
+  const at::Tensor bc = has_bias ? bias->contiguous() : at::Tensor();
   gemm_bcast_f32(a.data_ptr<float>(), a.stride(1), a.stride(0), b.data_ptr<float>(), b.stride(0),
-                 out.data_ptr<float>(), out.stride(0), m, n, t);
+                 has_bias ? bc.data_ptr<float>() : nullptr, out.data_ptr<float>(), out.stride(0), m,
+                 n, t);
 }
 
 // The BLAS path is ATen's functional addmm/mm, which allocates its own output: a

@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
@@ -76,6 +77,35 @@ void add_mm_tn(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
     acc.add_(mm_tn(a.to(acc.scalar_type()), b.to(acc.scalar_type())));
   }
 }
+
+// Layer 1 of a block, hidden = x Wᵀ + b, the same way in the forward and in the backward's
+// recomputation. Where the kernels are AVX2 (float32, and 16-bit in float32) it runs on the
+// broadcast kernel with Wᵀ made contiguous once per call: there in_features ≤ 64
+// (use_fused_mlp), a reduction too short for the nt kernel, whose horizontal sum per output
+// costs about as much as its multiply-adds. On Zen 3 the fused forward took 0.6x the time
+// (docs/BENCHMARKS.md, "The fully fused path's first layer on the broadcast kernel"); layer 2
+// (3 and 16 outputs measured) lost there and stays on nt. AVX-512 keeps nt: not measured.
+class FirstLayer {
+ public:
+  FirstLayer(const at::Tensor& w, const OptTensor& b) : w_(w), b_(b) {
+    if (w.scalar_type() != at::kDouble && std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
+      wt_ = w.t().contiguous();
+    }
+  }
+  void operator()(at::Tensor& hidden, const at::Tensor& x) const {
+    if (wt_.defined()) {
+      mm_nn_out(hidden, x, wt_, b_);
+    } else {
+      linear_out(hidden, x, w_, b_);
+    }
+    relu_rows_(hidden);
+  }
+
+ private:
+  const at::Tensor& w_;
+  const OptTensor& b_;
+  at::Tensor wt_;  // Wᵀ, contiguous, where the broadcast kernel runs the layer
+};
 
 // parts [chunks, ...] summed over chunks in chunk order, in the gradient's dtype.
 at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
@@ -140,6 +170,7 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
                              at::Tensor* hidden) {
   const int64_t hidden_features = w1.size(0);
   const Blocks blocks = blocks_for(x.size(0), hidden_features, x.element_size());
+  const FirstLayer layer1(w1, b1);
   at::parallel_for(0, blocks.count, 1, [&](int64_t first, int64_t last) {
     // Worker threads do not inherit the caller's dispatch state: stay below autograd.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -149,8 +180,7 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
     for (int64_t i = first; i < last; ++i) {
       const int64_t r0 = blocks.begin(i), nr = blocks.length(i);
       at::Tensor hb = hidden ? hidden->narrow(0, r0, nr) : buffer.narrow(0, 0, nr);
-      linear_out(hb, x.narrow(0, r0, nr), w1, b1);
-      relu_rows_(hb);
+      layer1(hb, x.narrow(0, r0, nr));
       at::Tensor ob = out.narrow(0, r0, nr);
       linear_out(ob, hb, w2, b2);
     }
@@ -180,6 +210,8 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_laye
   at::Tensor pw2 = partials(need_gw2, {out_features, hidden_features});
   at::Tensor pb2 = partials(need_gb2, {out_features});
   at::Tensor gx = need_gx ? at::empty({rows, in_features}, x.options()) : at::Tensor();
+  std::optional<FirstLayer> recompute;  // layer 1 again, when hidden is not given
+  if (hidden == nullptr) recompute.emplace(w1, b1);
 
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
@@ -193,10 +225,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_laye
         const int64_t r0 = blocks.begin(i), nr = blocks.length(i);
         const at::Tensor gb = grad_out.narrow(0, r0, nr);
         at::Tensor hb = hidden ? hidden->narrow(0, r0, nr) : buffer.narrow(0, 0, nr);
-        if (hidden == nullptr) {  // the forward's own computation of this block: the same bits
-          linear_out(hb, x.narrow(0, r0, nr), w1, b1);
-          relu_rows_(hb);
-        }
+        if (recompute) (*recompute)(hb, x.narrow(0, r0, nr));  // the forward's own bits
         if (need_gw2) add_mm_tn(w2_part, gb, hb);
         if (need_gb2) pb2[c].add_(at::sum(gb, {0}, false, acc));
         if (!layer1) continue;

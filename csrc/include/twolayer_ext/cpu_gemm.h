@@ -9,7 +9,8 @@
 
 namespace twolayer_ext::cpu {
 
-// The two kernels: gemm_nt_f32 (a layer's forward) and gemm_bcast_f32 (its gradients).
+// The two kernels: gemm_nt_f32 (a layer's forward) and gemm_bcast_f32 (its gradients; also
+// the fully fused path's first layer on AVX2, two_layer_fused.cpp).
 enum class GemmKernel { kNt, kBcast };
 
 // Whether `kernel` should run a product with m x n outputs and reduction length k: our CPU
@@ -45,11 +46,12 @@ const char* gemm_kernels_isa();
 void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const float* bias,
                  float* Y, int64_t ldy, int64_t M, int64_t N, int64_t K);
 
-// C[a, k] = sum_t A[t*sat + a*saa] * B[t*ldb + k] for a < M, k < N, t < T.
-// B is read row by row with unit stride; A is read one scalar at a time, so any
-// strides work: A = grad^T (sat = out, saa = 1) gives grad_weight = grad^T @ x,
-// A = grad (sat = 1, saa = out) gives grad_x = grad @ W.
-void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb, float* C,
-                    int64_t ldc, int64_t M, int64_t N, int64_t T);
+// C[a, k] = bias[k] + sum_t A[t*sat + a*saa] * B[t*ldb + k] for a < M, k < N, t < T
+// (bias may be null). B is read row by row with unit stride; A is read one scalar at a
+// time, so any strides work: A = grad^T (sat = out, saa = 1) gives grad_weight = grad^T @ x,
+// A = grad (sat = 1, saa = out) gives grad_x = grad @ W, and A = x (sat = 1, saa = in) with
+// B = Wᵀ gives a layer's forward x @ Wᵀ + b (the fully fused path's first layer on AVX2).
+void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
+                    const float* bias, float* C, int64_t ldc, int64_t M, int64_t N, int64_t T);
 
 }  // namespace twolayer_ext::cpu

@@ -31,8 +31,9 @@ at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b);
 at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight);
 // a[m, t] @ b[t, n] -> [m, n]  (grad_x = grad @ weight)
 at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b);
-// mm_nn into out [m, n] (any strides).
-void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
+// mm_nn into out [m, n] (any strides), plus bias[n] when given.
+void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+               const OptTensor& bias = std::nullopt);
 
 // y = relu(y) in place, on a contiguous 2-D tensor (linear_relu's epilogue without the mask).
 void relu_rows_(at::Tensor& y);
