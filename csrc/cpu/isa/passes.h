@@ -1,6 +1,6 @@
 // The element-wise passes of the CPU kernels: ReLU with its packed mask (linear_relu's
-// epilogue), relu / relu_backward, and the backward's masked gradient with its bias-gradient
-// partial sums.
+// epilogue), relu / relu_backward, the backward's masked gradient with its bias-gradient
+// partial sums, and the 16-bit <-> float conversions of the products run in float32.
 //
 // Written once with at::vec::Vectorized (passes_impl.h) and compiled once per instruction
 // set, as ATen compiles its own kernels: passes_avx512.cpp, passes_avx2.cpp and
