@@ -48,8 +48,8 @@ constexpr int64_t kMaxFusedWidth = 1024;
 constexpr int64_t kMinFusedBlocks = 2;
 constexpr int64_t kMaxNarrowWeight = 16384;  // in x hidden, for the float64 backward
 // With the AVX2 kernels (use_fused_mlp): the first layer's width up to which the fused
-// path won there.
-constexpr int64_t kAvx2MaxIn = 64;
+// path won there (at 80 and 96; tied or lost at 128).
+constexpr int64_t kAvx2MaxIn = 96;
 // float64 there (ATen's products in both paths): the hidden width up to which fused won.
 constexpr int64_t kAvx2DoubleMaxHidden = 256;
 constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden_rule
@@ -80,7 +80,7 @@ void add_mm_tn(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
 
 // Layer 1 of a block, hidden = x Wᵀ + b, the same way in the forward and in the backward's
 // recomputation. Where the kernels are AVX2 (float32, and 16-bit in float32) it runs on the
-// broadcast kernel with Wᵀ made contiguous once per call: there in_features ≤ 64
+// broadcast kernel with Wᵀ made contiguous once per call: there in_features ≤ 96
 // (use_fused_mlp), a reduction too short for the nt kernel, whose horizontal sum per output
 // costs about as much as its multiply-adds. On Zen 3 the fused forward took 0.6x the time
 // (docs/BENCHMARKS.md, "The fully fused path's first layer on the broadcast kernel"); layer 2
@@ -127,8 +127,9 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 //
 // With the AVX2 kernels (a CPU without AVX-512) the fused path runs its float32 and 16-bit
 // products on those kernels, one core per block (ReproducibleProducts), where they lose to
-// MKL's single-threaded GEMM: it pays only where the first layer is narrow enough (in ≤ 64)
-// that memory traffic dominates (docs/BENCHMARKS.md, "The fully fused path on AVX2", Zen 3).
+// MKL's single-threaded GEMM: it pays only where the first layer is narrow enough (in ≤ 96)
+// that memory traffic dominates (docs/BENCHMARKS.md, "The fully fused path on AVX2" and "The
+// fully fused path's first layer on the broadcast kernel", Zen 3).
 // float64 has no kernels of ours and keeps the rule above where hidden ≤ 256: on Zen 3 it won
 // or tied up to 256 wide and lost at 512 (docs/BENCHMARKS.md, "The fully fused path on AVX2").
 // Thread count is not an input: the path, and so the result, must not depend on it.
