@@ -45,8 +45,11 @@ AUTOCAST_CASES = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16")] + [
 ]
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = ""):
-    """Max |actual - expected| <= tol(dtype) * max(1, max |expected|); shapes and NaNs must match."""
+def assert_close(
+    actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = "", slack=1.0
+):
+    """Max |actual - expected| <= slack * tol(dtype) * max(1, max |expected|); shapes and NaNs
+    must match. slack > 1 only where a measurement says why (at the call)."""
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
     assert torch.equal(a.isnan(), e.isnan()), f"{what}: NaN positions differ"
@@ -55,7 +58,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
         return
     scale = max(1.0, e.abs().max().item())
     err = (a - e).abs().max().item()
-    tol = TOLERANCE[dtype] * scale
+    tol = slack * TOLERANCE[dtype] * scale
     assert err <= tol, f"{what}: max error {err:.3g} > {tol:.3g} (dtype {dtype})"
 
 

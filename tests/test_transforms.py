@@ -314,9 +314,15 @@ def test_transform_every_dtype(entry, transform, dtype):
         fn(entry.ref, tuple(a.double() for a in args), tuple(t.double() for t in tangents))
     )
     assert len(got) == len(want)
+    # grad_of_grad differentiates a loss of squared gradients: fourth-order terms, whose 16-bit
+    # roundings compound. On these inputs torch's own bfloat16 computation of the reference
+    # network errs by up to 1.24x the dtype's tolerance (2000 seeded draws; TwoLayerMLPFunction's
+    # errors had the same median, 99th percentile and maximum), so that transform gets twice
+    # the 16-bit tolerance.
+    slack = 2.0 if transform == "grad_of_grad" and dtype.itemsize == 2 else 1.0
     for g, w in zip(got, want):
         assert g.dtype == dtype
-        assert_close(g, w, dtype, f"{entry.name} {transform}")
+        assert_close(g, w, dtype, f"{entry.name} {transform}", slack)
 
 
 def test_tangent_semantics_like_torch():
