@@ -46,7 +46,11 @@ AUTOCAST_CASES = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16")] + [
 
 
 def assert_close(
-    actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = "", slack=1.0
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    dtype: torch.dtype,
+    what: str = "",
+    slack: float = 1.0,
 ):
     """Max |actual - expected| <= slack * tol(dtype) * max(1, max |expected|); shapes and NaNs
     must match. slack > 1 only where a measurement says why (at the call)."""
