@@ -49,6 +49,8 @@ PyObject* cpu_paths(PyObject*, PyObject*) {
     PyObject* paths = PyDict_New();
     set_item(paths, "float32_gemm_kernels",
              PyUnicode_FromString(twolayer_ext::cpu::gemm_kernels_isa()));
+    set_item(paths, "float32_gemm_bounds",
+             PyUnicode_FromString(twolayer_ext::cpu::gemm_bounds()));
     set_item(paths, "bfloat16_products", products(at::kBFloat16));
     set_item(paths, "float16_products", products(at::kHalf));
     set_item(paths, "elementwise_passes",
@@ -93,6 +95,7 @@ PyObject* cpu_capabilities(PyObject*, PyObject*) {
 PyMethodDef methods[] = {
     {"cpu_paths", cpu_paths, METH_NOARGS,
      "The paths the CPU ops take on this CPU now: float32_gemm_kernels (avx512, avx2 or none), "
+     "float32_gemm_bounds (whose measurements bound them: intel, avx512, avx2 or none), "
      "bfloat16_products and float16_products (native or float32), elementwise_passes "
      "(avx512, avx2 or default)."},
     {"switches", switches, METH_NOARGS,

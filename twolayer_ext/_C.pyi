@@ -3,7 +3,8 @@
 
 def cpu_paths() -> dict[str, str]:
     """The paths the CPU ops take on this CPU now: float32_gemm_kernels ("avx512", "avx2" or
-    "none"), bfloat16_products and float16_products ("native" or "float32"),
+    "none"), float32_gemm_bounds (whose measurements bound them: "intel", "avx512", "avx2"
+    or "none"), bfloat16_products and float16_products ("native" or "float32"),
     elementwise_passes ("avx512", "avx2" or "default")."""
 
 def cpu_capabilities() -> dict[str, bool | int | str]:

@@ -58,6 +58,12 @@ const char* gemm_kernels_isa() {
   return chosen == Isa::kDefault ? "none" : isa_name(chosen);
 }
 
+const char* gemm_bounds() {
+  const Isa chosen = kernel_isa();
+  if (chosen == Isa::kDefault) return "none";
+  return intel_cpu() ? "intel" : isa_name(chosen);
+}
+
 bool use_fast_gemm(int64_t m, int64_t n, int64_t k, GemmKernel kernel) {
   const Isa chosen = kernel_isa();
   if (chosen == Isa::kDefault) return false;
@@ -66,7 +72,13 @@ bool use_fast_gemm(int64_t m, int64_t n, int64_t k, GemmKernel kernel) {
   // the AVX-512 kernels win up to 2^29 multiply-adds with a reduction of at most 1024;
   // MKL's packed, cache-blocked GEMM beyond.
   const bool within_avx512_bounds = k <= 1024 && macs <= (int64_t{1} << 29);
-  if (chosen == Isa::kAvx512 || reproducible_products) return within_avx512_bounds;
+  if (reproducible_products) return within_avx512_bounds;
+  // On Intel's CPUs MKL runs Intel's own kernels: measured on an AVX-512 Xeon
+  // (docs/BENCHMARKS.md, "Intel Xeon"), ours win or tie only on outputs of at most 128 rows up
+  // to 2^23 multiply-adds (the tutorial's layers), and lose by up to 2x beyond. An Intel CPU
+  // with AVX2 only gets the same bounds, not measured.
+  if (intel_cpu()) return m <= 128 && k <= 1024 && macs <= (int64_t{1} << 23);
+  if (chosen == Isa::kAvx512) return within_avx512_bounds;
   // AVX2, measured on Zen 3 (docs/BENCHMARKS.md, "The float32 GEMM rule on AVX2"): with
   // half the vector width the kernels win only on outputs of at most 128 rows (the
   // tutorial's layers), with a reduction of at most 1024 (forward) or 512 (gradients),
@@ -115,6 +127,7 @@ void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, in
 #else  // no kernels in this build: ATen's BLAS everywhere
 
 const char* gemm_kernels_isa() { return "none"; }
+const char* gemm_bounds() { return "none"; }
 bool use_fast_gemm(int64_t, int64_t, int64_t, GemmKernel) { return false; }
 void gemm_nt_f32(const float*, int64_t, const float*, int64_t, const float*, float*, int64_t,
                  int64_t, int64_t, int64_t) {

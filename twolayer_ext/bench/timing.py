@@ -35,7 +35,8 @@ def describe_machine(m: dict[str, Any]) -> str:
         f"core; vector ISA {' '.join(cpu['vector_isa']) or 'none'} (ATen: {m['cpu_isa']}); "
         f"native bfloat16 {yes_no[cpu['native_bfloat16']]}, float16 "
         f"{yes_no[cpu['native_float16']]}; torch {m['torch']}, {m['threads']} threads\n"
-        f"paths: float32 GEMM kernels {paths['float32_gemm_kernels']}, bfloat16 products "
+        f"paths: float32 GEMM kernels {paths['float32_gemm_kernels']} (bounds measured on "
+        f"{paths['float32_gemm_bounds']}), bfloat16 products "
         f"{paths['bfloat16_products']}, float16 products {paths['float16_products']}, "
         f"element-wise passes {paths['elementwise_passes']}"
     )

@@ -29,6 +29,15 @@ Isa isa() {
   return chosen;
 }
 
+bool intel_cpu() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool intel = __builtin_cpu_is("intel");
+  return intel;
+#else
+  return false;
+#endif
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::kAvx512:

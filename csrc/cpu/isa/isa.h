@@ -14,4 +14,9 @@ Isa isa();
 // "avx512", "avx2" or "default".
 const char* isa_name(Isa isa);
 
+// Whether the CPU is Intel's. There ATen's BLAS (MKL) runs Intel's own kernels and beats ours
+// on far more shapes than on AMD, so the path rules that weigh ours against it differ
+// (gemm_f32.cpp, two_layer_fused.cpp).
+bool intel_cpu();
+
 }  // namespace twolayer_ext::cpu

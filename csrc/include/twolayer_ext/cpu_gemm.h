@@ -16,8 +16,8 @@ enum class GemmKernel { kNt, kBcast };
 // Whether `kernel` should run a product with m x n outputs and reduction length k: our CPU
 // kernels run AVX-512 or AVX2 (csrc/cpu/isa/isa.h: ATen's choice, so ATEN_CPU_CAPABILITY=avx2
 // runs the AVX2 kernels on an AVX-512 CPU), TWOLAYER_EXT_CPU_GEMM=aten is not set, and the
-// shape is one where that instruction set's kernels were measured to beat ATen's BLAS (the
-// bounds and their numbers are in gemm_f32.cpp).
+// shape is one where that instruction set's kernels were measured to beat ATen's BLAS on
+// this kind of CPU (gemm_bounds(); the bounds and their numbers are in gemm_f32.cpp).
 bool use_fast_gemm(int64_t m, int64_t n, int64_t k, GemmKernel kernel);
 
 // Within its scope, this thread's products run on the kernels wherever the AVX-512 bounds
@@ -39,6 +39,10 @@ class ReproducibleProducts {
 // The instruction set of the kernels that run now: "avx512", "avx2", or "none" (every
 // product on ATen's BLAS: no kernels for this CPU, or TWOLAYER_EXT_CPU_GEMM=aten).
 const char* gemm_kernels_isa();
+
+// Whose measurements bound use_fast_gemm on this CPU now: "intel" (any Intel CPU: MKL runs
+// Intel's own kernels there), "avx512" (Zen 4), "avx2" (Zen 3), or "none" (no kernels run).
+const char* gemm_bounds();
 
 // Y[i, j] = bias[j] + sum_k X[i*ldx + k] * W[j*ldw + k] for i < M, j < N
 // (x @ W.T + b, nn.Linear's forward; bias may be null). Both operands are
