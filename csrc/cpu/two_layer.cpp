@@ -54,7 +54,7 @@ at::Tensor two_layer(const at::Tensor& x, const at::Tensor& w1, const OptTensor&
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   const int64_t rows = leading_rows(x), out_features = w2.size(0);
   if (!use_fused_mlp(rows, w1.size(1), w1.size(0), out_features, x.scalar_type(),
-                     MlpPass::kForward)) {
+                     MlpPass::kInference)) {
     return std::get<0>(two_layer_forward(x, w1, b1, w2, b2));
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;

@@ -26,6 +26,7 @@
 #include <cstring>
 #include <optional>
 
+#include "isa/isa.h"
 #include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
 #include "twolayer_ext/switches.h"
@@ -52,6 +53,11 @@ constexpr int64_t kMaxNarrowWeight = 16384;  // in x hidden, for the float64 bac
 constexpr int64_t kAvx2MaxIn = 96;
 // float64 there (ATen's products in both paths): the hidden width up to which fused won.
 constexpr int64_t kAvx2DoubleMaxHidden = 256;
+// On an Intel CPU (use_fused_mlp): the first layer's width up to which the fused path won,
+// in float32 (at 32-128; tied at 192, lost at 256 and wider) and in the other dtypes, whose
+// products are ATen's (at 32 and 64; lost at 96 and wider).
+constexpr int64_t kIntelMaxInFloat = 128;
+constexpr int64_t kIntelMaxIn = 64;
 constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden_rule
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -79,16 +85,19 @@ void add_mm_tn(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
 }
 
 // Layer 1 of a block, hidden = x Wᵀ + b, the same way in the forward and in the backward's
-// recomputation. Where the kernels are AVX2 (float32, and 16-bit in float32) it runs on the
-// broadcast kernel with Wᵀ made contiguous once per call: there in_features ≤ 96
-// (use_fused_mlp), a reduction too short for the nt kernel, whose horizontal sum per output
-// costs about as much as its multiply-adds. On Zen 3 the fused forward took 0.6x the time
-// (docs/BENCHMARKS.md, "The fully fused path's first layer on the broadcast kernel"); layer 2
-// (3 and 16 outputs measured) lost there and stays on nt. AVX-512 keeps nt: not measured.
+// recomputation. Where our kernels run its products (float32, and 16-bit in float32) it runs
+// on the broadcast kernel with Wᵀ made contiguous once per call: the fused path runs where
+// the first layer is narrow, a reduction too short for the nt kernel, whose horizontal sum
+// per output costs about as much as its multiply-adds. The fused forward took 0.6x the time on
+// Zen 3 (AVX2) and 0.3-0.5x on an Intel Xeon (AVX-512) at in = 32-64 (docs/BENCHMARKS.md,
+// "The fully fused path's first layer on the broadcast kernel", "Intel Xeon"); Zen 4 not
+// measured. Layer 2 (3 and 16 outputs measured) lost there on Zen 3 and stays on nt.
 class FirstLayer {
  public:
   FirstLayer(const at::Tensor& w, const OptTensor& b) : w_(w), b_(b) {
-    if (w.scalar_type() != at::kDouble && std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
+    const at::ScalarType dtype = w.scalar_type();
+    const bool float_products = dtype == at::kFloat || !native_16bit_products(dtype);
+    if (float_products && std::strcmp(gemm_kernels_isa(), "none") != 0) {
       wt_ = w.t().contiguous();
     }
   }
@@ -132,6 +141,12 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 // fully fused path's first layer on the broadcast kernel", Zen 3).
 // float64 has no kernels of ours and keeps the rule above where hidden ≤ 256: on Zen 3 it won
 // or tied up to 256 wide and lost at 512 (docs/BENCHMARKS.md, "The fully fused path on AVX2").
+//
+// On an Intel CPU, where MKL and oneDNN run Intel's own kernels in the layered path, the fused
+// path won only where in ≤ 128 in float32 and in ≤ 64 in the other dtypes; and in 16-bit only
+// without autograd: the forward that keeps hidden for a layered backward lost to the layered
+// forward (docs/BENCHMARKS.md, "Intel Xeon": an AVX-512 Xeon with native 16-bit products).
+// Intel CPUs with AVX2 only or without native 16-bit products get the same rule, not measured.
 // Thread count is not an input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
@@ -140,11 +155,14 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
   const bool fits = hidden_features <= kMaxFusedWidth && out_features <= kMaxFusedWidth &&
                     blocks_for(rows, hidden_features, elem_size).count >= kMinFusedBlocks;
   if (!fits) return false;
-  if (std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
+  if (intel_cpu()) {
+    if (in_features > (dtype == at::kFloat ? kIntelMaxInFloat : kIntelMaxIn)) return false;
+    if (dtype == at::kBFloat16 || dtype == at::kHalf) return pass == MlpPass::kInference;
+  } else if (std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
     if (dtype != at::kDouble) return in_features <= kAvx2MaxIn;
     if (hidden_features > kAvx2DoubleMaxHidden) return false;
   }
-  if (pass == MlpPass::kForward) return true;
+  if (pass != MlpPass::kBackward) return true;
   return dtype == at::kFloat ||
          (dtype == at::kDouble && in_features * hidden_features <= kMaxNarrowWeight);
 }

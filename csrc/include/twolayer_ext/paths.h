@@ -10,8 +10,10 @@
 
 namespace twolayer_ext {
 
-// A pass of the two-layer network, for the rules that differ between them.
-enum class MlpPass { kForward, kBackward };
+// A pass of the two-layer network, for the rules that differ between them: the forward that
+// keeps no hidden activation (no gradient is recorded), the one that keeps it for backward,
+// and the backward.
+enum class MlpPass { kInference, kForward, kBackward };
 
 // Whether the network's gradients are computed without keeping its hidden activation
 // (two_layer_backward_recompute): where both passes run fully fused and recomputing the
