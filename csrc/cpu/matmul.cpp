@@ -1,7 +1,9 @@
 // The CPU ops' matrix products: each picks the float32 kernels (AVX-512 or
 // AVX2) of csrc/cpu/gemm_f32.cpp where they apply and win (cpu_gemm.h), and ATen's
 // BLAS (MKL/oneDNN) everywhere else: other dtypes, other CPUs, large shapes,
-// operands whose rows are not contiguous.
+// operands whose rows are not contiguous. 16-bit layers on a CPU with native 16-bit
+// products run on oneDNN's linear primitive, which adds the bias in the product
+// (onednn_linear).
 //
 // 16-bit operands on a CPU without 16-bit multiply-adds (native_16bit_products) are
 // converted to float32, multiplied there (the kernels or sgemm) and each output rounded
@@ -13,6 +15,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/cpu/Utils.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
@@ -129,6 +132,35 @@ void in_float32_by_rows(at::Tensor& out, const at::Tensor& a, int64_t width, Pro
   }
 }
 
+// x @ w.T + bias on oneDNN's linear primitive (mkldnn::_linear_pointwise, what inductor's CPU
+// freezing path runs), which adds the bias in the product where ATen's addmm adds it in a
+// slower epilogue (docs/BENCHMARKS.md, "Intel Xeon"). For 16-bit operands on a CPU with native
+// 16-bit products, contiguous and not empty, unless TWOLAYER_EXT_CPU_GEMM=aten; nullopt
+// elsewhere, and in a torch built without oneDNN.
+std::optional<at::Tensor> onednn_linear(const at::Tensor& x, const at::Tensor& w,
+                                        const OptTensor& bias) {
+  using Fn = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                        c10::string_view, c10::List<std::optional<at::Scalar>>,
+                        std::optional<c10::string_view>);
+  static const auto op = []() -> std::optional<c10::TypedOperatorHandle<Fn>> {
+    const auto handle = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+    if (!handle || !handle->hasKernelForDispatchKey(c10::DispatchKey::CPU)) return std::nullopt;
+    try {
+      return handle->typed<Fn>();
+    } catch (const c10::Error&) {  // another torch with another signature: ATen's addmm
+      return std::nullopt;
+    }
+  }();
+  const at::ScalarType dtype = x.scalar_type();
+  const bool applies = op && (dtype == at::kBFloat16 || dtype == at::kHalf) &&
+                       native_16bit_products(dtype) && !cpu_gemm_aten_forced() &&
+                       x.is_contiguous() && w.is_contiguous() && x.numel() > 0 && w.numel() > 0;
+  if (!applies) return std::nullopt;
+  const OptTensor b = present(bias) ? OptTensor(bias->contiguous()) : std::nullopt;
+  // No "relu" post-op: oneDNN's maps NaN to 0 where torch.relu keeps it.
+  return op->call(x, w, b, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+}
+
 }  // namespace
 
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
@@ -184,6 +216,7 @@ void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const 
 // The BLAS path is ATen's functional addmm/mm, which allocates its own output: a
 // microsecond less per call than addmm_out into ours (bfloat16 64x1000->100, profiled).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
+  if (auto y = onednn_linear(x, w, bias)) return *std::move(y);
   if (!in_float32(x) && !fast_nt(x, w)) {
     return present(bias) ? at::addmm(*bias, x, w.t()) : at::mm(x, w.t());
   }

@@ -35,16 +35,16 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const 
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t rows = leading_rows(x), hidden_features = w1.size(0), out_features = w2.size(0);
-  at::Tensor out = at::empty({rows, out_features}, x.options());
   if (use_fused_mlp(rows, w1.size(1), hidden_features, out_features, x.scalar_type(),
                     MlpPass::kForward)) {
+    at::Tensor out = at::empty({rows, out_features}, x.options());
     at::Tensor hidden = at::empty({rows, hidden_features}, x.options());
     fused_two_layer_forward(out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, &hidden);
     return {out.view(with_last_dim(x, out_features)),
             hidden.view(with_last_dim(x, hidden_features))};
   }
   at::Tensor hidden = linear_relu_output(x, w1, b1);  // no mask: backward reads hidden (above)
-  linear_out(out, hidden.reshape({rows, hidden_features}), w2, b2);
+  const at::Tensor out = linear(hidden.reshape({rows, hidden_features}), w2, b2);
   return {out.view(with_last_dim(x, out_features)), hidden};
 }
 
