@@ -76,7 +76,7 @@ bool use_fast_gemm(int64_t m, int64_t n, int64_t k, GemmKernel kernel) {
   // On Intel's CPUs MKL runs Intel's own kernels: measured on an AVX-512 Xeon
   // (docs/BENCHMARKS.md, "Intel Xeon"), ours win or tie only on outputs of at most 128 rows up
   // to 2^23 multiply-adds (the tutorial's layers), and lose by up to 2x beyond. An Intel CPU
-  // with AVX2 only gets the same bounds, not measured.
+  // with AVX2 only gets the same bounds, measured there with everything narrowed to AVX2.
   if (intel_cpu()) return m <= 128 && k <= 1024 && macs <= (int64_t{1} << 23);
   if (chosen == Isa::kAvx512) return within_avx512_bounds;
   // AVX2, measured on Zen 3 (docs/BENCHMARKS.md, "The float32 GEMM rule on AVX2"): with

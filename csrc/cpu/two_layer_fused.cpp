@@ -55,9 +55,10 @@ constexpr int64_t kAvx2MaxIn = 96;
 // float64 there (ATen's products in both paths): the hidden width up to which fused won.
 constexpr int64_t kAvx2DoubleMaxHidden = 256;
 // On an Intel CPU (use_fused_mlp): the first layer's width up to which the fused path won,
-// in float32 (at 32-128; tied at 192, lost at 256 and wider) and in the other dtypes, whose
-// products are ATen's (at 32 and 64; lost at 96 and wider).
-constexpr int64_t kIntelMaxInFloat = 128;
+// in float32 on the AVX-512 kernels (at 32-128; tied at 192, lost at 256 and wider), and
+// otherwise: the other dtypes, whose products are ATen's, and float32 on the AVX2 kernels
+// (at 32 and 64; lost at 96 and wider).
+constexpr int64_t kIntelAvx512MaxInFloat = 128;
 constexpr int64_t kIntelMaxIn = 64;
 constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden_rule
 
@@ -144,10 +145,11 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 // or tied up to 256 wide and lost at 512 (docs/BENCHMARKS.md, "The fully fused path on AVX2").
 //
 // On an Intel CPU, where MKL and oneDNN run Intel's own kernels in the layered path, the fused
-// path won only where in ≤ 128 in float32 and in ≤ 64 in the other dtypes; and in 16-bit only
-// without autograd: the forward that keeps hidden for a layered backward lost to the layered
-// forward (docs/BENCHMARKS.md, "Intel Xeon": an AVX-512 Xeon with native 16-bit products).
-// Intel CPUs with AVX2 only or without native 16-bit products get the same rule, not measured.
+// path won only where in ≤ 128 in float32 on the AVX-512 kernels and in ≤ 64 otherwise; and in
+// 16-bit only without autograd: the forward that keeps hidden for a layered backward lost to
+// the layered forward (docs/BENCHMARKS.md, "Intel Xeon": an AVX-512 Xeon with native 16-bit
+// products; the AVX2 bound with the kernels, MKL and oneDNN narrowed to AVX2 there). Intel
+// CPUs without native 16-bit products get the same rule, not measured.
 // Thread count is not an input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
@@ -157,7 +159,8 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
                     blocks_for(rows, hidden_features, elem_size).count >= kMinFusedBlocks;
   if (!fits) return false;
   if (intel_cpu()) {
-    if (in_features > (dtype == at::kFloat ? kIntelMaxInFloat : kIntelMaxIn)) return false;
+    const bool avx512_float = dtype == at::kFloat && std::strcmp(gemm_kernels_isa(), "avx512") == 0;
+    if (in_features > (avx512_float ? kIntelAvx512MaxInFloat : kIntelMaxIn)) return false;
     if (dtype == at::kBFloat16 || dtype == at::kHalf) return pass == MlpPass::kInference;
   } else if (std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
     if (dtype != at::kDouble) return in_features <= kAvx2MaxIn;
