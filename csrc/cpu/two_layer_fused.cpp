@@ -175,7 +175,7 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
 // again (in_features ≤ 64) and the products run in the tensors' own type (float32, float64):
 // there, writing hidden costs more than recomputing it block by block in backward, and the
 // step needs a fraction of the memory (docs/BENCHMARKS.md, "Narrow networks with many rows",
-// Zen 4; "The fully fused path on AVX2", Zen 3). With in = 1000 layer 1 is most of the
+// Zen 4; "The fully fused path on AVX2", Zen 3; "Intel Xeon"). With in = 1000 layer 1 is most of the
 // arithmetic and recomputing it lost; widths between 64 and 1000 are not measured. The 16-bit
 // types keep hidden: on AVX2, where their backward runs fused, recomputing converts layer 1's
 // operands to float32 once more and lost (Zen 3); on AVX-512 their backward is layered.
