@@ -71,8 +71,8 @@ bool use_fast_gemm(int64_t m, int64_t n, int64_t k, GemmKernel kernel) {
   // The bounds measured on Zen 4 (docs/BENCHMARKS.md, "Tutorial step and float32 layers"):
   // the AVX-512 kernels win up to 2^29 multiply-adds with a reduction of at most 1024;
   // MKL's packed, cache-blocked GEMM beyond.
+  if (reproducible_products) return true;  // every product: ATen's BLAS would break the promise
   const bool within_avx512_bounds = k <= 1024 && macs <= (int64_t{1} << 29);
-  if (reproducible_products) return within_avx512_bounds;
   // On Intel's CPUs MKL runs Intel's own kernels: measured on an AVX-512 Xeon
   // (docs/BENCHMARKS.md, "Intel Xeon"), ours win or tie only on outputs of at most 128 rows up
   // to 2^23 multiply-adds (the tutorial's layers), and lose by up to 2x beyond. An Intel CPU

@@ -13,7 +13,8 @@
 // products (a BLAS call inside a parallel region runs on its thread); blocks, and the
 // chunks of blocks whose gradient partial sums are added in a fixed order, depend on
 // the shapes only, so results do not depend on the number of threads where our kernels run
-// the float32 products (ReproducibleProducts; ATen's BLAS in their place does not promise it).
+// the float32 products (ReproducibleProducts; ATen's BLAS in their place, as in float64, does
+// not promise it).
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>

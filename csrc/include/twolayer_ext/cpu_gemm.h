@@ -20,11 +20,11 @@ enum class GemmKernel { kNt, kBcast };
 // this kind of CPU (gemm_bounds(); the bounds and their numbers are in gemm_f32.cpp).
 bool use_fast_gemm(int64_t m, int64_t n, int64_t k, GemmKernel kernel);
 
-// Within its scope, this thread's products run on the kernels wherever the AVX-512 bounds
-// admit them, whatever the instruction set: for the fully fused two-layer path, whose results
-// must not depend on the thread count. ATen's BLAS gives other bits depending on whether
-// OpenMP runs the region it is called from (float16 grad_w2 of 2500x100->130->7 on Zen 3, 1
-// thread against 2), the kernels do not.
+// Within its scope, this thread's float32 products all run on the kernels, whatever their
+// shape: for the fully fused two-layer path, whose results must not depend on the thread
+// count. ATen's BLAS gives other bits depending on whether OpenMP runs the region it is called
+// from (float16 grad_w2 of 2500x100->130->7 on Zen 3; on an Intel Xeon, grad_w1 of blocks of
+// 2048 rows, beyond the kernels' reduction bound of 1024), the kernels do not.
 class ReproducibleProducts {
  public:
   ReproducibleProducts();
