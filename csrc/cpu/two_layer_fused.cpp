@@ -38,8 +38,13 @@ namespace {
 
 // A block's hidden activation: 256 KiB, so that it, the block of grad_hidden and the
 // operands' rows fit a 1-2 MiB L2 together (Zen 4). On Zen 3's 512 KiB L2, 64 and 128 KiB
-// were slower and 512 KiB no faster (docs/BENCHMARKS.md, "The fully fused path on AVX2").
+// were slower and 512 KiB no faster (docs/BENCHMARKS.md, "The fully fused path on AVX2"); on
+// an Intel Xeon's 2 MiB L2, float32 tied or lost at 64-1024 KiB ("Intel Xeon").
 constexpr int64_t kHiddenBlockBytes = 256 << 10;
+// Where ATen's 16-bit products run the blocks on an Intel CPU (native 16-bit products: oneDNN),
+// 1 MiB: each call's fixed cost is then spread over more rows; bfloat16 inference took
+// 0.64-0.72x the time of 256 KiB blocks on the Xeon ("Intel Xeon"). Not measured elsewhere.
+constexpr int64_t kIntelNative16BitHiddenBlockBytes = 1 << 20;
 // Rows per block stay in [kMinBlockRows, kMaxBlockRows]: fewer rows make the products
 // inefficient, more bring nothing once the block fits.
 constexpr int64_t kMinBlockRows = 64, kMaxBlockRows = 2048;
@@ -71,8 +76,12 @@ struct Blocks {
   int64_t length(int64_t i) const { return std::min(size, rows - i * size); }
 };
 
-Blocks blocks_for(int64_t rows, int64_t hidden_features, int64_t elem_size) {
-  const int64_t fit = kHiddenBlockBytes / std::max<int64_t>(1, hidden_features * elem_size);
+Blocks blocks_for(int64_t rows, int64_t hidden_features, at::ScalarType dtype) {
+  const bool native_16bit = (dtype == at::kBFloat16 || dtype == at::kHalf) &&
+                            native_16bit_products(dtype) && intel_cpu();
+  const int64_t bytes = native_16bit ? kIntelNative16BitHiddenBlockBytes : kHiddenBlockBytes;
+  const int64_t row_bytes = hidden_features * static_cast<int64_t>(c10::elementSize(dtype));
+  const int64_t fit = bytes / std::max<int64_t>(1, row_bytes);
   const int64_t size = std::clamp(fit, kMinBlockRows, kMaxBlockRows);
   return {rows, size, ceil_div(rows, size)};
 }
@@ -155,9 +164,8 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
   if (const auto forced = cpu_fused_mlp_forced()) return *forced;
-  const int64_t elem_size = c10::elementSize(dtype);
   const bool fits = hidden_features <= kMaxFusedWidth && out_features <= kMaxFusedWidth &&
-                    blocks_for(rows, hidden_features, elem_size).count >= kMinFusedBlocks;
+                    blocks_for(rows, hidden_features, dtype).count >= kMinFusedBlocks;
   if (!fits) return false;
   if (intel_cpu()) {
     const bool avx512_float = dtype == at::kFloat && std::strcmp(gemm_kernels_isa(), "avx512") == 0;
@@ -176,8 +184,8 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
 // again (in_features ≤ 64) and the products run in the tensors' own type (float32, float64):
 // there, writing hidden costs more than recomputing it block by block in backward, and the
 // step needs a fraction of the memory (docs/BENCHMARKS.md, "Narrow networks with many rows",
-// Zen 4; "The fully fused path on AVX2", Zen 3; "Intel Xeon"). With in = 1000 layer 1 is most of the
-// arithmetic and recomputing it lost; widths between 64 and 1000 are not measured. The 16-bit
+// Zen 4; "The fully fused path on AVX2", Zen 3; "Intel Xeon", where 96 won once and 128 lost).
+// With in = 1000 layer 1 is most of the arithmetic and recomputing it lost. The 16-bit
 // types keep hidden: on AVX2, where their backward runs fused, recomputing converts layer 1's
 // operands to float32 once more and lost (Zen 3); on AVX-512 their backward is layered.
 bool recompute_hidden_rule(int64_t rows, int64_t in_features, int64_t hidden_features,
@@ -193,7 +201,7 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
                              const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2,
                              at::Tensor* hidden) {
   const int64_t hidden_features = w1.size(0);
-  const Blocks blocks = blocks_for(x.size(0), hidden_features, x.element_size());
+  const Blocks blocks = blocks_for(x.size(0), hidden_features, x.scalar_type());
   const FirstLayer layer1(w1, b1);
   at::parallel_for(0, blocks.count, 1, [&](int64_t first, int64_t last) {
     // Worker threads do not inherit the caller's dispatch state: stay below autograd.
@@ -219,7 +227,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_laye
   const int64_t rows = x.size(0), in_features = w1.size(1), hidden_features = w1.size(0),
                 out_features = w2.size(0);
   const at::ScalarType dtype = x.scalar_type(), acc = at::toOpMathType(dtype);
-  const Blocks blocks = blocks_for(rows, hidden_features, x.element_size());
+  const Blocks blocks = blocks_for(rows, hidden_features, dtype);
   const int64_t max_chunks = std::clamp<int64_t>(blocks.count, 1, kMaxChunks);
   const int64_t per_chunk = std::max<int64_t>(1, ceil_div(blocks.count, max_chunks));
   const int64_t chunks = ceil_div(blocks.count, per_chunk);
