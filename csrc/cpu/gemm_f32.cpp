@@ -67,18 +67,17 @@ const char* gemm_bounds() {
 bool use_fast_gemm(int64_t m, int64_t n, int64_t k, GemmKernel kernel) {
   const Isa chosen = kernel_isa();
   if (chosen == Isa::kDefault) return false;
-  const int64_t macs = m * n * k;
-  // The bounds measured on Zen 4 (docs/BENCHMARKS.md, "Tutorial step and float32 layers"):
-  // the AVX-512 kernels win up to 2^29 multiply-adds with a reduction of at most 1024;
-  // MKL's packed, cache-blocked GEMM beyond.
   if (reproducible_products) return true;  // every product: ATen's BLAS would break the promise
-  const bool within_avx512_bounds = k <= 1024 && macs <= (int64_t{1} << 29);
+  const int64_t macs = m * n * k;
   // On Intel's CPUs MKL runs Intel's own kernels: measured on an AVX-512 Xeon
   // (docs/BENCHMARKS.md, "Intel Xeon"), ours win or tie only on outputs of at most 128 rows up
   // to 2^23 multiply-adds (the tutorial's layers), and lose by up to 2x beyond. An Intel CPU
   // with AVX2 only gets the same bounds, measured there with everything narrowed to AVX2.
   if (intel_cpu()) return m <= 128 && k <= 1024 && macs <= (int64_t{1} << 23);
-  if (chosen == Isa::kAvx512) return within_avx512_bounds;
+  // The bounds measured on Zen 4 (docs/BENCHMARKS.md, "Tutorial step and float32 layers"):
+  // the AVX-512 kernels win up to 2^29 multiply-adds with a reduction of at most 1024;
+  // MKL's packed, cache-blocked GEMM beyond.
+  if (chosen == Isa::kAvx512) return k <= 1024 && macs <= (int64_t{1} << 29);
   // AVX2, measured on Zen 3 (docs/BENCHMARKS.md, "The float32 GEMM rule on AVX2"): with
   // half the vector width the kernels win only on outputs of at most 128 rows (the
   // tutorial's layers), with a reduction of at most 1024 (forward) or 512 (gradients),
