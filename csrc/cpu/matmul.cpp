@@ -151,9 +151,7 @@ std::optional<at::Tensor> onednn_linear(const at::Tensor& x, const at::Tensor& w
       return std::nullopt;
     }
   }();
-  const at::ScalarType dtype = x.scalar_type();
-  const bool applies = op && (dtype == at::kBFloat16 || dtype == at::kHalf) &&
-                       native_16bit_products(dtype) && !cpu_gemm_aten_forced() &&
+  const bool applies = op && at::isReducedFloatingType(x.scalar_type()) && !in_float32(x) &&
                        x.is_contiguous() && w.is_contiguous() && x.numel() > 0 && w.numel() > 0;
   if (!applies) return std::nullopt;
   const OptTensor b = present(bias) ? OptTensor(bias->contiguous()) : std::nullopt;

@@ -77,8 +77,8 @@ struct Blocks {
 };
 
 Blocks blocks_for(int64_t rows, int64_t hidden_features, at::ScalarType dtype) {
-  const bool native_16bit = (dtype == at::kBFloat16 || dtype == at::kHalf) &&
-                            native_16bit_products(dtype) && intel_cpu();
+  const bool native_16bit =
+      at::isReducedFloatingType(dtype) && native_16bit_products(dtype) && intel_cpu();
   const int64_t bytes = native_16bit ? kIntelNative16BitHiddenBlockBytes : kHiddenBlockBytes;
   const int64_t row_bytes = hidden_features * static_cast<int64_t>(c10::elementSize(dtype));
   const int64_t fit = bytes / std::max<int64_t>(1, row_bytes);
@@ -170,7 +170,7 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
   if (intel_cpu()) {
     const bool avx512_float = dtype == at::kFloat && std::strcmp(gemm_kernels_isa(), "avx512") == 0;
     if (in_features > (avx512_float ? kIntelAvx512MaxInFloat : kIntelMaxIn)) return false;
-    if (dtype == at::kBFloat16 || dtype == at::kHalf) return pass == MlpPass::kInference;
+    if (at::isReducedFloatingType(dtype)) return pass == MlpPass::kInference;
   } else if (std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
     if (dtype != at::kDouble) return in_features <= kAvx2MaxIn;
     if (hidden_features > kAvx2DoubleMaxHidden) return false;
