@@ -12,7 +12,7 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
 #pragma GCC diagnostic push
-// GCC's _mm512_reduce_add_ps starts from _mm256_undefined_pd(), which -Wall reports.
+// GCC's AVX-512 intrinsics start some results from _mm512_undefined_*(), which -Wall reports.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
@@ -32,7 +32,17 @@ struct V {
   static Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
   static void store(float* p, Vec v, int n) { _mm512_mask_storeu_ps(p, first(n), v); }
-  static float reduce_add(Vec v) { return _mm512_reduce_add_ps(v); }
+  static __m128 reduce4(Vec a, Vec b, Vec c, Vec d) {
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], the same for c, d, then [a b c d].
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    // The four lanes' partial sums added: 512 -> 256 -> 128 bits.
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1));
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), hi);
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  }
 };
 
 }  // namespace

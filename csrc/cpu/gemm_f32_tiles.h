@@ -4,7 +4,9 @@
 // region and namespace, with V wrapping that ISA's intrinsics. V provides
 //   Vec, kWidth (floats per vector), zero(), load(p) / load(p, n) (first n lanes,
 //   the rest 0, nothing read beyond), set1(s), fmadd(a, b, c) = a * b + c,
-//   store(p, v) / store(p, v, n), reduce_add(v);
+//   store(p, v) / store(p, v, n), reduce4(a, b, c, d) = the sums of the lanes of a, b, c
+//   and d as one 4-float vector (a transposing tree: about half the shuffles of four
+//   one-vector sums, docs/BENCHMARKS.md);
 // and the tile shapes kNtRows x kNtCols (nt) and kBcRows x kBcVecs (bcast),
 // sized so the accumulators fit the ISA's vector registers.
 //
@@ -55,10 +57,22 @@ __attribute__((noinline)) void nt_tile(const float* X, int64_t ldx, const float*
       for (int b = 0; b < NR; ++b) acc[a][b] = V::fmadd(x, w[b], acc[a][b]);
     }
   }
+  // The MR x NR sums, four at a time (V::reduce4), then each plus the bias (or 0, as addmm's
+  // beta term adds) stored one float at a time: storing the 4-float vectors into Y directly
+  // lost 5% on two threads (docs/BENCHMARKS.md, "nt kernel's sums").
+  alignas(16) float sums[MR][(NR + 3) / 4 * 4];
+#pragma GCC unroll 8
+  for (int a = 0; a < MR; ++a) {
+#pragma GCC unroll 8
+    for (int b = 0; b < NR; b += 4) {
+      const auto col = [&](int c) { return c < NR ? acc[a][c] : V::zero(); };
+      _mm_store_ps(&sums[a][b], V::reduce4(col(b), col(b + 1), col(b + 2), col(b + 3)));
+    }
+  }
 #pragma GCC unroll 8
   for (int a = 0; a < MR; ++a)
 #pragma GCC unroll 8
-    for (int b = 0; b < NR; ++b) Y[a * ldy + b] = V::reduce_add(acc[a][b]) + (bias ? bias[b] : 0.f);
+    for (int b = 0; b < NR; ++b) Y[a * ldy + b] = sums[a][b] + (bias ? bias[b] : 0.f);
 }
 
 // Column counts 1..kNtCols as template arguments (the edge tiles of a product).

@@ -100,10 +100,10 @@ void add_mm_tn(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
 // recomputation. Where our kernels run its products (float32, and 16-bit in float32) it runs
 // on the broadcast kernel with Wᵀ made contiguous once per call: the fused path runs where
 // the first layer is narrow, a reduction too short for the nt kernel, whose horizontal sum
-// per output costs about as much as its multiply-adds. The fused forward took 0.6x the time on
-// Zen 3 (AVX2) and 0.3-0.5x on an Intel Xeon (AVX-512) at in = 32-64 (docs/BENCHMARKS.md,
-// "The fully fused path's first layer on the broadcast kernel", "Intel Xeon"); Zen 4 not
-// measured. Layer 2 (3 and 16 outputs measured) lost there on Zen 3 and stays on nt.
+// per output cost about as much as its multiply-adds when this was measured (before reduce4
+// halved its shuffles). The fused forward took 0.6x the time on Zen 3 (AVX2) and 0.3-0.5x on
+// an Intel Xeon (AVX-512) at in = 32-64 (docs/BENCHMARKS.md, "The fully fused path's first
+// layer on the broadcast kernel", "Intel Xeon"); Zen 4 not measured. Layer 2 (3 and 16 outputs measured) lost there on Zen 3 and stays on nt.
 class FirstLayer {
  public:
   FirstLayer(const at::Tensor& w, const OptTensor& b) : w_(w), b_(b) {
