@@ -39,6 +39,7 @@ SHAPES = [
     ((), 12, 5),  # 1-D input, as nn.Linear accepts
     ((3, 0), 4, 9),  # zero-size batch inside a 3-D input
     ((70,), 130, 72),  # crosses a 64-wide CUDA tile in every dimension
+    ((4100,), 8, 16),  # narrow rows of whole mask bytes, split across CPU threads
 ]
 LAYOUTS = ["contiguous", "sliced", "transposed"]
 

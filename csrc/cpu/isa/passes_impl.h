@@ -112,6 +112,13 @@ void relu_mask_rows(T* y, uint8_t* mask, int64_t begin, int64_t end, int64_t n) 
   using V = VecRaw<T>;
   constexpr int64_t L = V::size();
   const int64_t nbytes = (n + 7) / 8;  // mask_bytes(n)
+  if (n % 8 == 0 && n < kCols && end - begin > 1) {
+    // Rows of whole mask bytes: rows [begin, end) and their masks are each one contiguous run,
+    // the same bits as one long row, without the per-row steps that cost more than the row
+    // itself for narrow layers (docs/BENCHMARKS.md, "Narrow layers' ReLU masks").
+    return relu_mask_rows(y + begin * n, mask ? mask + begin * nbytes : nullptr, 0, 1,
+                          (end - begin) * n);
+  }
   alignas(64) uint8_t flags[kCols];
   for (int64_t i = begin; i < end; ++i) {
     Raw<T>* row = raw(y + i * n);
