@@ -165,29 +165,41 @@ void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, in
   using R = Raw<T>;
   constexpr int64_t L = V::size();
   const int64_t nbytes = (n + 7) / 8;  // mask_bytes(n)
-  alignas(64) R gathered[kCols];       // a chunk of a strided gradient row, made contiguous
-  alignas(64) uint8_t flags[kCols];    // the packed mask's bits as bytes, 0 or 1
-  alignas(64) R lanes[kCols];          // ... and as all-ones / zero lanes
-  alignas(64) R masked[kCols] = {};    // the masked chunk, for the bias-gradient sums
-  for (int64_t i = begin; i < end; ++i) {
+  // Rows per step: one, or as many narrow rows as fit a step where their masks are whole bytes
+  // (then the step's mask bits, y and gm are each one contiguous run, as in relu_mask_rows: the
+  // per-row steps cost more than a narrow row, docs/BENCHMARKS.md "Narrow layers' ReLU masks").
+  const int64_t step_rows = n % 8 == 0 && n < kCols ? kCols / n : 1;
+  const bool flat_g = gs1 == 1 && (step_rows == 1 || gs0 == n);
+  alignas(64) R gathered[kCols];     // a step of a strided gradient, made contiguous
+  alignas(64) uint8_t flags[kCols];  // the packed mask's bits as bytes, 0 or 1
+  alignas(64) R lanes[kCols];        // ... and as all-ones / zero lanes
+  // The masked step, for the bias-gradient sums; the 16-bit sums below read a whole float
+  // vector from a row's last columns, hence the slack.
+  alignas(64) R masked[kCols + 64] = {};
+  for (int64_t i = begin; i < end; i += step_rows) {
+    const int64_t nr = std::min(step_rows, end - i);
     for (int64_t c0 = 0; c0 < n; c0 += kCols) {
-      const int64_t count = std::min(kCols, n - c0);
+      const int64_t count = std::min(kCols, n - c0);  // columns of each row (n if nr > 1)
+      const int64_t total = nr * count;
       const R* gr = raw(g + i * gs0 + c0 * gs1);
-      if (gs1 != 1) {
-        for (int64_t j = 0; j < count; ++j) gathered[j] = gr[j * gs1];
+      if (!flat_g) {
+        for (int64_t r = 0; r < nr; ++r) {
+          const R* row = raw(g + (i + r) * gs0 + c0 * gs1);
+          for (int64_t j = 0; j < count; ++j) gathered[r * count + j] = row[j * gs1];
+        }
         gr = gathered;
       }
       const R* yr = nullptr;
       if (keep.mask != nullptr) {
         const uint8_t* bytes = keep.mask + i * nbytes + c0 / 8;
-        for (int64_t b = 0; b < (count + 7) / 8; ++b) unpack8(bytes[b], flags + 8 * b);
-        for (int64_t j = 0; j < count; ++j) lanes[j] = -static_cast<R>(flags[j]);
+        for (int64_t b = 0; b < (total + 7) / 8; ++b) unpack8(bytes[b], flags + 8 * b);
+        for (int64_t j = 0; j < total; ++j) lanes[j] = -static_cast<R>(flags[j]);
       } else {
         yr = raw(keep.y + i * n + c0);
       }
       R* out = gm != nullptr ? raw(gm + i * n + c0) : nullptr;
-      for (int64_t j = 0; j < count; j += L) {
-        const int64_t c = std::min(L, count - j);
+      for (int64_t j = 0; j < total; j += L) {
+        const int64_t c = std::min(L, total - j);
         const V k = yr == nullptr ? load<V>(lanes + j, c) : kept<T>(load<V>(yr + j, c));
         const V m = load<V>(gr + j, c) & k;
         if (out != nullptr) m.store(out + j, c);
@@ -197,25 +209,26 @@ void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, in
       // part[c0 + j] += masked[j], element by element in row order: the same sums, bit for
       // bit, in every instruction set and for any split of the rows.
       at::opmath_type<T>* p = part + c0;
-      if constexpr (std::is_same_v<at::opmath_type<T>, T>) {
-        using VA = Vectorized<T>;
-        const T* mv = reinterpret_cast<const T*>(masked);
-        for (int64_t j = 0; j < count; j += VA::size()) {
-          const int64_t c = std::min<int64_t>(VA::size(), count - j);
-          (load<VA>(p + j, c) + load<VA>(mv + j, c)).store(p + j, c);
-        }
-      } else {  // 16-bit types: converted to float (exactly), as torch accumulates them
-        using VF = Vectorized<float>;
-        const T* mv = reinterpret_cast<const T*>(masked);
-        for (int64_t j = 0; j < count; j += VF::size()) {
-          const int64_t c = std::min<int64_t>(VF::size(), count - j);
-          VF f;  // VF::size() elements: kCols is a multiple of it, so they are in `masked`
-          if constexpr (std::is_same_v<T, c10::BFloat16>) {
-            at::vec::load_fp32_from_bf16(mv + j, f);
-          } else {
-            at::vec::load_fp32_from_fp16(mv + j, f);
+      for (int64_t r = 0; r < nr; ++r) {
+        const T* mv = reinterpret_cast<const T*>(masked + r * count);
+        if constexpr (std::is_same_v<at::opmath_type<T>, T>) {
+          using VA = Vectorized<T>;
+          for (int64_t j = 0; j < count; j += VA::size()) {
+            const int64_t c = std::min<int64_t>(VA::size(), count - j);
+            (load<VA>(p + j, c) + load<VA>(mv + j, c)).store(p + j, c);
           }
-          (load<VF>(p + j, c) + f).store(p + j, c);
+        } else {  // 16-bit types: converted to float (exactly), as torch accumulates them
+          using VF = Vectorized<float>;
+          for (int64_t j = 0; j < count; j += VF::size()) {
+            const int64_t c = std::min<int64_t>(VF::size(), count - j);
+            VF f;  // VF::size() elements from mv + j: within `masked` and its slack
+            if constexpr (std::is_same_v<T, c10::BFloat16>) {
+              at::vec::load_fp32_from_bf16(mv + j, f);
+            } else {
+              at::vec::load_fp32_from_fp16(mv + j, f);
+            }
+            (load<VF>(p + j, c) + f).store(p + j, c);
+          }
         }
       }
     }
