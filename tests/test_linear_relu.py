@@ -6,6 +6,8 @@ torch, gradcheck and double backward, opcheck, autocast, and the errors bad inpu
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from helpers import (
@@ -38,6 +40,7 @@ SHAPES = [
     ((2, 3), 11, 6),  # 3-D input
     ((), 12, 5),  # 1-D input, as nn.Linear accepts
     ((3, 0), 4, 9),  # zero-size batch inside a 3-D input
+    ((5,), 3, 0),  # no output features, as nn.Linear(3, 0) allows
     ((70,), 130, 72),  # crosses a 64-wide CUDA tile in every dimension
     ((4100,), 8, 16),  # narrow rows of whole mask bytes, split across CPU threads
 ]
@@ -70,7 +73,9 @@ def test_forward_and_backward_ops_match_reference(device, dtype, shape, bias, la
     assert y.dtype == dtype and y.device == x.device
     assert_close(y, ref64, dtype, "y")
     # The saved mask is exactly the ReLU decision of the returned output.
-    assert torch.equal(mask.cpu(), reference.pack_mask(~(y <= 0).reshape(-1, out_f)).cpu())
+    assert torch.equal(
+        mask.cpu(), reference.pack_mask(~(y <= 0).reshape(math.prod(lead), out_f)).cpu()
+    )
 
     grad_y = make_x(y.shape, dtype, device, layout)
     gx, gw, gb = torch.ops.twolayer_ext.linear_relu_backward(grad_y, x, w, mask, [True, True, bias])

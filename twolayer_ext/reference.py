@@ -6,6 +6,7 @@ ops' exact contracts (including the packed mask layout), in plain torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,11 @@ __all__ = [
 ]
 
 
+def _rows(t: torch.Tensor) -> int:
+    """Rows of t as a matrix of its last dimension (``reshape(-1, n)`` is ambiguous for n = 0)."""
+    return math.prod(t.shape[:-1])
+
+
 def linear_relu(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -47,7 +53,7 @@ def linear_relu_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference for ``torch.ops.twolayer_ext.linear_relu``: ``(y, packed mask)``."""
     y = linear_relu(x, weight, bias)
-    return y, pack_mask(relu_keep(y).reshape(-1, weight.shape[0]))
+    return y, pack_mask(relu_keep(y).reshape(_rows(y), weight.shape[0]))
 
 
 linear_relu_output = linear_relu  # torch.ops.twolayer_ext.linear_relu_output: the output alone
@@ -64,7 +70,7 @@ def linear_relu_backward(
     out_features, in_features = weight.shape
     keep = unpack_mask(mask, out_features).reshape(grad_y.shape)
     gm = torch.where(keep, grad_y, torch.zeros_like(grad_y))
-    g2 = gm.reshape(-1, out_features)
+    g2 = gm.reshape(_rows(gm), out_features)
     grad_x = (g2 @ weight).reshape(x.shape) if output_mask[0] else None
     grad_w = g2.t() @ x.reshape(g2.shape[0], in_features) if output_mask[1] else None
     grad_b = g2.sum(0) if output_mask[2] else None
@@ -98,7 +104,7 @@ def two_layer_backward(
 ) -> tuple[torch.Tensor | None, ...]:
     """Reference for ``torch.ops.twolayer_ext.two_layer_backward``: grads of x, w1, b1, w2, b2."""
     out_f, hidden_features = w2.shape
-    g2 = grad_out.reshape(-1, out_f)
+    g2 = grad_out.reshape(_rows(grad_out), out_f)
     grad_w2 = g2.t() @ hidden.reshape(g2.shape[0], hidden_features) if output_mask[3] else None
     grad_b2 = g2.sum(0) if output_mask[4] else None
     mask = pack_mask(relu_keep(hidden).reshape(g2.shape[0], hidden_features))

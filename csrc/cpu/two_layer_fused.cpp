@@ -103,7 +103,8 @@ void add_mm_tn(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
 // per output cost about as much as its multiply-adds when this was measured (before reduce4
 // halved its shuffles). The fused forward took 0.6x the time on Zen 3 (AVX2) and 0.3-0.5x on
 // an Intel Xeon (AVX-512) at in = 32-64 (docs/BENCHMARKS.md, "The fully fused path's first
-// layer on the broadcast kernel", "Intel Xeon"); Zen 4 not measured. Layer 2 (3 and 16 outputs measured) lost there on Zen 3 and stays on nt.
+// layer on the broadcast kernel", "Intel Xeon"); Zen 4 not measured. Layer 2 (3 and 16
+// outputs measured) lost there on Zen 3 and stays on nt.
 class FirstLayer {
  public:
   FirstLayer(const at::Tensor& w, const OptTensor& b) : w_(w), b_(b) {

@@ -112,7 +112,7 @@ void relu_mask_rows(T* y, uint8_t* mask, int64_t begin, int64_t end, int64_t n) 
   using V = VecRaw<T>;
   constexpr int64_t L = V::size();
   const int64_t nbytes = (n + 7) / 8;  // mask_bytes(n)
-  if (n % 8 == 0 && n < kCols && end - begin > 1) {
+  if (n > 0 && n % 8 == 0 && n < kCols && end - begin > 1) {
     // Rows of whole mask bytes: rows [begin, end) and their masks are each one contiguous run,
     // the same bits as one long row, without the per-row steps that cost more than the row
     // itself for narrow layers (docs/BENCHMARKS.md, "Narrow layers' ReLU masks").
@@ -168,7 +168,7 @@ void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, in
   // Rows per step: one, or as many narrow rows as fit a step where their masks are whole bytes
   // (then the step's mask bits, y and gm are each one contiguous run, as in relu_mask_rows: the
   // per-row steps cost more than a narrow row, docs/BENCHMARKS.md "Narrow layers' ReLU masks").
-  const int64_t step_rows = n % 8 == 0 && n < kCols ? kCols / n : 1;
+  const int64_t step_rows = n > 0 && n % 8 == 0 && n < kCols ? kCols / n : 1;
   const bool flat_g = gs1 == 1 && (step_rows == 1 || gs0 == n);
   alignas(64) R gathered[kCols];     // a step of a strided gradient, made contiguous
   alignas(64) uint8_t flags[kCols];  // the packed mask's bits as bytes, 0 or 1
