@@ -20,8 +20,9 @@ import pytest
 import torch
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-# Row widths around the vector widths and the passes' 256-column steps.
-WIDTHS = (1, 7, 33, 300)
+# Row widths around the vector widths and the passes' 256-column steps; 16: whole mask bytes,
+# which the mask passes take several rows per step.
+WIDTHS = (1, 7, 16, 33, 300)
 ROWS = 37
 
 
