@@ -105,6 +105,14 @@ inline void unpack8(uint8_t bits, uint8_t* flags01) {
 // width, small enough for the scratch arrays to stay in L1.
 constexpr int64_t kCols = 256;
 
+// Rows of n columns that one step takes: narrow rows whose masks are whole bytes (n a multiple
+// of 8, below kCols) lie with their mask bits in one contiguous run for any number of rows, so
+// a step takes kCols / n of them, sparing per-row steps that cost more than a narrow row
+// (docs/BENCHMARKS.md, "Narrow layers' ReLU masks"); other rows, one per step.
+constexpr int64_t rows_per_step(int64_t n) {
+  return n > 0 && n % 8 == 0 && n < kCols ? kCols / n : 1;
+}
+
 }  // namespace
 
 template <typename T>
@@ -112,10 +120,9 @@ void relu_mask_rows(T* y, uint8_t* mask, int64_t begin, int64_t end, int64_t n) 
   using V = VecRaw<T>;
   constexpr int64_t L = V::size();
   const int64_t nbytes = (n + 7) / 8;  // mask_bytes(n)
-  if (n > 0 && n % 8 == 0 && n < kCols && end - begin > 1) {
-    // Rows of whole mask bytes: rows [begin, end) and their masks are each one contiguous run,
-    // the same bits as one long row, without the per-row steps that cost more than the row
-    // itself for narrow layers (docs/BENCHMARKS.md, "Narrow layers' ReLU masks").
+  if (rows_per_step(n) > 1 && end - begin > 1) {
+    // Rows [begin, end) and their masks are each one contiguous run: the same bits as one long
+    // row, run as one.
     return relu_mask_rows(y + begin * n, mask ? mask + begin * nbytes : nullptr, 0, 1,
                           (end - begin) * n);
   }
@@ -165,10 +172,9 @@ void mask_grad_rows(const T* g, int64_t gs0, int64_t gs1, KeepSource<T> keep, in
   using R = Raw<T>;
   constexpr int64_t L = V::size();
   const int64_t nbytes = (n + 7) / 8;  // mask_bytes(n)
-  // Rows per step: one, or as many narrow rows as fit a step where their masks are whole bytes
-  // (then the step's mask bits, y and gm are each one contiguous run, as in relu_mask_rows: the
-  // per-row steps cost more than a narrow row, docs/BENCHMARKS.md "Narrow layers' ReLU masks").
-  const int64_t step_rows = n > 0 && n % 8 == 0 && n < kCols ? kCols / n : 1;
+  // Where a step takes several rows, its mask bits, y and gm are each one contiguous run; the
+  // bias sums below still add them row by row.
+  const int64_t step_rows = rows_per_step(n);
   const bool flat_g = gs1 == 1 && (step_rows == 1 || gs0 == n);
   alignas(64) R gathered[kCols];     // a step of a strided gradient, made contiguous
   alignas(64) uint8_t flags[kCols];  // the packed mask's bits as bytes, 0 or 1
