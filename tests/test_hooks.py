@@ -4,7 +4,8 @@ Hook-free, TwoLayerNet.forward runs the whole-network op; with a forward, forwar
 backward hook on fc1 or fc2 (pruning's pre-hook included) or a global module hook, it runs
 fc1 and fc2 in turn, so each hook fires as it does in nn.Sequential. fc1 is Linear + ReLU, so
 its hooks see what the Sequential's ReLU (seq[1]) sees on its output side and what seq[0]
-sees on its input side.
+sees on its input side. A parametrized weight (torch.nn.utils.parametrize) adds no hook: the
+whole-network op runs on the weight it computes; TwoLayerNet.sgd_step refuses both.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import prune
+from torch.nn.utils import parametrize, prune
 
 import twolayer_ext
 from twolayer_ext import TwoLayerNet, twolayer_state_dict_to_sequential
@@ -186,3 +187,40 @@ def test_sgd_step_refuses_hooked_layers():
     x, y = torch.randn(ROWS, D_IN, dtype=DTYPE), torch.randn(ROWS, D_OUT, dtype=DTYPE)
     with pytest.raises(ValueError, match=r"sgd_step runs no module hooks, but \['fc1'\]"):
         net.sgd_step(x, y, 1e-3)
+
+
+class _Scaled(nn.Module):
+    """A parametrization: the weight used is twice the parameter registered in its place."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return 2 * w
+
+
+@COMPILED
+@pytest.mark.parametrize("layer", ["fc1", "fc2"])
+def test_parametrized_layer_trains_like_sequential(layer, compiled):
+    """A parametrized weight has no hook: the whole-network op runs on the weight the
+    parametrization computes, and its gradient reaches the parameter behind it."""
+    net, seq = pair()
+    seq_layer = seq[0] if layer == "fc1" else seq[2]
+    for m in (getattr(net, layer), seq_layer):
+        parametrize.register_parametrization(m, "weight", _Scaled())
+    x = torch.randn(ROWS, D_IN, dtype=DTYPE)
+    out_e, out_s = run(net, compiled)(x), run(seq, compiled)(x)
+    close(out_e, out_s)
+    out_e.square().sum().backward()
+    out_s.square().sum().backward()
+    original = getattr(net, layer).parametrizations.weight.original
+    close(original.grad, seq_layer.parametrizations.weight.original.grad)
+
+
+def test_sgd_step_refuses_parametrized_layers():
+    """It updates the layers' own tensors: on a parametrized layer it would update the
+    computed weight and leave the parameter behind it as it was."""
+    net, _ = pair()
+    parametrize.register_parametrization(net.fc2, "weight", _Scaled())
+    x, y = torch.randn(ROWS, D_IN, dtype=DTYPE), torch.randn(ROWS, D_OUT, dtype=DTYPE)
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(ValueError, match="fc1 or fc2 is parametrized"):
+        net.sgd_step(x, y, 1e-3)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))

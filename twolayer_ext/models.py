@@ -36,6 +36,18 @@ def _has_hooks(m: nn.Module) -> bool:
     )
 
 
+def _weight_and_bias(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``m.weight`` and ``m.bias``, read from ``m._parameters`` where both are registered
+    there: each lookup through Module.__getattr__ costs about 0.5 us, a few percent of the
+    tutorial's fused step (docs/BENCHMARKS.md, "TwoLayerNet's Python overhead"). Anything
+    else (a parametrized weight, a tensor assigned in a parameter's place) through the
+    attributes, as nn.Linear reads them."""
+    params = m._parameters
+    if "weight" in params and "bias" in params:
+        return cast(torch.Tensor, params["weight"]), params["bias"]
+    return cast(torch.Tensor, m.weight), cast("torch.Tensor | None", m.bias)
+
+
 class TwoLayerNet(nn.Module):
     """``relu(x W1ᵀ + b1) W2ᵀ + b2``: a fused :class:`LinearReLU` followed by a linear layer.
 
@@ -63,10 +75,10 @@ class TwoLayerNet(nn.Module):
         ``fc2`` (or a global module hook) would see the difference: then ``fc1`` and ``fc2``
         run in turn, as in ``nn.Sequential``, so every hook fires as it does there. The check
         reads a few dicts (docs/BENCHMARKS.md, "TwoLayerNet's hook check")."""
-        fc1, fc2 = self.fc1, self.fc2  # each submodule lookup is a Module.__getattr__ call
+        fc1, fc2 = cast(nn.Module, self._modules["fc1"]), cast(nn.Module, self._modules["fc2"])
         if _has_hooks(fc1) or _has_hooks(fc2):
             return cast(torch.Tensor, fc2(fc1(x)))
-        return two_layer_mlp(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+        return two_layer_mlp(x, *_weight_and_bias(fc1), *_weight_and_bias(fc2))
 
     def sgd_step(
         self, x: torch.Tensor, y: torch.Tensor, lr: float, reduction: str = "sum"
@@ -89,7 +101,7 @@ class TwoLayerNet(nn.Module):
         torch.func transforms raise a ``RuntimeError``.
         See :func:`twolayer_ext.functional.two_layer_sgd_step`.
         """
-        fc1, fc2 = self.fc1, self.fc2  # each submodule lookup is a Module.__getattr__ call
+        fc1, fc2 = cast(nn.Module, self._modules["fc1"]), cast(nn.Module, self._modules["fc2"])
         if _has_hooks(fc1) or _has_hooks(fc2):
             hooked = [name for name, m in (("fc1", fc1), ("fc2", fc2)) if _has_hooks(m)]
             raise ValueError(
@@ -97,14 +109,27 @@ class TwoLayerNet(nn.Module):
                 "and hooks that capture or change activations among them); use "
                 "loss.backward() and an optimizer instead"
             )
-        params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-        if not all(p.requires_grad for p in params if p is not None):  # per-step cost: ~1 us
+        if "parametrizations" in fc1._modules or "parametrizations" in fc2._modules:
+            # Their weight is computed from the parameters registered in its place: the step
+            # would update the computed tensor and leave those as they were.
+            raise ValueError(
+                "TwoLayerNet.sgd_step updates the layers' own weight and bias tensors, but "
+                "fc1 or fc2 is parametrized (torch.nn.utils.parametrize); use "
+                "loss.backward() and an optimizer instead"
+            )
+        (w1, b1), (w2, b2) = _weight_and_bias(fc1), _weight_and_bias(fc2)
+        if not (
+            w1.requires_grad
+            and w2.requires_grad
+            and (b1 is None or b1.requires_grad)
+            and (b2 is None or b2.requires_grad)
+        ):
             frozen = [name for name, p in self.named_parameters() if not p.requires_grad]
             raise ValueError(
                 f"TwoLayerNet.sgd_step updates every parameter, but {frozen} do not require "
                 "grad (frozen); use loss.backward() and an optimizer instead"
             )
-        return two_layer_sgd_step(x, y, *params, lr, reduction)
+        return two_layer_sgd_step(x, y, w1, b1, w2, b2, lr, reduction)
 
     @classmethod
     def from_sequential(cls, seq: nn.Sequential) -> TwoLayerNet:
