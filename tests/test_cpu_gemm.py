@@ -11,8 +11,11 @@ tile edges (AVX-512: 4x6 output tiles forward, 6x64 backward, k in steps of 16; 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import assert_close, make_weight, make_x
 
 import twolayer_ext
@@ -125,6 +128,30 @@ def test_kernels_do_not_depend_on_thread_count(monkeypatch, shape):
         torch.set_num_threads(threads)
     for a, b_ in zip(*outs):
         assert torch.equal(a, b_)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # nn.Linear(0, h)'s init
+def test_sgd_step_w1_update_is_torch_sgds(gemm_path, monkeypatch, shape):
+    """The CPU step updates w1 inside its gradient's product (gemm_bcast_add_f32) where the
+    kernels run that product: the same bits as loss.backward() + torch.optim.SGD, whose add_
+    rounds w1 - lr * grad once on ATen's AVX2 and AVX-512 kernels (and, where the instruction
+    set is ATen's default, our kernels do not run: w1's gradient is added as SGD adds it)."""
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "0")  # the layered backward: w1's tiles
+    rows, d_in, hidden = shape
+    net = twolayer_ext.TwoLayerNet(d_in, hidden, 3)
+    twin = copy.deepcopy(net)
+    x, y = torch.randn(rows, d_in), torch.randn(rows, 3)
+    opt = torch.optim.SGD(twin.parameters(), lr=0.01)
+    for _ in range(2):
+        loss = net.sgd_step(x, y, 0.01)
+        opt.zero_grad()
+        want = F.mse_loss(twin(x), y, reduction="sum")
+        want.backward()
+        opt.step()
+        assert torch.equal(loss, want.detach())
+        for (name, a), (_, b) in zip(net.named_parameters(), twin.named_parameters()):
+            assert torch.equal(a, b), name
 
 
 def test_seed_network_matches_between_paths(monkeypatch):

@@ -104,6 +104,20 @@ def test_trains_like_the_seeds_sequential_sgd():
         torch.testing.assert_close(state[k], v, rtol=1e-10, atol=1e-12, msg=k)
 
 
+def test_input_sharing_w1_memory():
+    """x read from w1's own memory: the CPU kernel, which updates w1 inside its gradient's
+    product, must not let the update reach the x that product still reads."""
+    net = _net(37, 19, 6, True, torch.float32, "cpu")
+    twin = copy.deepcopy(net)
+    y = torch.randn(19, 6)
+    for _ in range(2):
+        loss = net.sgd_step(net.fc1.weight.detach(), y, 1e-3)
+        want = _autograd_step(twin, twin.fc1.weight.detach(), y, 1e-3, "sum")
+        assert torch.equal(loss, want)
+        for (name, a), (_, b) in zip(net.named_parameters(), twin.named_parameters()):
+            assert torch.equal(a, b), name
+
+
 def test_autograd_contract():
     """Updates leaves in place in any grad mode, bumps versions, writes no .grad, no graph."""
     net = _net(8, 5, 3, True, torch.float32, "cpu")

@@ -26,41 +26,59 @@
 #include <string_view>
 #include <vector>
 
+#include "two_layer_sgd_step.h"
 #include "twolayer_ext/checks.h"
-#include "twolayer_ext/paths.h"
 #include "twolayer_ext/op_handle.h"
+#include "twolayer_ext/paths.h"
 
 namespace twolayer_ext::composite {
 namespace {
-
-constexpr const char* kOp = "twolayer_ext::two_layer_sgd_step";
 
 // at::Reduction values, without pulling in the header that defines them.
 int64_t reduction_enum(std::string_view reduction) {
   if (reduction == "sum") return 2;
   if (reduction == "mean") return 1;
-  TORCH_CHECK_VALUE(false, kOp, ": reduction must be 'sum' or 'mean', but got '",
+  TORCH_CHECK_VALUE(false, kSgdStepOp, ": reduction must be 'sum' or 'mean', but got '",
                     std::string(reduction), "'");
 }
 
 // The step's own arguments (the network's are checked by two_layer_forward).
 int64_t check_target_and_reduction(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w2,
                                    c10::string_view reduction) {
-  check_same(kOp, "y", y, "x", x);
+  check_same(kSgdStepOp, "y", y, "x", x);
   const auto out_shape = with_last_dim(x, w2.size(0));
-  TORCH_CHECK_VALUE(y.sizes() == at::IntArrayRef(out_shape), kOp,
+  TORCH_CHECK_VALUE(y.sizes() == at::IntArrayRef(out_shape), kSgdStepOp,
                     ": y must have the network's output shape ", at::IntArrayRef(out_shape),
                     ", but got ", y.sizes());
   return reduction_enum(reduction);
 }
 
-// The step. With `compute` (autocast), the network runs on copies of x and the
-// parameters in that dtype and the loss in float32 (autocast's policy for
-// mse_loss), and each gradient is cast back to its parameter's dtype before the
-// update, as autograd's cast nodes and AccumulateGrad would do.
+}  // namespace
+
+StepGrads ops_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1,
+                       const OptTensor& b1, const at::Tensor& w2, const at::Tensor& hidden,
+                       std::array<bool, 5> need, double /*lr*/) {
+  return hidden.defined() ? op::two_layer_backward().call(grad_out, x, w1, w2, hidden, need)
+                          : op::two_layer_backward_recompute().call(grad_out, x, w1, b1, w2, need);
+}
+
+int64_t check_sgd_step_args(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w1,
+                            const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2,
+                            c10::string_view reduction) {
+  check_two_layer_args(kSgdStepOp, x, w1, b1, w2, b2, x.is_cuda() ? kCudaDtypes : kCpuDtypes);
+  return check_target_and_reduction(x, y, w2, reduction);
+}
+
+// With `compute` (autocast), the network runs on copies of x and the parameters in that
+// dtype and the loss in float32 (autocast's policy for mse_loss), and each gradient is cast
+// back to its parameter's dtype before the update, as autograd's cast nodes and
+// AccumulateGrad would do.
 at::Tensor sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w1,
                     const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2, double lr,
-                    int64_t reduction, std::optional<at::ScalarType> compute) {
+                    int64_t reduction, std::optional<at::ScalarType> compute,
+                    StepBackward backward) {
+  // The network runs on copies under autocast: a backward applying updates would lose them.
+  TORCH_INTERNAL_ASSERT(!compute || backward == &ops_backward);
   const auto cast = [&](const at::Tensor& t) { return compute ? t.to(*compute) : t; };
   const auto cast_opt = [&](const OptTensor& t) { return present(t) ? OptTensor(cast(*t)) : t; };
   const at::Tensor xc = cast(x), w1c = cast(w1), w2c = cast(w2);
@@ -84,12 +102,15 @@ at::Tensor sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
   at::Tensor grad_out = at::mse_loss_backward(at::ones({}, loss.options()), out_l, y_l, reduction);
   if (compute) grad_out = grad_out.to(*compute);
   const std::array<bool, 5> need{false, true, has_b1, true, has_b2};
-  auto [gx, gw1, gb1, gw2, gb2] =
-      recompute ? op::two_layer_backward_recompute().call(grad_out, xc, w1c, b1c, w2c, need)
-                : op::two_layer_backward().call(grad_out, xc, w1c, w2c, hidden, need);
-  std::vector<at::Tensor> params{w1, w2}, grads{*gw1, *gw2};
-  if (has_b1) params.push_back(*b1), grads.push_back(*gb1);
-  if (has_b2) params.push_back(*b2), grads.push_back(*gb2);
+  auto [gx, gw1, gb1, gw2, gb2] = backward(grad_out, xc, w1c, b1c, w2c, hidden, need, lr);
+  // The gradients the backward has not applied itself.
+  std::vector<at::Tensor> params, grads;
+  const auto add = [&](const at::Tensor& p, const OptTensor& g) {
+    if (g) params.push_back(p), grads.push_back(*g);
+  };
+  add(w1, gw1), add(w2, gw2);
+  if (has_b1) add(*b1, gb1);
+  if (has_b2) add(*b2, gb2);
   // Each gradient as AccumulateGrad would leave p.grad: in p's dtype and p's layout (a
   // transposed weight gets a transposed grad), so that the update below takes the same
   // ATen kernel path as SGD's: for 16-bit dtypes, add_ rounds differently on its
@@ -105,14 +126,16 @@ at::Tensor sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
   return loss;
 }
 
-// The op. Runs below autograd (csrc/autograd/two_layer_sgd_step.cpp records no
-// graph and bumps the updated tensors' versions once the step is done).
+namespace {
+
+// The op on every device (the CPU's kernel, csrc/cpu/two_layer_sgd_step.cpp, runs the same
+// step with a backward of its own). Runs below autograd (csrc/autograd/two_layer_sgd_step.cpp
+// records no graph and bumps the updated tensors' versions once the step is done).
 at::Tensor two_layer_sgd_step(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w1,
                               const OptTensor& b1, const at::Tensor& w2, const OptTensor& b2,
                               double lr, c10::string_view reduction) {
-  check_two_layer_args(kOp, x, w1, b1, w2, b2, x.is_cuda() ? kCudaDtypes : kCpuDtypes);
-  const int64_t red = check_target_and_reduction(x, y, w2, reduction);
-  return sgd_step(x, y, w1, b1, w2, b2, lr, red, std::nullopt);
+  const int64_t red = check_sgd_step_args(x, y, w1, b1, w2, b2, reduction);
+  return sgd_step(x, y, w1, b1, w2, b2, lr, red, std::nullopt, &ops_backward);
 }
 
 // Under autocast: the mixed-precision step, as autograd would run it (the network
@@ -128,7 +151,8 @@ at::Tensor two_layer_sgd_step_autocast(const at::Tensor& x, const at::Tensor& y,
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(kKey);
   const at::NoGradGuard no_grad;
   const int64_t red = check_target_and_reduction(x, y, w2, reduction);
-  return sgd_step(x, y, w1, b1, w2, b2, lr, red, at::autocast::get_autocast_dtype(kDevice));
+  return sgd_step(x, y, w1, b1, w2, b2, lr, red, at::autocast::get_autocast_dtype(kDevice),
+                  &ops_backward);
 }
 
 }  // namespace

@@ -118,8 +118,15 @@ void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const
 
 void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
                     const float* bias, float* C, int64_t ldc, int64_t M, int64_t N, int64_t T) {
-  run_tiles("gemm_bcast_f32", GemmBcast{A, sat, saa, B, ldb, bias, C, ldc, M, N, T}, M, N, T,
-            &TileShape::bcast_rows, &TileShape::bcast_cols,
+  run_tiles("gemm_bcast_f32", GemmBcast{A, sat, saa, B, ldb, bias, C, ldc, M, N, T, nullptr}, M,
+            N, T, &TileShape::bcast_rows, &TileShape::bcast_cols,
+            TileRanges<GemmBcast>{avx512::bcast_range, avx2::bcast_range});
+}
+
+void gemm_bcast_add_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
+                        float* C, int64_t ldc, int64_t M, int64_t N, int64_t T, float alpha) {
+  run_tiles("gemm_bcast_add_f32", GemmBcast{A, sat, saa, B, ldb, nullptr, C, ldc, M, N, T, &alpha},
+            M, N, T, &TileShape::bcast_rows, &TileShape::bcast_cols,
             TileRanges<GemmBcast>{avx512::bcast_range, avx2::bcast_range});
 }
 
@@ -135,6 +142,10 @@ void gemm_nt_f32(const float*, int64_t, const float*, int64_t, const float*, flo
 void gemm_bcast_f32(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*,
                     int64_t, int64_t, int64_t, int64_t) {
   TORCH_INTERNAL_ASSERT(false, "gemm_bcast_f32: built without the GEMM kernels");
+}
+void gemm_bcast_add_f32(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t,
+                        int64_t, int64_t, int64_t, float) {
+  TORCH_INTERNAL_ASSERT(false, "gemm_bcast_add_f32: built without the GEMM kernels");
 }
 
 #endif

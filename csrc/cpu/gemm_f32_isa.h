@@ -26,7 +26,8 @@ struct GemmNt {
   int64_t ldy, M, N, K;
 };
 
-// C[a, k] = bias[k] + sum_t A[t*sat + a*saa] * B[t*ldb + k], a < M, k < N, t < T (cpu_gemm.h).
+// S[a, k] = bias[k] + sum_t A[t*sat + a*saa] * B[t*ldb + k], a < M, k < N, t < T, then
+// C[a, k] = S[a, k], or C[a, k] += *add_alpha * S[a, k] in one rounding (cpu_gemm.h).
 struct GemmBcast {
   const float* A;
   int64_t sat, saa;
@@ -35,6 +36,7 @@ struct GemmBcast {
   const float* bias;
   float* C;
   int64_t ldc, M, N, T;
+  const float* add_alpha;
 };
 
 // Output tile of each kernel: nt_rows x nt_cols outputs; bcast_rows x bcast_cols.

@@ -17,7 +17,8 @@
 //            at the end;
 //   * bcast: kBcRows x (kBcVecs * kWidth) tile, one broadcast scalar of A times
 //            kBcVecs vectors of a B row per step, accumulators (starting from the
-//            bias, if any) stored directly.
+//            bias, if any) stored directly, or multiplied and added to C in one
+//            rounding (an SGD update on the gradient just computed).
 // Each output element is computed in a fixed order, so results do not depend on
 // the thread count (tests/test_cpu_gemm.py).
 //
@@ -108,11 +109,11 @@ void nt_range(const GemmNt& g, int64_t t0, int64_t t1) {
 }
 
 // `tail` = floats used of the last of the NV vectors (1..kWidth); bias: the tile's first
-// column of it, or null.
+// column of it, or null; add_alpha: null (C = the sums), or C += *add_alpha * the sums.
 template <int MR, int NV>
 __attribute__((noinline)) void bcast_tile(const float* A, int64_t sat, int64_t saa, const float* B,
                                           int64_t ldb, const float* bias, float* C, int64_t ldc,
-                                          int64_t T, int tail) {
+                                          int64_t T, int tail, const float* add_alpha) {
   typename V::Vec init[NV];
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) {
@@ -136,6 +137,18 @@ __attribute__((noinline)) void bcast_tile(const float* A, int64_t sat, int64_t s
       for (int v = 0; v < NV; ++v) acc[a][v] = V::fmadd(s, b[v], acc[a][v]);
     }
   }
+  if (add_alpha) {  // torch's C.add_(sums, alpha): sums * alpha + C, rounded once
+    const typename V::Vec alpha = V::set1(*add_alpha);
+#pragma GCC unroll 8
+    for (int a = 0; a < MR; ++a) {
+      const float* c = C + a * ldc;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV - 1; ++v) {
+        acc[a][v] = V::fmadd(acc[a][v], alpha, V::load(c + v * V::kWidth));
+      }
+      acc[a][NV - 1] = V::fmadd(acc[a][NV - 1], alpha, V::load(c + (NV - 1) * V::kWidth, tail));
+    }
+  }
 #pragma GCC unroll 8
   for (int a = 0; a < MR; ++a) {
 #pragma GCC unroll 8
@@ -146,24 +159,28 @@ __attribute__((noinline)) void bcast_tile(const float* A, int64_t sat, int64_t s
 
 template <int MR, int NV = V::kBcVecs>
 void bcast_tile_vecs(int nv, const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
-                     const float* bias, float* C, int64_t ldc, int64_t T, int tail) {
+                     const float* bias, float* C, int64_t ldc, int64_t T, int tail,
+                     const float* add_alpha) {
   if constexpr (NV > 1) {
     if (nv < NV) {
-      return bcast_tile_vecs<MR, NV - 1>(nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail);
+      return bcast_tile_vecs<MR, NV - 1>(nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail,
+                                         add_alpha);
     }
   }
-  bcast_tile<MR, NV>(A, sat, saa, B, ldb, bias, C, ldc, T, tail);
+  bcast_tile<MR, NV>(A, sat, saa, B, ldb, bias, C, ldc, T, tail, add_alpha);
 }
 
 template <int MR = V::kBcRows>
 void bcast_tile_rows(int mr, int nv, const float* A, int64_t sat, int64_t saa, const float* B,
-                     int64_t ldb, const float* bias, float* C, int64_t ldc, int64_t T, int tail) {
+                     int64_t ldb, const float* bias, float* C, int64_t ldc, int64_t T, int tail,
+                     const float* add_alpha) {
   if constexpr (MR > 1) {
     if (mr < MR) {
-      return bcast_tile_rows<MR - 1>(mr, nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail);
+      return bcast_tile_rows<MR - 1>(mr, nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail,
+                                     add_alpha);
     }
   }
-  bcast_tile_vecs<MR>(nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail);
+  bcast_tile_vecs<MR>(nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail, add_alpha);
 }
 
 // Tiles [t0, t1) of the bcast product (gemm_f32_isa.h), numbered
@@ -178,7 +195,8 @@ void bcast_range(const GemmBcast& g, int64_t t0, int64_t t1) {
     const int tail = static_cast<int>(width - (nv - 1) * V::kWidth);
     const int mr = static_cast<int>(std::min<int64_t>(V::kBcRows, g.M - a0));
     bcast_tile_rows(mr, nv, g.A + a0 * g.saa, g.sat, g.saa, g.B + k0, g.ldb,
-                    g.bias ? g.bias + k0 : nullptr, g.C + a0 * g.ldc + k0, g.ldc, g.T, tail);
+                    g.bias ? g.bias + k0 : nullptr, g.C + a0 * g.ldc + k0, g.ldc, g.T, tail,
+                    g.add_alpha);
   }
 }
 

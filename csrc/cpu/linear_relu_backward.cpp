@@ -54,13 +54,20 @@ void mask_grad_and_reduce_bias(const scalar_t* g, int64_t gs0, int64_t gs1,
   }
 }
 
-// The GEMMs of the backward pass, given the masked gradient gm [rows, out].
+// The GEMMs of the backward pass, given the masked gradient gm [rows, out]; with sgd_lr, the
+// weight's gradient applied where add_weight_grad_ can (and then not returned).
 std::tuple<OptTensor, OptTensor> input_and_weight_grads(const at::Tensor& gm, const at::Tensor& x,
                                                         const at::Tensor& weight, bool need_gx,
-                                                        bool need_gw) {
+                                                        bool need_gw,
+                                                        std::optional<double> sgd_lr) {
   OptTensor grad_x, grad_w;
   if (need_gx) grad_x = cpu::mm_nn(gm, weight).view(x.sizes());  // [rows, out] @ [out, in]
-  if (need_gw) grad_w = cpu::weight_grad(gm, x.reshape({gm.size(0), weight.size(1)}), weight);
+  if (need_gw) {
+    const at::Tensor x2 = x.reshape({gm.size(0), weight.size(1)});
+    if (!(sgd_lr && cpu::add_weight_grad_(weight, gm, x2, -*sgd_lr))) {
+      grad_w = cpu::weight_grad(gm, x2, weight);
+    }
+  }
   return {grad_x, grad_w};
 }
 
@@ -95,13 +102,13 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tenso
                                               gb.defined() ? gb.data_ptr<scalar_t>() : nullptr);
         });
   }
-  auto [grad_x, grad_w] = input_and_weight_grads(gm, x, weight, need_gx, need_gw);
+  auto [grad_x, grad_w] = input_and_weight_grads(gm, x, weight, need_gx, need_gw, std::nullopt);
   return {grad_x, grad_w, need_gb ? OptTensor(gb) : std::nullopt};
 }
 
 std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(
     at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& y,
-    std::array<bool, 3> output_mask) {
+    std::array<bool, 3> output_mask, std::optional<double> sgd_lr) {
   const int64_t out_features = weight.size(0);
   const int64_t rows = leading_rows(x);
   const bool need_gx = output_mask[0], need_gw = output_mask[1], need_gb = output_mask[2];
@@ -120,7 +127,7 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(
                                               gb.defined() ? gb.data_ptr<scalar_t>() : nullptr);
         });
   }
-  auto [grad_x, grad_w] = input_and_weight_grads(gm, x, weight, need_gx, need_gw);
+  auto [grad_x, grad_w] = input_and_weight_grads(gm, x, weight, need_gx, need_gw, sgd_lr);
   return {grad_x, grad_w, need_gb ? OptTensor(gb) : std::nullopt};
 }
 

@@ -16,6 +16,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/cpu/Utils.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
@@ -245,6 +246,24 @@ at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) {
 
 at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight) {
   return column_major(weight) ? mm_tn(x, grad).t() : mm_tn(grad, x);
+}
+
+bool add_weight_grad_(const at::Tensor& weight, const at::Tensor& grad, const at::Tensor& x,
+                      double alpha) {
+  // weight_grad's product for a row-major weight, mm_tn(grad, x) = mm_nn(grad.t(), x), where
+  // mm_nn_out would run it on the bcast kernel; weight updated as its own tensor (contiguous,
+  // sharing no memory with the operands it is computed from).
+  const int64_t n = weight.size(0), m = weight.size(1), t = grad.size(0);
+  const bool applies = is_float(weight) && is_float(grad) && is_float(x) &&
+                       weight.is_contiguous() && !column_major(weight) && rows_contiguous(x) &&
+                       use_fast_gemm(n, m, t, GemmKernel::kBcast) &&
+                       at::get_overlap_status(weight, x) == at::MemOverlapStatus::No &&
+                       at::get_overlap_status(weight, grad) == at::MemOverlapStatus::No;
+  if (!applies) return false;
+  gemm_bcast_add_f32(grad.data_ptr<float>(), grad.stride(0), grad.stride(1), x.data_ptr<float>(),
+                     x.stride(0), weight.data_ptr<float>(), weight.stride(0), n, m, t,
+                     static_cast<float>(alpha));
+  return true;
 }
 
 }  // namespace twolayer_ext::cpu

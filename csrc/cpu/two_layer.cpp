@@ -63,9 +63,10 @@ at::Tensor two_layer(const at::Tensor& x, const at::Tensor& w1, const OptTensor&
   return out.view(with_last_dim(x, out_features));
 }
 
-std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward(
+// two_layer_backward, and with sgd_lr two_layer_backward_sgd (cpu_ops.h).
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
-    const at::Tensor& hidden, std::array<bool, 5> output_mask) {
+    const at::Tensor& hidden, std::array<bool, 5> output_mask, std::optional<double> sgd_lr) {
   check_two_layer_backward_args(kBwd, grad_out, x, w1, w2, hidden, kCpuDtypes);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -85,9 +86,15 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   if (output_mask[0] || output_mask[1] || output_mask[2]) {
     at::Tensor grad_hidden = mm_nn(g2, w2).view(hidden.sizes());  // ours: masked in place
     std::tie(gx, gw1, gb1) = linear_relu_backward_from_output_(
-        grad_hidden, x, w1, hidden, {output_mask[0], output_mask[1], output_mask[2]});
+        grad_hidden, x, w1, hidden, {output_mask[0], output_mask[1], output_mask[2]}, sgd_lr);
   }
   return {gx, gw1, gb1, gw2, gb2};
+}
+
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& hidden, std::array<bool, 5> output_mask) {
+  return backward(grad_out, x, w1, w2, hidden, output_mask, std::nullopt);
 }
 
 // two_layer_backward without a saved hidden activation: recomputed block by block on the
@@ -111,6 +118,12 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
 }
 
 }  // namespace
+
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward_sgd(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& hidden, std::array<bool, 5> output_mask, double lr) {
+  return backward(grad_out, x, w1, w2, hidden, output_mask, lr);
+}
 
 TORCH_LIBRARY_IMPL(twolayer_ext, CPU, m) {
   m.impl("two_layer_forward", &two_layer_forward);

@@ -10,7 +10,8 @@
 namespace twolayer_ext::cpu {
 
 // The two kernels: gemm_nt_f32 (a layer's forward) and gemm_bcast_f32 (its gradients; also
-// the fully fused path's first layer on AVX2, two_layer_fused.cpp).
+// the fully fused path's first layer on AVX2, two_layer_fused.cpp, and, as
+// gemm_bcast_add_f32, SGD's update of a weight).
 enum class GemmKernel { kNt, kBcast };
 
 // Whether `kernel` should run a product with m x n outputs and reduction length k: our CPU
@@ -57,5 +58,12 @@ void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const
 // B = Wᵀ gives a layer's forward x @ Wᵀ + b (the fully fused path's first layer on AVX2).
 void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
                     const float* bias, float* C, int64_t ldc, int64_t M, int64_t N, int64_t T);
+
+// gemm_bcast_f32's sums P[a, k] (bias null), added to C as torch's C.add_(P, alpha=alpha)
+// adds them, without P ever stored: C[a, k] = P[a, k] * alpha + C[a, k] in one rounding, as
+// ATen's AVX2 and AVX-512 add_ kernels compute it (these kernels run only where ATen's run
+// too, isa/isa.h). SGD's update of a weight with its gradient.
+void gemm_bcast_add_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
+                        float* C, int64_t ldc, int64_t M, int64_t N, int64_t T, float alpha);
 
 }  // namespace twolayer_ext::cpu

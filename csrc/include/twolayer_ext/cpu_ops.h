@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <array>
+#include <optional>
 #include <tuple>
 
 #include "twolayer_ext/paths.h"
@@ -29,6 +30,12 @@ at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b);
 // A weight's gradient mm_tn(grad[t, n], x[t, m]) -> [n, m], in the weight's own layout
 // (column_major in tensor_util.h: then computed as mm_tn(x, grad).t()).
 at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight);
+// SGD's update with that gradient, weight.add_(weight_grad(grad, x, weight), alpha), bitwise,
+// without the gradient ever stored: where the float32 kernels run the product
+// (gemm_bcast_add_f32) and the weight is a contiguous tensor of its own; returns false, and
+// changes nothing, elsewhere.
+bool add_weight_grad_(const at::Tensor& weight, const at::Tensor& grad, const at::Tensor& x,
+                      double alpha);
 // a[m, t] @ b[t, n] -> [m, n]  (grad_x = grad @ weight)
 at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b);
 // mm_nn into out [m, n] (any strides), plus bias[n] when given.
@@ -54,10 +61,19 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tenso
 // linear_relu_backward with the ReLU mask read from the layer's output y (kept
 // where y > 0 or NaN) instead of a packed mask. Arguments are not checked (the
 // caller has), and grad_y is overwritten with the masked gradient: for callers
-// that own grad_y (two_layer_backward), this saves a pass and a buffer.
+// that own grad_y (two_layer_backward), this saves a pass and a buffer. With `sgd_lr`,
+// the weight's gradient is applied where add_weight_grad_ can (weight -= lr * grad), and
+// then comes back empty.
 std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(
     at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& y,
-    std::array<bool, 3> output_mask);
+    std::array<bool, 3> output_mask, std::optional<double> sgd_lr = std::nullopt);
+
+// two_layer_backward's CPU kernel with two_layer_sgd_step's update of w1 applied within the
+// gradient's product where add_weight_grad_ can (then grad_w1 comes back empty): the CPU
+// kernel of two_layer_sgd_step (csrc/cpu/two_layer_sgd_step.cpp).
+std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward_sgd(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& hidden, std::array<bool, 5> output_mask, double lr);
 
 // The whole network block by block, each block's hidden activation kept in cache between
 // the products (csrc/cpu/two_layer_fused.cpp, which says when it pays).
