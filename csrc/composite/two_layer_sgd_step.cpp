@@ -12,7 +12,9 @@
 // two_layer_forward/two_layer_backward run under autograd, and the loss
 // gradient and update are torch's own mse_loss_backward and SGD arithmetic, so
 // the new weights are bitwise those of TwoLayerNet + loss.backward() +
-// torch.optim.SGD (tests/test_sgd_step.py), with or without autocast.
+// torch.optim.SGD (tests/test_sgd_step.py), with or without autocast. The CPU's
+// kernel (csrc/cpu/two_layer_sgd_step.cpp) is this step with another backward
+// (two_layer_sgd_step.h: StepBackward), one that applies W1's update itself.
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_foreach_add.h>
