@@ -68,9 +68,9 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(
     at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& y,
     std::array<bool, 3> output_mask, std::optional<double> sgd_lr = std::nullopt);
 
-// two_layer_backward's CPU kernel with two_layer_sgd_step's update of w1 applied within the
-// gradient's product where add_weight_grad_ can (then grad_w1 comes back empty): the CPU
-// kernel of two_layer_sgd_step (csrc/cpu/two_layer_sgd_step.cpp).
+// two_layer_backward's CPU kernel with SGD's update of w1 (w1 -= lr * grad_w1) applied within
+// the gradient's product where add_weight_grad_ can; then grad_w1 comes back empty. For
+// two_layer_sgd_step's CPU kernel (csrc/cpu/two_layer_sgd_step.cpp).
 std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward_sgd(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
     const at::Tensor& hidden, std::array<bool, 5> output_mask, double lr);
