@@ -147,6 +147,26 @@ def test_cli_train_compare_and_plot(tmp_path, capsys):
     assert plot.stat().st_size > 1000
 
 
+def _final_losses(out: str) -> dict[tuple[str, str], str]:
+    """(scheme, impl) -> final loss, from the table `train` prints last."""
+    table = out.split("## final losses")[1].splitlines()[2:]
+    return {(r.split()[0], r.split()[1]): r.split()[3] for r in table if len(r.split()) >= 5}
+
+
+@pytest.mark.parametrize("scheme", ["optim", "fused_step"])
+def test_cli_compare_takes_turns_without_changing_a_run(scheme, capsys):
+    """With --compare, ext and torch take turns step by step (timed side by side); each run
+    keeps its own model, optimizer and data, so its losses are those of a run alone."""
+    args = ["train", "--scheme", scheme, "--steps", "30", "--device", "cpu"]
+    assert cli_main([*args, "--compare"]) == 0
+    out = capsys.readouterr().out
+    assert "ext and torch take turns step by step" in out
+    together = _final_losses(out)
+    for impl in ("ext", "torch"):
+        assert cli_main([*args, "--impl", impl]) == 0
+        assert _final_losses(capsys.readouterr().out)[(scheme, impl)] == together[(scheme, impl)]
+
+
 def test_cli_train_prints_the_tutorials_format(capsys):
     assert cli_main(["train", "--scheme", "numpy", "--steps", "101", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()

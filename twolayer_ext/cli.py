@@ -16,21 +16,24 @@ import statistics
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import cast
+from typing import TypeVar, cast
 
 import torch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
 
-def _progress(it: Iterator[float], total: int, desc: str) -> Iterable[float]:
+T = TypeVar("T")
+
+
+def _progress(it: Iterator[T], total: int, desc: str) -> Iterable[T]:
     """A progress bar (stderr, TTY only) for runs that take more than a moment."""
     try:
         from tqdm import tqdm  # type: ignore[import-untyped]
     except ImportError:
         return it
     bar = tqdm(it, total=total, desc=desc, delay=1.0, leave=False, disable=None, file=sys.stderr)
-    return cast(Iterable[float], bar)
+    return cast(Iterable[T], bar)
 
 
 def _report_steps(steps: int, every: int) -> set[int]:
@@ -38,12 +41,15 @@ def _report_steps(steps: int, every: int) -> set[int]:
 
 
 def _timed(steps: Iterator[float], durations: list[float]) -> Iterator[float]:
-    """steps, recording the seconds each took into durations."""
-    last = time.perf_counter()
-    for loss in steps:
-        now = time.perf_counter()
-        durations.append(now - last)
-        last = now
+    """steps, recording the seconds each took into durations (the time spent producing it
+    alone, so that two runs can take turns step by step)."""
+    while True:
+        start = time.perf_counter()
+        try:
+            loss = next(steps)
+        except StopIteration:
+            return
+        durations.append(time.perf_counter() - start)
         yield loss
 
 
@@ -82,15 +88,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     step_ms: dict[tuple[str, str], float] = {}
     print(f"# device={device} dtype={args.dtype} steps={cfg.steps} seed={cfg.seed}")
     for name in names:
-        # The numpy scheme is numpy whatever the impl: run it once.
-        for impl in impls[:1] if name == "numpy" else impls:
-            durations: list[float] = []
-            curves[(name, impl)] = list(
-                _progress(
-                    _timed(run_scheme(name, impl, cfg), durations), cfg.steps, f"{name}/{impl}"
-                )
-            )
-            step_ms[(name, impl)] = _steady_ms(durations)
+        # The numpy scheme is numpy whatever the impl: run it once. With --compare, ext and
+        # torch take turns step by step (each run owns its model, data and seeded RNG), so a
+        # machine whose speed drifts during the run slows both alike.
+        run_impls = impls[:1] if name == "numpy" else impls
+        durations: dict[str, list[float]] = {impl: [] for impl in run_impls}
+        runs = [_timed(run_scheme(name, impl, cfg), durations[impl]) for impl in run_impls]
+        for impl in run_impls:
+            curves[(name, impl)] = []
+        for step_losses in _progress(zip(*runs), cfg.steps, f"{name}/{'+'.join(run_impls)}"):
+            for impl, loss in zip(run_impls, step_losses):
+                curves[(name, impl)].append(loss)
+        for impl in run_impls:
+            step_ms[(name, impl)] = _steady_ms(durations[impl])
         print(f"\n## {name}: {SCHEMES[name].description}")
         if args.compare and name != "numpy":
             print(f"{'step':>5} {'ext':>22} {'torch':>22} {'rel diff':>10}")
@@ -115,10 +125,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.compare and impl == "ext" and name != "numpy":
             row += f"{step_ms[(name, 'torch')] / step_ms[(name, 'ext')]:>11.2f}"
         print(row)
-    print(
-        "(each run in turn, not interleaved: python -m twolayer_ext bench times the tutorial's "
-        "step side by side)"
-    )
+    if args.compare:
+        print(
+            "(ext and torch take turns step by step; python -m twolayer_ext bench times the "
+            "tutorial's step and layers in more rounds)"
+        )
     if args.plot:
         _plot(curves, args.plot)
         print(f"\nwrote {args.plot}")
