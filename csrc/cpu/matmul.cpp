@@ -102,16 +102,10 @@ OptTensor as_float(const OptTensor& t) { return present(t) ? OptTensor(as_float(
 // (the row stride may be anything).
 bool rows_contiguous(const at::Tensor& t) { return t.stride(1) == 1 || t.size(1) <= 1; }
 
-// Whether x @ w.T goes to the float32 kernels: the nt kernel for a weight with contiguous
-// rows (nn.Linear's layout); the bcast kernel, as mm_nn(x, w.T), for a column-major weight
-// (the tutorial's W1.t()), whose transpose has contiguous rows.
+// Whether x @ w.T goes to the float32 kernels.
 bool fast_nt(const at::Tensor& x, const at::Tensor& w) {
   return is_float(x) && rows_contiguous(x) && rows_contiguous(w) &&
          use_fast_gemm(x.size(0), w.size(0), w.size(1), GemmKernel::kNt);
-}
-bool fast_bcast_linear(const at::Tensor& x, const at::Tensor& w) {
-  return is_float(x) && column_major(w) &&
-         use_fast_gemm(x.size(0), w.size(0), w.size(1), GemmKernel::kBcast);
 }
 
 // Rows per block of a 16-bit product run in float32: the float copy of a block of an operand
@@ -184,8 +178,6 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
     const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
     gemm_nt_f32(x.data_ptr<float>(), x.stride(0), w.data_ptr<float>(), w.stride(0),
                 has_bias ? b.data_ptr<float>() : nullptr, out.data_ptr<float>(), n, m, n, k);
-  } else if (fast_bcast_linear(x, w)) {
-    mm_nn_out(out, x, w.t(), bias);
   } else if (has_bias) {
     at::addmm_out(out, *bias, x, w.t());  // bias folded into the GEMM (beta = 1)
   } else {
@@ -224,7 +216,7 @@ void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const 
 // microsecond less per call than addmm_out into ours (bfloat16 64x1000->100, profiled).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
   if (auto y = onednn_linear(x, w, bias)) return *std::move(y);
-  if (!in_float32(x) && !fast_nt(x, w) && !fast_bcast_linear(x, w)) {
+  if (!in_float32(x) && !fast_nt(x, w)) {
     return present(bias) ? at::addmm(*bias, x, w.t()) : at::mm(x, w.t());
   }
   at::Tensor out = at::empty({x.size(0), w.size(0)}, x.options());
