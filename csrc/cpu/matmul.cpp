@@ -108,6 +108,12 @@ bool fast_nt(const at::Tensor& x, const at::Tensor& w) {
          use_fast_gemm(x.size(0), w.size(0), w.size(1), GemmKernel::kNt);
 }
 
+// Whether out = a @ b (float32) goes to the bcast kernel, which reads a through any strides.
+bool fast_bcast(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  return is_float(a) && rows_contiguous(b) && rows_contiguous(out) &&
+         use_fast_gemm(a.size(0), b.size(1), a.size(1), GemmKernel::kBcast);
+}
+
 // Rows per block of a 16-bit product run in float32: the float copy of a block of an operand
 // stays within kFloatBlockBytes, so the conversion costs no more memory than that however
 // large the operands (a 65536 x 1000 bfloat16 input is 250 MiB as one float copy).
@@ -197,8 +203,7 @@ void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const 
   }
   const int64_t m = a.size(0), t = a.size(1), n = b.size(1);
   const bool has_bias = present(bias);
-  if (!(is_float(a) && rows_contiguous(b) && rows_contiguous(out) &&
-        use_fast_gemm(m, n, t, GemmKernel::kBcast))) {
+  if (!fast_bcast(out, a, b)) {
     if (has_bias) {
       at::addmm_out(out, *bias, a, b);
     } else {
@@ -253,16 +258,15 @@ bool add_weight_grad_(const at::Tensor& weight, const at::Tensor& grad, const at
   // weight_grad's product for a row-major weight, mm_tn(grad, x) = mm_nn(grad.t(), x), where
   // mm_nn_out would run it on the bcast kernel; weight updated as its own tensor (contiguous,
   // sharing no memory with the operands it is computed from).
-  const int64_t n = weight.size(0), m = weight.size(1), t = grad.size(0);
-  const bool applies = is_float(weight) && is_float(grad) && is_float(x) &&
-                       weight.is_contiguous() && !column_major(weight) && rows_contiguous(x) &&
-                       use_fast_gemm(n, m, t, GemmKernel::kBcast) &&
+  const at::Tensor a = grad.t();
+  const bool applies = is_float(weight) && is_float(x) && weight.is_contiguous() &&
+                       !column_major(weight) && fast_bcast(weight, a, x) &&
                        at::get_overlap_status(weight, x) == at::MemOverlapStatus::No &&
                        at::get_overlap_status(weight, grad) == at::MemOverlapStatus::No;
   if (!applies) return false;
-  gemm_bcast_add_f32(grad.data_ptr<float>(), grad.stride(0), grad.stride(1), x.data_ptr<float>(),
-                     x.stride(0), weight.data_ptr<float>(), weight.stride(0), n, m, t,
-                     static_cast<float>(alpha));
+  gemm_bcast_add_f32(a.data_ptr<float>(), a.stride(1), a.stride(0), x.data_ptr<float>(),
+                     x.stride(0), weight.data_ptr<float>(), weight.stride(0), a.size(0),
+                     x.size(1), a.size(1), static_cast<float>(alpha));
   return true;
 }
 
