@@ -154,6 +154,38 @@ def test_sgd_step_w1_update_is_torch_sgds(gemm_path, monkeypatch, shape):
             assert torch.equal(a, b), name
 
 
+# (rows, in_features, hidden, out_features): layer 2 small enough for the one-pass gradients
+SMALL_LAYER_2 = [(64, 1000, 100, 10), (67, 65, 13, 7), (5, 15, 17, 1), (3, 4, 70, 6)]
+
+
+@pytest.mark.parametrize("shape", SMALL_LAYER_2, ids=str)
+def test_small_layer_2_gradients_are_the_separate_products(monkeypatch, shape):
+    """two_layer_backward's layer 2, where it is small, takes its three gradients in one pass
+    (linear_grads_f32): grad_hidden and grad_w2 are the bcast kernel's products, bitwise, and
+    grad_b2 the column sums of grad_out in row order. Compared with the separate products of
+    linear_relu_backward on a mask that keeps everything (hidden > 0 throughout)."""
+    monkeypatch.delenv("TWOLAYER_EXT_CPU_GEMM", raising=False)
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "0")  # the layered backward
+    if twolayer_ext._C.cpu_paths()["float32_gemm_kernels"] == "none":
+        pytest.skip("no kernels of ours for this instruction set: ATen's BLAS runs every product")
+    rows, d_in, hidden_features, d_out = shape
+    x, w1 = torch.randn(rows, d_in), torch.randn(hidden_features, d_in)
+    w2, g = torch.randn(d_out, hidden_features), torch.randn(rows, d_out)
+    hidden = torch.rand(rows, hidden_features) + 0.5
+    grads = torch.ops.twolayer_ext.two_layer_backward(g, x, w1, w2, hidden, [True] * 5)
+    backward = torch.ops.twolayer_ext.linear_relu_backward
+    keep_all = reference.pack_mask(torch.ones(rows, d_out, dtype=torch.bool))
+    grad_hidden, grad_w2, _ = backward(g, hidden, w2, keep_all, [True] * 3)
+    keep_all = reference.pack_mask(hidden > 0)
+    want = (*backward(grad_hidden, x, w1, keep_all, [True] * 3), grad_w2)
+    for name, got, expected in zip(["x", "w1", "b1", "w2"], grads, want):
+        assert torch.equal(got, expected), name
+    in_row_order = g[0].clone()
+    for r in range(1, rows):
+        in_row_order += g[r]
+    assert torch.equal(grads[4], in_row_order), "b2"
+
+
 def test_seed_network_matches_between_paths(monkeypatch):
     """The whole seed network (two_layer ops) agrees between the kernel paths and ATen's BLAS."""
     x, w1, b1 = torch.randn(64, 1000), torch.randn(100, 1000) / 30, torch.randn(100)

@@ -35,10 +35,11 @@ namespace {
 // (isa/isa.h: ATen's, so ATEN_CPU_CAPABILITY narrows them), unless TWOLAYER_EXT_CPU_GEMM=aten.
 Isa kernel_isa() { return cpu_gemm_aten_forced() ? Isa::kDefault : isa(); }
 
-// Tiles per parallel chunk: about 2^18 multiply-adds (~3 us), so small products such as
-// the tutorial's layer 2 stay on one thread instead of paying an OpenMP fork/join.
+// Multiply-adds per parallel chunk: about 2^18 (~3 us), so small products such as the
+// tutorial's layer 2 stay on one thread instead of paying an OpenMP fork/join.
+constexpr int64_t kGrainMacs = int64_t{1} << 18;
 int64_t grain(int64_t macs_per_tile) {
-  return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, macs_per_tile));
+  return std::max<int64_t>(1, kGrainMacs / std::max<int64_t>(1, macs_per_tile));
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -87,47 +88,72 @@ bool use_fast_gemm(int64_t m, int64_t n, int64_t k, GemmKernel kernel) {
 
 namespace {
 
-// Runs the M x N output of a product with reduction length `depth` as tiles of
-// (rows x cols) of the chosen ISA's TileShape, split across threads; `range`
-// holds the AVX-512 and AVX2 functions that compute a range of tiles.
-template <typename Args>
-struct TileRanges {
-  void (*avx512)(const Args&, int64_t, int64_t);
-  void (*avx2)(const Args&, int64_t, int64_t);
-};
+// Runs an nt product as tiles of the chosen ISA's TileShape, numbered as nt_range numbers
+// them, split across threads.
+void run_nt(const GemmNt& g) {
+  const bool wide = use_avx512("gemm_nt_f32");
+  const TileShape& s = wide ? avx512::kShape : avx2::kShape;
+  const auto compute = wide ? avx512::nt_range : avx2::nt_range;
+  const int64_t tiles = ceil_div(g.M, s.nt_rows) * ceil_div(g.N, s.nt_cols);
+  at::parallel_for(0, tiles, grain(int64_t{s.nt_rows} * s.nt_cols * g.K),
+                   [&](int64_t t0, int64_t t1) { compute(g, t0, t1); });
+}
 
-template <typename Args>
-void run_tiles(const char* fn, const Args& g, int64_t M, int64_t N, int64_t depth,
-               int TileShape::* rows, int TileShape::* cols, TileRanges<Args> range) {
+// Runs a bcast product split across threads by rows of C where each thread gets at least a
+// full tile of rows: then the threads' rows are the contiguous halves (at two threads) that
+// ATen's element-wise passes give each thread, so the pass that reads C next (SGD's add_ of a
+// weight gradient) finds each half in the cache of the core that wrote it
+// (docs/BENCHMARKS.md, "Rows per thread"). With fewer rows, by column panels.
+void run_bcast(const char* fn, const GemmBcast& g) {
   const bool wide = use_avx512(fn);
   const TileShape& s = wide ? avx512::kShape : avx2::kShape;
-  const int64_t tiles = ceil_div(M, s.*rows) * ceil_div(N, s.*cols);
-  const auto compute = wide ? range.avx512 : range.avx2;
-  at::parallel_for(0, tiles, grain(int64_t{s.*rows} * s.*cols * depth),
-                   [&](int64_t t0, int64_t t1) { compute(g, t0, t1); });
+  const auto compute = wide ? avx512::bcast_range : avx2::bcast_range;
+  const int64_t panels = ceil_div(g.N, s.bcast_cols), macs_per_row = g.N * g.T;
+  if (g.M >= int64_t{s.bcast_rows} * at::get_num_threads()) {
+    at::parallel_for(0, g.M, grain(macs_per_row),
+                     [&](int64_t r0, int64_t r1) { compute(g, r0, r1, 0, panels); });
+  } else {
+    at::parallel_for(0, panels, grain(g.M * s.bcast_cols * g.T),
+                     [&](int64_t p0, int64_t p1) { compute(g, 0, g.M, p0, p1); });
+  }
 }
 
 }  // namespace
 
 void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const float* bias,
                  float* Y, int64_t ldy, int64_t M, int64_t N, int64_t K) {
-  run_tiles("gemm_nt_f32", GemmNt{X, ldx, W, ldw, bias, Y, ldy, M, N, K}, M, N, K,
-            &TileShape::nt_rows, &TileShape::nt_cols,
-            TileRanges<GemmNt>{avx512::nt_range, avx2::nt_range});
+  run_nt(GemmNt{X, ldx, W, ldw, bias, Y, ldy, M, N, K});
 }
 
 void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
                     const float* bias, float* C, int64_t ldc, int64_t M, int64_t N, int64_t T) {
-  run_tiles("gemm_bcast_f32", GemmBcast{A, sat, saa, B, ldb, bias, C, ldc, M, N, T, nullptr}, M,
-            N, T, &TileShape::bcast_rows, &TileShape::bcast_cols,
-            TileRanges<GemmBcast>{avx512::bcast_range, avx2::bcast_range});
+  run_bcast("gemm_bcast_f32", GemmBcast{A, sat, saa, B, ldb, bias, C, ldc, M, N, T, nullptr});
 }
 
 void gemm_bcast_add_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
                         float* C, int64_t ldc, int64_t M, int64_t N, int64_t T, float alpha) {
-  run_tiles("gemm_bcast_add_f32", GemmBcast{A, sat, saa, B, ldb, nullptr, C, ldc, M, N, T, &alpha},
-            M, N, T, &TileShape::bcast_rows, &TileShape::bcast_cols,
-            TileRanges<GemmBcast>{avx512::bcast_range, avx2::bcast_range});
+  run_bcast("gemm_bcast_add_f32",
+            GemmBcast{A, sat, saa, B, ldb, nullptr, C, ldc, M, N, T, &alpha});
+}
+
+bool linear_grads_f32(const float* G, int64_t ldg, const float* X, int64_t ldx, const float* W,
+                      int64_t ldw, float* GX, int64_t ldgx, float* GW, int64_t ldgw, float* GB,
+                      int64_t M, int64_t N, int64_t K) {
+  // Both products within one parallel grain (each would run on one thread), and each one
+  // that the bcast kernel would run: gx = g W and gw = gᵀ x.
+  const bool applies = M * N * K <= kGrainMacs && use_fast_gemm(M, K, N, GemmKernel::kBcast) &&
+                       use_fast_gemm(N, K, M, GemmKernel::kBcast);
+  if (!applies) return false;
+  const bool wide = use_avx512("linear_grads_f32");
+  const auto compute = wide ? avx512::bcast_range : avx2::bcast_range;
+  const int64_t panels = ceil_div(K, (wide ? avx512::kShape : avx2::kShape).bcast_cols);
+  compute(GemmBcast{G, 1, ldg, W, ldw, nullptr, GX, ldgx, M, K, N, nullptr}, 0, M, 0, panels);
+  compute(GemmBcast{G, ldg, 1, X, ldx, nullptr, GW, ldgw, N, K, M, nullptr}, 0, N, 0, panels);
+  std::fill(GB, GB + N, 0.0f);
+  for (int64_t r = 0; r < M; ++r) {
+    for (int64_t o = 0; o < N; ++o) GB[o] += G[r * ldg + o];
+  }
+  return true;
 }
 
 #else  // no kernels in this build: ATen's BLAS everywhere
@@ -146,6 +172,10 @@ void gemm_bcast_f32(const float*, int64_t, int64_t, const float*, int64_t, const
 void gemm_bcast_add_f32(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t,
                         int64_t, int64_t, int64_t, float) {
   TORCH_INTERNAL_ASSERT(false, "gemm_bcast_add_f32: built without the GEMM kernels");
+}
+bool linear_grads_f32(const float*, int64_t, const float*, int64_t, const float*, int64_t, float*,
+                      int64_t, float*, int64_t, float*, int64_t, int64_t, int64_t) {
+  return false;
 }
 
 #endif

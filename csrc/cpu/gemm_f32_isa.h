@@ -1,7 +1,7 @@
 // What gemm_f32.cpp needs from the per-ISA kernel TUs (gemm_f32_avx512.cpp,
 // gemm_f32_avx2.cpp): the arguments of one product, and a function per ISA
-// that computes a range of its output tiles (the caller splits the range
-// across threads).
+// that computes a part of its output (a range of nt tiles; rows by column panels
+// of a bcast product), which the caller splits across threads.
 #pragma once
 
 #include <cstdint>
@@ -47,12 +47,12 @@ struct TileShape {
 #if TWOLAYER_EXT_HAVE_GEMM_KERNELS
 namespace avx512 {
 void nt_range(const GemmNt& g, int64_t t0, int64_t t1);
-void bcast_range(const GemmBcast& g, int64_t t0, int64_t t1);
+void bcast_range(const GemmBcast& g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
 extern const TileShape kShape;
 }  // namespace avx512
 namespace avx2 {
 void nt_range(const GemmNt& g, int64_t t0, int64_t t1);
-void bcast_range(const GemmBcast& g, int64_t t0, int64_t t1);
+void bcast_range(const GemmBcast& g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
 extern const TileShape kShape;
 }  // namespace avx2
 #endif

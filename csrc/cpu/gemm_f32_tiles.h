@@ -183,20 +183,20 @@ void bcast_tile_rows(int mr, int nv, const float* A, int64_t sat, int64_t saa, c
   bcast_tile_vecs<MR>(nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail, add_alpha);
 }
 
-// Tiles [t0, t1) of the bcast product (gemm_f32_isa.h), numbered
-// column-panel-major so one thread's run of tiles re-reads the same panel of B.
-void bcast_range(const GemmBcast& g, int64_t t0, int64_t t1) {
+// Rows [r0, r1) by column panels [p0, p1) of the bcast product's output (gemm_f32_isa.h),
+// panel by panel, so the rows' tiles re-read the same panel of B from cache.
+void bcast_range(const GemmBcast& g, int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
   constexpr int64_t kPanel = V::kBcVecs * V::kWidth;
-  const int64_t row_blocks = (g.M + V::kBcRows - 1) / V::kBcRows;
-  for (int64_t t = t0; t < t1; ++t) {
-    const int64_t k0 = (t / row_blocks) * kPanel, a0 = (t % row_blocks) * V::kBcRows;
+  for (int64_t k0 = p0 * kPanel; k0 < std::min(g.N, p1 * kPanel); k0 += kPanel) {
     const int64_t width = std::min<int64_t>(kPanel, g.N - k0);
     const int nv = static_cast<int>((width + V::kWidth - 1) / V::kWidth);
     const int tail = static_cast<int>(width - (nv - 1) * V::kWidth);
-    const int mr = static_cast<int>(std::min<int64_t>(V::kBcRows, g.M - a0));
-    bcast_tile_rows(mr, nv, g.A + a0 * g.saa, g.sat, g.saa, g.B + k0, g.ldb,
-                    g.bias ? g.bias + k0 : nullptr, g.C + a0 * g.ldc + k0, g.ldc, g.T, tail,
-                    g.add_alpha);
+    for (int64_t a0 = r0; a0 < r1; a0 += V::kBcRows) {
+      const int mr = static_cast<int>(std::min<int64_t>(V::kBcRows, r1 - a0));
+      bcast_tile_rows(mr, nv, g.A + a0 * g.saa, g.sat, g.saa, g.B + k0, g.ldb,
+                      g.bias ? g.bias + k0 : nullptr, g.C + a0 * g.ldc + k0, g.ldc, g.T, tail,
+                      g.add_alpha);
+    }
   }
 }
 

@@ -253,6 +253,24 @@ at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& x, const at::Te
   return column_major(weight) ? mm_tn(x, grad).t() : mm_tn(grad, x);
 }
 
+std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> small_linear_grads(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight) {
+  const bool layouts = is_float(grad) && is_float(x) && is_float(weight) &&
+                       rows_contiguous(grad) && rows_contiguous(x) && rows_contiguous(weight) &&
+                       !column_major(weight);
+  if (!layouts) return std::nullopt;
+  const int64_t m = grad.size(0), n = weight.size(0), k = weight.size(1);
+  at::Tensor gx = at::empty({m, k}, x.options());
+  at::Tensor gw = at::empty({n, k}, weight.options());
+  at::Tensor gb = at::empty({n}, weight.options());
+  if (!linear_grads_f32(grad.data_ptr<float>(), grad.stride(0), x.data_ptr<float>(), x.stride(0),
+                        weight.data_ptr<float>(), weight.stride(0), gx.data_ptr<float>(), k,
+                        gw.data_ptr<float>(), k, gb.data_ptr<float>(), m, n, k)) {
+    return std::nullopt;
+  }
+  return std::make_tuple(gx, gw, gb);
+}
+
 bool add_weight_grad_(const at::Tensor& weight, const at::Tensor& grad, const at::Tensor& x,
                       double alpha) {
   // weight_grad's product for a row-major weight, mm_tn(grad, x) = mm_nn(grad.t(), x), where

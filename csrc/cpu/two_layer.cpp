@@ -81,10 +81,22 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> backward(
     return grads;
   }
   OptTensor gx, gw1, gb1, gw2, gb2;
-  if (output_mask[3]) gw2 = weight_grad(g2, hidden.reshape({rows, hidden_features}), w2);
-  if (output_mask[4]) gb2 = at::sum(g2, {0});
-  if (output_mask[0] || output_mask[1] || output_mask[2]) {
-    at::Tensor grad_hidden = mm_nn(g2, w2).view(hidden.sizes());  // ours: masked in place
+  const at::Tensor hidden2 = hidden.reshape({rows, hidden_features});
+  const bool need_grad_hidden = output_mask[0] || output_mask[1] || output_mask[2];
+  at::Tensor grad_hidden;  // ours: masked in place below
+  // Layer 2's gradients in one pass where it is small (matmul.cpp), else one op each.
+  auto layer2 = need_grad_hidden && output_mask[3] && output_mask[4]
+                    ? small_linear_grads(g2, hidden2, w2)
+                    : std::nullopt;
+  if (layer2) {
+    std::tie(grad_hidden, gw2, gb2) = *std::move(layer2);
+  } else {
+    if (output_mask[3]) gw2 = weight_grad(g2, hidden2, w2);
+    if (output_mask[4]) gb2 = at::sum(g2, {0});
+    if (need_grad_hidden) grad_hidden = mm_nn(g2, w2);
+  }
+  if (need_grad_hidden) {
+    grad_hidden = grad_hidden.view(hidden.sizes());
     std::tie(gx, gw1, gb1) = linear_relu_backward_from_output_(
         grad_hidden, x, w1, hidden, {output_mask[0], output_mask[1], output_mask[2]}, sgd_lr);
   }
