@@ -186,6 +186,47 @@ def test_small_layer_2_gradients_are_the_separate_products(monkeypatch, shape):
     assert torch.equal(grads[4], in_row_order), "b2"
 
 
+ONEDNN_CAPPED_SCRIPT = """
+import sys, torch, twolayer_ext
+x, w1, b1, w2, b2, g = torch.load(sys.argv[1])
+ps = [t.requires_grad_() for t in (w1, b1, w2, b2)]
+y = twolayer_ext.functional.linear_relu(x, w1, b1)
+out = twolayer_ext.functional.two_layer_mlp(x, w1, b1, w2, b2)
+torch.save([y, out, *torch.autograd.grad(out, ps, g)], sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_16_bit_layers_where_onednn_is_capped_below_the_cpu(dtype, tmp_path):
+    """ONEDNN_MAX_CPU_ISA=AVX2 on a CPU with native 16-bit products leaves oneDNN without a
+    linear primitive for the 16-bit types ("could not create a primitive descriptor"): the
+    layers then run ATen's addmm instead of raising (matmul.cpp, onednn_linear)."""
+    import os
+    import subprocess
+    import sys
+
+    x, g = torch.randn(64, 100, dtype=dtype), torch.randn(64, 10, dtype=dtype)
+    w1, b1 = torch.randn(30, 100, dtype=dtype) / 10, torch.randn(30, dtype=dtype)
+    w2, b2 = torch.randn(10, 30, dtype=dtype) / 5, torch.randn(10, dtype=dtype)
+    torch.save([x, w1, b1, w2, b2, g], tmp_path / "in.pt")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    env.pop("TWOLAYER_EXT_CPU_GEMM", None)
+    subprocess.run(
+        [sys.executable, "-c", ONEDNN_CAPPED_SCRIPT, tmp_path / "in.pt", tmp_path / "out.pt"],
+        check=True,
+        env=env,
+        cwd="/",  # the installed package, not the unbuilt sources of a checkout
+    )
+    y, out, *grads = torch.load(tmp_path / "out.pt")
+    xd, w1d, b1d, w2d, b2d = (t.double().requires_grad_() for t in (x, w1, b1, w2, b2))
+    assert_close(y, reference.linear_relu(xd, w1d, b1d), dtype, "y")
+    want = reference.two_layer(xd, w1d, b1d, w2d, b2d)
+    assert_close(out, want, dtype, "out")
+    want_grads = torch.autograd.grad(want, (w1d, b1d, w2d, b2d), g.double())
+    for name, a, e in zip(["w1", "b1", "w2", "b2"], grads, want_grads):
+        assert_close(a, e, dtype, name)
+
+
 def test_seed_network_matches_between_paths(monkeypatch):
     """The whole seed network (two_layer ops) agrees between the kernel paths and ATen's BLAS."""
     x, w1, b1 = torch.randn(64, 1000), torch.randn(100, 1000) / 30, torch.randn(100)

@@ -25,6 +25,8 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 
 #include "isa/passes.h"
 #include "twolayer_ext/cpu_gemm.h"
@@ -158,12 +160,24 @@ std::optional<at::Tensor> onednn_linear(const at::Tensor& x, const at::Tensor& w
       return std::nullopt;
     }
   }();
+  // Whether oneDNN failed to build its linear primitive for bfloat16 [0] or float16 [1] in this
+  // process: it has none for them where ONEDNN_MAX_CPU_ISA keeps it from the CPU's 16-bit
+  // instructions (=AVX2 on an AVX-512 bfloat16 CPU: "could not create a primitive
+  // descriptor"), and that variable is read once per process. ATen's addmm from then on.
+  static std::atomic<bool> failed[2] = {false, false};
   const bool applies = op && at::isReducedFloatingType(x.scalar_type()) && !in_float32(x) &&
                        x.is_contiguous() && w.is_contiguous() && x.numel() > 0 && w.numel() > 0;
   if (!applies) return std::nullopt;
+  std::atomic<bool>& dtype_failed = failed[x.scalar_type() == at::kHalf ? 1 : 0];
+  if (dtype_failed.load(std::memory_order_relaxed)) return std::nullopt;
   const OptTensor b = present(bias) ? OptTensor(bias->contiguous()) : std::nullopt;
-  // No "relu" post-op: oneDNN's maps NaN to 0 where torch.relu keeps it.
-  return op->call(x, w, b, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+  try {
+    // No "relu" post-op: oneDNN's maps NaN to 0 where torch.relu keeps it.
+    return op->call(x, w, b, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+  } catch (const std::exception&) {  // oneDNN's error, as a c10::Error or as its own
+    dtype_failed.store(true, std::memory_order_relaxed);
+    return std::nullopt;
+  }
 }
 
 }  // namespace
