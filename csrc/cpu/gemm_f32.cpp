@@ -136,14 +136,16 @@ void gemm_bcast_add_f32(const float* A, int64_t sat, int64_t saa, const float* B
             GemmBcast{A, sat, saa, B, ldb, nullptr, C, ldc, M, N, T, &alpha});
 }
 
-bool linear_grads_f32(const float* G, int64_t ldg, const float* X, int64_t ldx, const float* W,
-                      int64_t ldw, float* GX, int64_t ldgx, float* GW, int64_t ldgw, float* GB,
-                      int64_t M, int64_t N, int64_t K) {
+bool use_linear_grads(int64_t M, int64_t N, int64_t K) {
   // Both products within one parallel grain (each would run on one thread), and each one
   // that the bcast kernel would run: gx = g W and gw = gᵀ x.
-  const bool applies = M * N * K <= kGrainMacs && use_fast_gemm(M, K, N, GemmKernel::kBcast) &&
-                       use_fast_gemm(N, K, M, GemmKernel::kBcast);
-  if (!applies) return false;
+  return M * N * K <= kGrainMacs && use_fast_gemm(M, K, N, GemmKernel::kBcast) &&
+         use_fast_gemm(N, K, M, GemmKernel::kBcast);
+}
+
+void linear_grads_f32(const float* G, int64_t ldg, const float* X, int64_t ldx, const float* W,
+                      int64_t ldw, float* GX, int64_t ldgx, float* GW, int64_t ldgw, float* GB,
+                      int64_t M, int64_t N, int64_t K) {
   const bool wide = use_avx512("linear_grads_f32");
   const auto compute = wide ? avx512::bcast_range : avx2::bcast_range;
   const int64_t panels = ceil_div(K, (wide ? avx512::kShape : avx2::kShape).bcast_cols);
@@ -153,7 +155,6 @@ bool linear_grads_f32(const float* G, int64_t ldg, const float* X, int64_t ldx, 
   for (int64_t r = 0; r < M; ++r) {
     for (int64_t o = 0; o < N; ++o) GB[o] += G[r * ldg + o];
   }
-  return true;
 }
 
 #else  // no kernels in this build: ATen's BLAS everywhere
@@ -173,9 +174,10 @@ void gemm_bcast_add_f32(const float*, int64_t, int64_t, const float*, int64_t, f
                         int64_t, int64_t, int64_t, float) {
   TORCH_INTERNAL_ASSERT(false, "gemm_bcast_add_f32: built without the GEMM kernels");
 }
-bool linear_grads_f32(const float*, int64_t, const float*, int64_t, const float*, int64_t, float*,
+bool use_linear_grads(int64_t, int64_t, int64_t) { return false; }
+void linear_grads_f32(const float*, int64_t, const float*, int64_t, const float*, int64_t, float*,
                       int64_t, float*, int64_t, float*, int64_t, int64_t, int64_t) {
-  return false;
+  TORCH_INTERNAL_ASSERT(false, "linear_grads_f32: built without the GEMM kernels");
 }
 
 #endif

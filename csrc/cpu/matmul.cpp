@@ -272,16 +272,14 @@ std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> small_linear_grads
   const bool layouts = is_float(grad) && is_float(x) && is_float(weight) &&
                        rows_contiguous(grad) && rows_contiguous(x) && rows_contiguous(weight) &&
                        !column_major(weight);
-  if (!layouts) return std::nullopt;
   const int64_t m = grad.size(0), n = weight.size(0), k = weight.size(1);
+  if (!layouts || !use_linear_grads(m, n, k)) return std::nullopt;
   at::Tensor gx = at::empty({m, k}, x.options());
   at::Tensor gw = at::empty({n, k}, weight.options());
   at::Tensor gb = at::empty({n}, weight.options());
-  if (!linear_grads_f32(grad.data_ptr<float>(), grad.stride(0), x.data_ptr<float>(), x.stride(0),
-                        weight.data_ptr<float>(), weight.stride(0), gx.data_ptr<float>(), k,
-                        gw.data_ptr<float>(), k, gb.data_ptr<float>(), m, n, k)) {
-    return std::nullopt;
-  }
+  linear_grads_f32(grad.data_ptr<float>(), grad.stride(0), x.data_ptr<float>(), x.stride(0),
+                   weight.data_ptr<float>(), weight.stride(0), gx.data_ptr<float>(), k,
+                   gw.data_ptr<float>(), k, gb.data_ptr<float>(), m, n, k);
   return std::make_tuple(gx, gw, gb);
 }
 

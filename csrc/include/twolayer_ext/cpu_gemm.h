@@ -66,12 +66,16 @@ void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, in
 void gemm_bcast_add_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
                         float* C, int64_t ldc, int64_t M, int64_t N, int64_t T, float alpha);
 
+// Whether linear_grads_f32 runs a layer with M rows, N outputs and K inputs: where
+// gemm_bcast_f32 would run both of its products, each on one thread (a small layer, such as
+// the tutorial's layer 2).
+bool use_linear_grads(int64_t M, int64_t N, int64_t K);
+
 // The three gradients of a layer y = x Wᵀ + b, given G = dL/dy [M x N], X = x [M x K] and
 // W [N x K] (row-major, row strides ld*): GX = G W [M x K], GW = Gᵀ X [N x K] and GB [N] the
-// column sums of G in row order, on the calling thread with no set-up between them: the
-// products are gemm_bcast_f32's, for a layer small enough that it would run each on one thread
-// (such as the tutorial's layer 2). Returns false, touching nothing, elsewhere.
-bool linear_grads_f32(const float* G, int64_t ldg, const float* X, int64_t ldx, const float* W,
+// column sums of G in row order, on the calling thread with no set-up between them. The
+// products are gemm_bcast_f32's, with its bits. Only where use_linear_grads says so.
+void linear_grads_f32(const float* G, int64_t ldg, const float* X, int64_t ldx, const float* W,
                       int64_t ldw, float* GX, int64_t ldgx, float* GW, int64_t ldgw, float* GB,
                       int64_t M, int64_t N, int64_t K);
 

@@ -37,8 +37,9 @@ at::Tensor weight_grad(const at::Tensor& grad, const at::Tensor& x, const at::Te
 bool add_weight_grad_(const at::Tensor& weight, const at::Tensor& grad, const at::Tensor& x,
                       double alpha);
 // A layer's three gradients (grad_x, grad_weight, grad_bias) = (grad @ weight, its
-// weight_grad(grad, x, weight), grad.sum(0)) from one pass of linear_grads_f32 (cpu_gemm.h),
-// for a float32 layer with a row-major weight small enough for it; nullopt elsewhere.
+// weight_grad(grad, x, weight), grad's column sums in row order) from one call of
+// linear_grads_f32 (cpu_gemm.h), for a float32 layer with a row-major weight small enough for
+// it (use_linear_grads); nullopt elsewhere.
 std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> small_linear_grads(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight);
 // a[m, t] @ b[t, n] -> [m, n]  (grad_x = grad @ weight)
