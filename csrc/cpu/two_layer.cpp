@@ -110,7 +110,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
 }
 
 // two_layer_backward without a saved hidden activation: recomputed block by block on the
-// fused path (the forward wrote none), or layer 1 run again on the layered one.
+// fused path (the forward wrote none), or else the forward run again for it.
 std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_backward_recompute(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
     const at::Tensor& w2, std::array<bool, 5> output_mask) {
@@ -120,7 +120,11 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t rows = leading_rows(x), in_features = w1.size(1), out_features = w2.size(0);
   if (!backward_recomputes_hidden(x, w1, w2)) {
-    return two_layer_backward(grad_out, x, w1, w2, linear_relu_output(x, w1, b1), output_mask);
+    // hidden as two_layer_forward computes it (its output unused): the fused and the layered
+    // first layer can run different GEMMs (on an Intel CPU, our kernels and MKL), and a hidden
+    // unit that rounds to the other side of 0 would change the mask.
+    const at::Tensor hidden = std::get<1>(two_layer_forward(x, w1, b1, w2, std::nullopt));
+    return two_layer_backward(grad_out, x, w1, w2, hidden, output_mask);
   }
   auto grads =
       fused_two_layer_backward(grad_out.reshape({rows, out_features}),
