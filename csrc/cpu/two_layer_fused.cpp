@@ -43,9 +43,11 @@ namespace {
 constexpr int64_t kHiddenBlockBytes = 256 << 10;
 // Where ATen's 16-bit products run the blocks on an Intel CPU (native 16-bit products: oneDNN),
 // 1 MiB: each call's fixed cost is then spread over more rows; bfloat16 inference took
-// 0.64-0.72x the time of 256 KiB blocks on the Xeon ("Intel Xeon"). Not measured elsewhere.
+// 0.64-0.72x the time of 256 KiB blocks on the Xeon ("Intel Xeon"; at hidden = 64 and 128,
+// "1 MiB blocks for narrow hidden layers"). Not measured elsewhere.
 constexpr int64_t kIntelNative16BitHiddenBlockBytes = 1 << 20;
-// Rows per block stay in [kMinBlockRows, kMaxBlockRows]: fewer rows make the products
+// Rows per block stay in [kMinBlockRows, kMaxBlockRows] (for 256 KiB blocks; blocks_for scales
+// the cap with the block's bytes): fewer rows make the products
 // inefficient, more bring nothing once the block fits.
 constexpr int64_t kMinBlockRows = 64, kMaxBlockRows = 2048;
 // Backward's partial weight gradients: one set per chunk of consecutive blocks, at most
@@ -82,7 +84,10 @@ Blocks blocks_for(int64_t rows, int64_t hidden_features, at::ScalarType dtype) {
   const int64_t bytes = native_16bit ? kIntelNative16BitHiddenBlockBytes : kHiddenBlockBytes;
   const int64_t row_bytes = hidden_features * static_cast<int64_t>(c10::elementSize(dtype));
   const int64_t fit = bytes / std::max<int64_t>(1, row_bytes);
-  const int64_t size = std::clamp(fit, kMinBlockRows, kMaxBlockRows);
+  // The row cap grows with the block, so a 1 MiB block stays 1 MiB where hidden is narrow
+  // (2048 rows of 64 bfloat16 are only 256 KiB).
+  const int64_t max_rows = kMaxBlockRows * (bytes / kHiddenBlockBytes);
+  const int64_t size = std::clamp(fit, kMinBlockRows, max_rows);
   return {rows, size, ceil_div(rows, size)};
 }
 
