@@ -229,7 +229,22 @@ def test_bench_harness_smoke(tmp_path, capsys):
     assert step["saved_bytes"]["ext"] <= step["saved_bytes"]["torch"]
     printed = capsys.readouterr().out
     assert "FLOP floor" in printed and "without arithmetic" in printed
+    assert report["machine"]["allocator"] in printed.splitlines()[0]
     assert "fused step vs the numpy scheme" in printed
+
+
+def test_bench_names_the_allocator(monkeypatch):
+    """The bench's header says which malloc ran it, glibc's settings included: torch's eager
+    times of large layers depend on it."""
+    from twolayer_ext.bench.timing import allocator
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    plain = allocator()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1000000000")
+    if plain.startswith("glibc malloc"):
+        assert allocator().endswith("MALLOC_MMAP_THRESHOLD_=1000000000)")
+    else:  # jemalloc, tcmalloc or mimalloc loaded: glibc's settings do not apply
+        assert allocator() == plain
 
 
 # Each bad argument gets one line naming it and what would work, exit status 2, and no work

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -13,14 +14,36 @@ import torch
 from ..info import cpu_info
 
 
+def allocator() -> str:
+    """The malloc that serves torch's CPU tensors in this process: jemalloc, tcmalloc or
+    mimalloc where one is loaded, else glibc's, with any MALLOC_* settings of the environment.
+
+    With glibc's defaults a buffer of 32 MiB or more is mapped afresh and page-faulted on every
+    call, with the others (or a raised MALLOC_MMAP_THRESHOLD_) it is not: torch's eager times of
+    large layers move by up to 3x between the two (docs/BENCHMARKS.md, "1 MiB blocks for
+    narrow hidden layers"), so a table names the one it ran with.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded = maps.read()
+    except OSError:  # not Linux: what the environment preloads, if anything
+        loaded = os.environ.get("LD_PRELOAD", "")
+    for name in ("jemalloc", "tcmalloc", "mimalloc"):
+        if f"lib{name}" in loaded:
+            return name
+    tuned = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")]
+    return "glibc malloc" + (f" ({', '.join(tuned)})" if tuned else "")
+
+
 def machine() -> dict[str, Any]:
     """What a CPU benchmark ran on: the CPU (model, cores, L2, vector ISA, native 16-bit
-    arithmetic), the paths the CPU ops took on it, torch and its thread count."""
+    arithmetic), the paths the CPU ops took on it, torch, its thread count and allocator."""
     return {
         "cpu": cpu_info(),
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "allocator": allocator(),
     }
 
 
@@ -34,7 +57,8 @@ def describe_machine(m: dict[str, Any]) -> str:
         f"{cpu['physical_cores']} physical cores, L2 {cpu['l2_cache_bytes'] // 1024} KiB per "
         f"core; vector ISA {' '.join(cpu['vector_isa']) or 'none'} (ATen: {m['cpu_isa']}); "
         f"native bfloat16 {yes_no[cpu['native_bfloat16']]}, float16 "
-        f"{yes_no[cpu['native_float16']]}; torch {m['torch']}, {m['threads']} threads\n"
+        f"{yes_no[cpu['native_float16']]}; torch {m['torch']}, {m['threads']} threads, "
+        f"{m.get('allocator', 'allocator not recorded')}\n"
         f"paths: float32 GEMM kernels {paths['float32_gemm_kernels']} (bounds measured on "
         f"{paths['float32_gemm_bounds']}), bfloat16 products "
         f"{paths['bfloat16_products']}, float16 products {paths['float16_products']}, "
