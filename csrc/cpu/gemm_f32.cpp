@@ -146,11 +146,8 @@ bool use_linear_grads(int64_t M, int64_t N, int64_t K) {
 void linear_grads_f32(const float* G, int64_t ldg, const float* X, int64_t ldx, const float* W,
                       int64_t ldw, float* GX, int64_t ldgx, float* GW, int64_t ldgw, float* GB,
                       int64_t M, int64_t N, int64_t K) {
-  const bool wide = use_avx512("linear_grads_f32");
-  const auto compute = wide ? avx512::bcast_range : avx2::bcast_range;
-  const int64_t panels = ceil_div(K, (wide ? avx512::kShape : avx2::kShape).bcast_cols);
-  compute(GemmBcast{G, 1, ldg, W, ldw, nullptr, GX, ldgx, M, K, N, nullptr}, 0, M, 0, panels);
-  compute(GemmBcast{G, ldg, 1, X, ldx, nullptr, GW, ldgw, N, K, M, nullptr}, 0, N, 0, panels);
+  gemm_bcast_f32(G, 1, ldg, W, ldw, nullptr, GX, ldgx, M, K, N);  // gx = g W
+  gemm_bcast_f32(G, ldg, 1, X, ldx, nullptr, GW, ldgw, N, K, M);  // gw = gᵀ x
   std::fill(GB, GB + N, 0.0f);
   for (int64_t r = 0; r < M; ++r) {
     for (int64_t o = 0; o < N; ++o) GB[o] += G[r * ldg + o];

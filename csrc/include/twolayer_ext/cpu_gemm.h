@@ -73,8 +73,8 @@ bool use_linear_grads(int64_t M, int64_t N, int64_t K);
 
 // The three gradients of a layer y = x Wᵀ + b, given G = dL/dy [M x N], X = x [M x K] and
 // W [N x K] (row-major, row strides ld*): GX = G W [M x K], GW = Gᵀ X [N x K] and GB [N] the
-// column sums of G in row order, on the calling thread with no set-up between them. The
-// products are gemm_bcast_f32's, with its bits. Only where use_linear_grads says so.
+// column sums of G in row order: gemm_bcast_f32 twice and the sums, in one call with no tensor
+// set-up between them. Only where use_linear_grads says so.
 void linear_grads_f32(const float* G, int64_t ldg, const float* X, int64_t ldx, const float* W,
                       int64_t ldw, float* GX, int64_t ldgx, float* GW, int64_t ldgw, float* GB,
                       int64_t M, int64_t N, int64_t K);
