@@ -242,3 +242,85 @@ def test_backward_recompute_opcheck():
     torch.library.opcheck(op, (g, x, w1, b1, w2, [True] * 5))
     with pytest.raises(ERR, match="two_layer_backward_recompute: grad_out must have shape"):
         op(torch.randn(6, 2), x, w1, b1, w2, [True] * 5)
+
+
+# The AMX kernel (csrc/cpu/two_layer_amx.cpp) at its tiles' edges: in below, at and past a
+# 32-column A tile; hidden and out across 16-column C tiles and four-tile groups (hidden 1024:
+# 16 groups); rows ending in a partial 16-row tile; one unit everywhere.
+AMX_SHAPES = [
+    (1000, 64, 64, 16),
+    (1001, 1, 1, 1),
+    (517, 33, 100, 17),
+    (250, 31, 65, 70),
+    (300, 96, 1024, 3),
+]
+AMX = twolayer_ext._C.cpu_paths()["bfloat16_fused_forward"] == "amx"
+requires_amx = pytest.mark.skipif(
+    not AMX, reason="the AMX kernel runs only where the CPU has AMX-BF16 (cpu_paths)"
+)
+
+
+def test_amx_kernel_runs_wherever_the_cpu_has_amx():
+    """A CPU with AMX-BF16 (and AVX-512 for our passes) runs the kernel: the tests below skip
+    only where the kernel cannot run, never because it was switched off by mistake."""
+    caps = twolayer_ext._C.cpu_capabilities()
+    has_amx = caps.get("amx_bf16", False) and caps.get("amx_tile", False)
+    avx512 = twolayer_ext._C.cpu_paths()["elementwise_passes"] == "avx512"
+    assert AMX == bool(has_amx and avx512)
+
+
+@requires_amx
+@pytest.mark.parametrize("shape", AMX_SHAPES, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "row_stride"])
+def test_amx_bf16_inference_matches_torch(shape, layout, monkeypatch):
+    """bfloat16 inference on the AMX kernel: torch's own layers' result within bfloat16
+    rounding, and the float64 reference's within the tolerance; rows of x read at their own
+    stride (a column slice of a wider tensor)."""
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "1")
+    rows, d_in, hidden, d_out = shape
+    dtype = torch.bfloat16
+    x = torch.randn(rows, d_in + (7 if layout == "row_stride" else 0), dtype=dtype)[:, :d_in]
+    params = _params(d_in, hidden, d_out, dtype)
+    w1, b1, w2, b2 = params
+    with torch.no_grad():
+        out = torch.ops.twolayer_ext.two_layer(x, *params)
+        hidden_act = torch.relu(torch.nn.functional.linear(x, w1, b1))
+        torch_out = torch.nn.functional.linear(hidden_act, w2, b2)
+    assert_close(out, torch_out, dtype, "out vs torch's layers")
+    ref = reference.two_layer(x.double(), *(p.double() for p in params))
+    assert_close(out, ref, dtype, "out")
+
+
+@requires_amx
+def test_amx_bf16_inference_without_biases(monkeypatch):
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "1")
+    rows, d_in, hidden, d_out = AMX_SHAPES[2]
+    x = torch.randn(rows, d_in, dtype=torch.bfloat16)
+    w1, _, w2, _ = _params(d_in, hidden, d_out, torch.bfloat16)
+    with torch.no_grad():
+        out = torch.ops.twolayer_ext.two_layer(x, w1, None, w2, None)
+    ref = reference.two_layer(x.double(), w1.double(), None, w2.double(), None)
+    assert_close(out, ref, torch.bfloat16, "out")
+
+
+@requires_amx
+def test_amx_bf16_nan_and_inf_reach_the_references_outputs(monkeypatch):
+    """NaN in x, an Inf row and a NaN weight reach exactly the outputs they reach in the
+    float64 reference (the kernel's ReLU and rounding keep NaN), and no other row: x's rows are
+    copied into zero-padded tiles where in is not a multiple of 32. (oneDNN's AMX matmul,
+    behind torch's bfloat16 products here, reads such a row's tail from the next row's bytes
+    and lets a NaN there into a clean row: oneDNN issue #5717.)"""
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "1")
+    rows, d_in, hidden, d_out = 3100, 33, 100, 17
+    x = torch.randn(rows, d_in, dtype=torch.bfloat16)
+    w1, b1, w2, b2 = _params(d_in, hidden, d_out, torch.bfloat16)
+    x[5, 3] = float("nan")
+    x[8, 32] = float("nan")  # in the last A tile's one real column
+    x[3000, :] = float("inf")
+    w2[4, 7] = float("nan")
+    with torch.no_grad():
+        out = torch.ops.twolayer_ext.two_layer(x, w1, b1, w2, b2)
+    expected = reference.two_layer(x.double(), w1.double(), b1.double(), w2.double(), b2.double())
+    assert torch.equal(out.isnan(), expected.isnan())
+    assert out[5].isnan().all() and out[8].isnan().all()
+    assert out[7].isnan().nonzero().flatten().tolist() == [4]  # w2's NaN column only

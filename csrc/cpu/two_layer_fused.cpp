@@ -14,7 +14,8 @@
 // chunks of blocks whose gradient partial sums are added in a fixed order, depend on
 // the shapes only, so results do not depend on the number of threads where our kernels run
 // the float32 products (ReproducibleProducts; ATen's BLAS in their place, as in float64, does
-// not promise it).
+// not promise it), and in bfloat16 inference on a CPU with AMX, where both layers of a block
+// run in our tile kernel (two_layer_amx.h).
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -29,6 +30,7 @@
 #include <optional>
 
 #include "isa/isa.h"
+#include "two_layer_amx.h"
 #include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
 #include "twolayer_ext/switches.h"
@@ -119,14 +121,23 @@ class FirstLayer {
       wt_ = w.t().contiguous();
     }
   }
-  void operator()(at::Tensor& hidden, const at::Tensor& x) const {
+  // relu(x Wᵀ + b) for a block of rows, into `block` (rows of the kept hidden activation, or
+  // of a scratch buffer when `scratch`); returns the block written. A scratch block is
+  // replaced by the layer's own output where that is a new tensor anyway (oneDNN's linear, in
+  // 16-bit on a CPU with native 16-bit products), which saves copying it.
+  at::Tensor operator()(at::Tensor block, const at::Tensor& x, bool scratch) const {
     if (wt_.defined()) {
-      mm_nn_out(hidden, x, wt_, b_);
+      mm_nn_out(block, x, wt_, b_);
+    } else if (scratch) {
+      block = linear(x, w_, b_);
     } else {
-      linear_out(hidden, x, w_, b_);
+      linear_out(block, x, w_, b_);
     }
-    relu_rows_(hidden);
+    relu_rows_(block);
+    return block;
   }
+  // Whether a scratch block is written into (else the layer returns its own).
+  bool uses_scratch() const { return wt_.defined(); }
 
  private:
   const at::Tensor& w_;
@@ -209,16 +220,36 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
   const int64_t hidden_features = w1.size(0);
   const Blocks blocks = blocks_for(x.size(0), hidden_features, x.scalar_type());
   const FirstLayer layer1(w1, b1);
+  // bfloat16 inference on AMX: both layers in our tile kernel (two_layer_amx.h), not
+  // oneDNN's linear per block: 0.5x the time at 262144x64->64->16 on an Intel Xeon
+  // (docs/BENCHMARKS.md, "bfloat16 inference on AMX").
+  std::optional<AmxTwoLayer> amx;
+  if (hidden == nullptr && x.scalar_type() == at::kBFloat16 && x.stride(1) == 1 &&
+      out.is_contiguous() && !cpu_gemm_aten_forced() && amx_bf16_usable()) {
+    amx.emplace(w1, b1, w2, b2);
+  }
   at::parallel_for(0, blocks.count, 1, [&](int64_t first, int64_t last) {
+    if (amx) {
+      for (int64_t i = first; i < last; ++i) {
+        const int64_t r0 = blocks.begin(i);
+        amx->forward(x.const_data_ptr<c10::BFloat16>() + r0 * x.stride(0), x.stride(0),
+                     out.data_ptr<c10::BFloat16>() + r0 * out.stride(0), out.stride(0),
+                     blocks.length(i));
+      }
+      return;
+    }
     // Worker threads do not inherit the caller's dispatch state: stay below autograd.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     ReproducibleProducts reproducible;  // the same bits whatever the thread count
     at::Tensor buffer;  // this thread's hidden block, when hidden is not kept
-    if (hidden == nullptr) buffer = at::empty({blocks.size, hidden_features}, x.options());
+    if (hidden == nullptr && layer1.uses_scratch()) {
+      buffer = at::empty({blocks.size, hidden_features}, x.options());
+    }
     for (int64_t i = first; i < last; ++i) {
       const int64_t r0 = blocks.begin(i), nr = blocks.length(i);
-      at::Tensor hb = hidden ? hidden->narrow(0, r0, nr) : buffer.narrow(0, 0, nr);
-      layer1(hb, x.narrow(0, r0, nr));
+      at::Tensor hb = hidden ? hidden->narrow(0, r0, nr)
+                      : buffer.defined() ? buffer.narrow(0, 0, nr) : at::Tensor();
+      hb = layer1(hb, x.narrow(0, r0, nr), /*scratch=*/hidden == nullptr);
       at::Tensor ob = out.narrow(0, r0, nr);
       linear_out(ob, hb, w2, b2);
     }
@@ -255,15 +286,18 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_laye
     at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
     ReproducibleProducts reproducible;
     at::Tensor buffer;  // this thread's recomputed hidden block, when hidden is not given
-    if (hidden == nullptr) buffer = at::empty({blocks.size, hidden_features}, x.options());
+    if (recompute && recompute->uses_scratch()) {
+      buffer = at::empty({blocks.size, hidden_features}, x.options());
+    }
     for (int64_t c = first; c < last; ++c) {
       at::Tensor w1_part = need_gw1 ? pw1[c] : at::Tensor();
       at::Tensor w2_part = need_gw2 ? pw2[c] : at::Tensor();
       for (int64_t i = c * per_chunk; i < std::min(blocks.count, (c + 1) * per_chunk); ++i) {
         const int64_t r0 = blocks.begin(i), nr = blocks.length(i);
         const at::Tensor gb = grad_out.narrow(0, r0, nr);
-        at::Tensor hb = hidden ? hidden->narrow(0, r0, nr) : buffer.narrow(0, 0, nr);
-        if (recompute) (*recompute)(hb, x.narrow(0, r0, nr));  // the forward's own bits
+        at::Tensor hb = hidden ? hidden->narrow(0, r0, nr)
+                        : buffer.defined() ? buffer.narrow(0, 0, nr) : at::Tensor();
+        if (recompute) hb = (*recompute)(hb, x.narrow(0, r0, nr), true);  // the forward's bits
         if (need_gw2) add_mm_tn(w2_part, gb, hb);
         if (need_gb2) pb2[c].add_(at::sum(gb, {0}, false, acc));
         if (!layer1) continue;
