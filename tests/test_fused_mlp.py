@@ -324,3 +324,23 @@ def test_amx_bf16_nan_and_inf_reach_the_references_outputs(monkeypatch):
     assert torch.equal(out.isnan(), expected.isnan())
     assert out[5].isnan().all() and out[8].isnan().all()
     assert out[7].isnan().nonzero().flatten().tolist() == [4]  # w2's NaN column only
+
+
+@requires_amx
+@pytest.mark.parametrize("rows", [16, 1000, 9000])
+def test_rule_runs_bfloat16_inference_on_amx(rows, monkeypatch):
+    """Under the rule, bfloat16 inference with in <= 64 runs the AMX kernel at any number of
+    rows (no ATen product is called), and training runs layer by layer (ATen's products)."""
+    monkeypatch.delenv("TWOLAYER_EXT_CPU_FUSED_MLP", raising=False)
+    net = twolayer_ext.TwoLayerNet(64, 64, 16, dtype=torch.bfloat16)
+    x = torch.randn(rows, 64, dtype=torch.bfloat16)
+
+    def aten_products(fn):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            fn()
+        names = {e.name for e in prof.events()}
+        return names & {"aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "aten::linear"}
+
+    with torch.no_grad():
+        assert aten_products(lambda: net(x)) == set()
+    assert aten_products(lambda: net(x).sum().backward())

@@ -80,9 +80,14 @@ struct Blocks {
   int64_t length(int64_t i) const { return std::min(size, rows - i * size); }
 };
 
+// Whether bfloat16 inference runs in the AMX tile kernel (two_layer_amx.h).
+bool amx_runs(at::ScalarType dtype) {
+  return dtype == at::kBFloat16 && !cpu_gemm_aten_forced() && amx_bf16_usable();
+}
+
 Blocks blocks_for(int64_t rows, int64_t hidden_features, at::ScalarType dtype) {
-  const bool native_16bit =
-      at::isReducedFloatingType(dtype) && native_16bit_products(dtype) && intel_cpu();
+  const bool native_16bit = at::isReducedFloatingType(dtype) && native_16bit_products(dtype) &&
+                            intel_cpu() && !amx_runs(dtype);
   const int64_t bytes = native_16bit ? kIntelNative16BitHiddenBlockBytes : kHiddenBlockBytes;
   const int64_t row_bytes = hidden_features * static_cast<int64_t>(c10::elementSize(dtype));
   const int64_t fit = bytes / std::max<int64_t>(1, row_bytes);
@@ -177,12 +182,17 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 // the layered forward (docs/BENCHMARKS.md, "Intel Xeon": an AVX-512 Xeon with native 16-bit
 // products; the AVX2 bound with the kernels, MKL and oneDNN narrowed to AVX2 there). Intel
 // CPUs without native 16-bit products get the same rule, not measured.
+// bfloat16 inference on AMX (two_layer_amx.h) runs fused at any number of rows, one block
+// included, where in ≤ 64: it won at 16 to 262144 rows (1.6-3.0x; 1.04x at 1024x64->1024->64),
+// and lost from in = 256 (0.7x; 1.09x at 128) (docs/BENCHMARKS.md, "bfloat16 inference on
+// AMX", Intel Xeon).
 // Thread count is not an input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
   if (const auto forced = cpu_fused_mlp_forced()) return *forced;
+  const bool amx = pass == MlpPass::kInference && amx_runs(dtype);
   const bool fits = hidden_features <= kMaxFusedWidth && out_features <= kMaxFusedWidth &&
-                    blocks_for(rows, hidden_features, dtype).count >= kMinFusedBlocks;
+                    (amx || blocks_for(rows, hidden_features, dtype).count >= kMinFusedBlocks);
   if (!fits) return false;
   if (intel_cpu()) {
     const bool avx512_float = dtype == at::kFloat && std::strcmp(gemm_kernels_isa(), "avx512") == 0;
@@ -224,8 +234,8 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
   // oneDNN's linear per block: 0.5x the time at 262144x64->64->16 on an Intel Xeon
   // (docs/BENCHMARKS.md, "bfloat16 inference on AMX").
   std::optional<AmxTwoLayer> amx;
-  if (hidden == nullptr && x.scalar_type() == at::kBFloat16 && x.stride(1) == 1 &&
-      out.is_contiguous() && !cpu_gemm_aten_forced() && amx_bf16_usable()) {
+  if (hidden == nullptr && amx_runs(x.scalar_type()) && x.stride(1) == 1 &&
+      out.is_contiguous()) {
     amx.emplace(w1, b1, w2, b2);
   }
   at::parallel_for(0, blocks.count, 1, [&](int64_t first, int64_t last) {
