@@ -29,4 +29,21 @@ for obj in "${objects[@]}"; do
   fi
 done
 [ $status -eq 0 ] && echo "check_isa_symbols: ${#objects[@]} per-ISA objects define only their ISA's symbols"
+# csrc/cpu/two_layer_amx.cpp compiles its kernel under a target pragma (AVX-512, AMX) and the
+# rest, amx_bf16_usable included, for every CPU: only the kernel's functions may hold VEX,
+# EVEX or AMX instructions.
+for obj in build/temp.*/csrc/cpu/two_layer_amx.o; do
+  wide=$(objdump -d -C "$obj" |
+    awk '/^[0-9a-f]+ <.*>:$/ {name = $0} /\t(v[a-z0-9]+|tile[a-z]+|tdp[a-z0-9]+|ldtilecfg) / {print name}' |
+    sort -u)
+  stray=$(echo "$wide" | grep -v -e "AmxTwoLayer::forward" -e "(anonymous namespace)::product_group" \
+    -e "(anonymous namespace)::round_to_bf16" | grep . || true)
+  if [ -z "$wide" ] || [ -n "$stray" ]; then
+    echo "check_isa_symbols: $obj: AVX-512/AMX code outside its kernel (or no kernel):" >&2
+    echo "$stray" >&2
+    status=1
+  else
+    echo "check_isa_symbols: $obj: AVX-512/AMX code only in its kernel"
+  fi
+done
 exit $status

@@ -85,6 +85,21 @@ AmxTwoLayer::AmxTwoLayer(const at::Tensor& w1, const OptTensor& b1, const at::Te
 
 #if TWOLAYER_EXT_HAVE_AMX
 
+// Outside the target pragma below: every CPU calls it, and code compiled for AVX-512 could
+// not run on one without.
+bool amx_bf16_usable() {
+  static const bool usable = [] {
+    if (isa() != Isa::kAvx512) return false;
+    const auto caps = at::cpu::get_cpu_capabilities();
+    const auto has = [&](const char* f) {
+      const auto it = caps.find(f);
+      return it != caps.end() && it->second.isBool() && it->second.toBool();
+    };
+    return has("amx_tile") && has("amx_bf16") && at::cpu::init_amx();
+  }();
+  return usable;
+}
+
 #pragma GCC push_options
 #pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl")
 #pragma GCC diagnostic push
@@ -154,19 +169,6 @@ void product_group(const void* a, int64_t a_stride, int64_t k_tiles, const uint1
 }
 
 }  // namespace
-
-bool amx_bf16_usable() {
-  static const bool usable = [] {
-    if (isa() != Isa::kAvx512) return false;
-    const auto caps = at::cpu::get_cpu_capabilities();
-    const auto has = [&](const char* f) {
-      const auto it = caps.find(f);
-      return it != caps.end() && it->second.isBool() && it->second.toBool();
-    };
-    return has("amx_tile") && has("amx_bf16") && at::cpu::init_amx();
-  }();
-  return usable;
-}
 
 void AmxTwoLayer::forward(const c10::BFloat16* x, int64_t ldx, c10::BFloat16* out, int64_t ldo,
                           int64_t rows) const {
