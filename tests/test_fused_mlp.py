@@ -271,15 +271,18 @@ def test_amx_kernel_runs_wherever_the_cpu_has_amx():
 
 @requires_amx
 @pytest.mark.parametrize("shape", AMX_SHAPES, ids=str)
-@pytest.mark.parametrize("layout", ["contiguous", "row_stride"])
+@pytest.mark.parametrize("layout", ["contiguous", "row_stride", "sliced"])
 def test_amx_bf16_inference_matches_torch(shape, layout, monkeypatch):
     """bfloat16 inference on the AMX kernel: torch's own layers' result within bfloat16
     rounding, and the float64 reference's within the tolerance; rows of x read at their own
-    stride (a column slice of a wider tensor)."""
+    stride (the first columns of a wider tensor), or copied first (every other column)."""
     monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "1")
     rows, d_in, hidden, d_out = shape
     dtype = torch.bfloat16
-    x = torch.randn(rows, d_in + (7 if layout == "row_stride" else 0), dtype=dtype)[:, :d_in]
+    if layout == "sliced":
+        x = make_x((rows, d_in), dtype, "cpu", "sliced")
+    else:
+        x = torch.randn(rows, d_in + (7 if layout == "row_stride" else 0), dtype=dtype)[:, :d_in]
     params = _params(d_in, hidden, d_out, dtype)
     w1, b1, w2, b2 = params
     with torch.no_grad():
@@ -328,12 +331,14 @@ def test_amx_bf16_nan_and_inf_reach_the_references_outputs(monkeypatch):
 
 @requires_amx
 @pytest.mark.parametrize("rows", [16, 1000, 9000])
-def test_rule_runs_bfloat16_inference_on_amx(rows, monkeypatch):
+@pytest.mark.parametrize("layout", ["contiguous", "sliced"])
+def test_rule_runs_bfloat16_inference_on_amx(rows, layout, monkeypatch):
     """Under the rule, bfloat16 inference with in <= 64 runs the AMX kernel at any number of
-    rows (no ATen product is called), and training runs layer by layer (ATen's products)."""
+    rows and any layout of x (no ATen product is called), and training runs layer by layer
+    (ATen's products)."""
     monkeypatch.delenv("TWOLAYER_EXT_CPU_FUSED_MLP", raising=False)
     net = twolayer_ext.TwoLayerNet(64, 64, 16, dtype=torch.bfloat16)
-    x = torch.randn(rows, 64, dtype=torch.bfloat16)
+    x = make_x((rows, 64), torch.bfloat16, "cpu", layout)
 
     def aten_products(fn):
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

@@ -234,15 +234,18 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
   // oneDNN's linear per block: 0.5x the time at 262144x64->64->16 on an Intel Xeon
   // (docs/BENCHMARKS.md, "bfloat16 inference on AMX").
   std::optional<AmxTwoLayer> amx;
-  if (hidden == nullptr && amx_runs(x.scalar_type()) && x.stride(1) == 1 &&
-      out.is_contiguous()) {
+  at::Tensor x_rows = x;  // x with its rows contiguous, as the kernel reads them
+  if (hidden == nullptr && amx_runs(x.scalar_type())) {
+    TORCH_INTERNAL_ASSERT(out.is_contiguous());
+    if (x.stride(1) != 1) x_rows = x.contiguous();
     amx.emplace(w1, b1, w2, b2);
   }
   at::parallel_for(0, blocks.count, 1, [&](int64_t first, int64_t last) {
     if (amx) {
       for (int64_t i = first; i < last; ++i) {
         const int64_t r0 = blocks.begin(i);
-        amx->forward(x.const_data_ptr<c10::BFloat16>() + r0 * x.stride(0), x.stride(0),
+        amx->forward(x_rows.const_data_ptr<c10::BFloat16>() + r0 * x_rows.stride(0),
+                     x_rows.stride(0),
                      out.data_ptr<c10::BFloat16>() + r0 * out.stride(0), out.stride(0),
                      blocks.length(i));
       }
