@@ -14,8 +14,8 @@
 namespace twolayer_ext {
 
 // TWOLAYER_EXT_CPU_GEMM=aten: every CPU product as torch computes it (ATen's BLAS, in the
-// operands' own dtype). Unset: the extension's float32 kernels and 16-bit-in-float32
-// products where they were measured to win.
+// operands' own dtype). Unset: the extension's float32 kernels, 16-bit-in-float32 products
+// and AMX kernel (bfloat16 inference) where they were measured to win.
 bool cpu_gemm_aten_forced();
 
 // TWOLAYER_EXT_CPU_FUSED_MLP=1 / 0: the CPU two-layer ops always / never fully fused.
