@@ -34,7 +34,9 @@ constexpr int64_t kTileK = 32;     // bfloat16 columns of an A tile: 64 bytes
 constexpr int64_t kTileN = 16;     // float32 columns of a C tile: 64 bytes
 constexpr int64_t kGroup = 4;      // C tiles per group (tmm0-3)
 constexpr int64_t kTileElems = kRows * kTileK;  // bfloat16 elements of an A or B tile
-constexpr int64_t kPrefetchTiles = 2;  // how far ahead x is fetched: 4 and 8 were no faster
+// How many 16-row tiles ahead x is fetched; 4, 8 and 16 were no faster (docs/BENCHMARKS.md,
+// "bfloat16 inference on AMX").
+constexpr int64_t kPrefetchTiles = 2;
 
 int64_t tiles(int64_t n, int64_t per_tile) { return (n + per_tile - 1) / per_tile; }
 
@@ -190,8 +192,8 @@ void AmxTwoLayer::forward(const c10::BFloat16* x, int64_t ldx, c10::BFloat16* ou
   _tile_loadconfig(&config);
   for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
     const int64_t nr = std::min(kRows, rows - r0);
-    // The tile loads of x stall on memory (the hardware prefetchers do not run ahead of
-    // them): fetch the x rows of the tile kPrefetchTiles ahead into L1 now.
+    // Without this the tile loads of x stalled on memory (most of the kernel's time in the
+    // profile): fetch the x rows of the tile kPrefetchTiles ahead into L1 now.
     const int64_t ahead = r0 + kPrefetchTiles * kRows;
     for (int64_t r = ahead; r < std::min(rows, ahead + kRows); ++r) {
       for (int64_t byte = 0; byte < in_ * 2; byte += 64) {
