@@ -17,7 +17,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/MemoryOverlap.h>
-#include <ATen/cpu/Utils.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
@@ -28,6 +27,7 @@
 #include <atomic>
 #include <exception>
 
+#include "isa/isa.h"
 #include "isa/passes.h"
 #include "twolayer_ext/cpu_gemm.h"
 #include "twolayer_ext/cpu_ops.h"
@@ -36,13 +36,8 @@
 namespace twolayer_ext::cpu {
 
 bool native_16bit_products(at::ScalarType dtype) {
-  static const auto has = [](const char* feature) {
-    static const auto capabilities = at::cpu::get_cpu_capabilities();
-    const auto it = capabilities.find(feature);
-    return it != capabilities.end() && it->second.isBool() && it->second.toBool();
-  };
-  static const bool bf16 = has("avx512_bf16") || has("amx_bf16");
-  static const bool fp16 = has("avx512_fp16") || has("amx_fp16");
+  static const bool bf16 = cpu_has("avx512_bf16") || cpu_has("amx_bf16");
+  static const bool fp16 = cpu_has("avx512_fp16") || cpu_has("amx_fp16");
   if (dtype == at::kBFloat16) return bf16;
   if (dtype == at::kHalf) return fp16;
   return true;

@@ -91,13 +91,8 @@ AmxTwoLayer::AmxTwoLayer(const at::Tensor& w1, const OptTensor& b1, const at::Te
 // not run on one without.
 bool amx_bf16_usable() {
   static const bool usable = [] {
-    if (isa() != Isa::kAvx512) return false;
-    const auto caps = at::cpu::get_cpu_capabilities();
-    const auto has = [&](const char* f) {
-      const auto it = caps.find(f);
-      return it != caps.end() && it->second.isBool() && it->second.toBool();
-    };
-    return has("amx_tile") && has("amx_bf16") && at::cpu::init_amx();
+    return isa() == Isa::kAvx512 && cpu_has("amx_tile") && cpu_has("amx_bf16") &&
+           at::cpu::init_amx();
   }();
   return usable;
 }

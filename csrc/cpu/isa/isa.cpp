@@ -2,6 +2,7 @@
 #include "isa.h"
 
 #include <ATen/Version.h>
+#include <ATen/cpu/Utils.h>
 
 #include <string>
 
@@ -36,6 +37,12 @@ bool intel_cpu() {
 #else
   return false;
 #endif
+}
+
+bool cpu_has(const char* feature) {
+  static const auto capabilities = at::cpu::get_cpu_capabilities();
+  const auto it = capabilities.find(feature);
+  return it != capabilities.end() && it->second.isBool() && it->second.toBool();
 }
 
 const char* isa_name(Isa isa) {

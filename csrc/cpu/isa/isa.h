@@ -19,4 +19,8 @@ const char* isa_name(Isa isa);
 // (gemm_f32.cpp, two_layer_fused.cpp).
 bool intel_cpu();
 
+// Whether ATen's view of the CPU (at::cpu::get_cpu_capabilities, cpuinfo) lists `feature`
+// ("avx512_bf16", "amx_tile", ...) as present. Read once per process.
+bool cpu_has(const char* feature);
+
 }  // namespace twolayer_ext::cpu
