@@ -54,7 +54,7 @@ PyObject* cpu_paths(PyObject*, PyObject*) {
              PyUnicode_FromString(twolayer_ext::cpu::gemm_bounds()));
     set_item(paths, "bfloat16_products", products(at::kBFloat16));
     set_item(paths, "float16_products", products(at::kHalf));
-    set_item(paths, "bfloat16_fused_forward",
+    set_item(paths, "bfloat16_fused_mlp",
              PyUnicode_FromString(!aten && twolayer_ext::cpu::amx_bf16_usable() ? "amx"
                                                                                 : "products"));
     set_item(paths, "elementwise_passes",
@@ -100,9 +100,9 @@ PyMethodDef methods[] = {
     {"cpu_paths", cpu_paths, METH_NOARGS,
      "The paths the CPU ops take on this CPU now: float32_gemm_kernels (avx512, avx2 or none), "
      "float32_gemm_bounds (whose measurements bound them: intel, avx512, avx2 or none), "
-     "bfloat16_products and float16_products (native or float32), bfloat16_fused_forward (amx: "
-     "the fully fused bfloat16 inference on our AMX tile kernel; products: on the products "
-     "above), elementwise_passes "
+     "bfloat16_products and float16_products (native or float32), bfloat16_fused_mlp (amx: "
+     "the fully fused bfloat16 network, forward and backward, on our AMX tile kernel; "
+     "products: on the products above), elementwise_passes "
      "(avx512, avx2 or default)."},
     {"switches", switches, METH_NOARGS,
      "Each environment switch of the paths (README, Path switches) and its value ('' when "

@@ -173,7 +173,9 @@ def test_training_recomputes_hidden(dtype):
 def test_16_bit_training_keeps_hidden(dtype, path, monkeypatch):
     """The 16-bit types keep the hidden activation for backward even where both passes run
     fused: recomputing layer 1 converts its operands to float32 again and lost (Zen 3,
-    docs/BENCHMARKS.md, "The fully fused path on AVX2")."""
+    docs/BENCHMARKS.md, "The fully fused path on AVX2"). bfloat16 on AMX recomputes it: both
+    passes run in the tile kernel, where writing hidden cost more ("bfloat16 training on
+    AMX")."""
     if path is not None:
         monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", path)
     rows, d_in, hidden, d_out = MULTI_BLOCK[0]
@@ -183,9 +185,12 @@ def test_16_bit_training_keeps_hidden(dtype, path, monkeypatch):
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         out = twolayer_ext.two_layer_mlp(x, *params)
     kept = [t for t in saved if t.shape == (rows, hidden)]
+    assert out.grad_fn is not None
+    if dtype == torch.bfloat16 and AMX:
+        assert kept == [], [t.shape for t in saved]
+        return
     assert len(kept) == 1, [t.shape for t in saved]
     assert_close(kept[0], reference.linear_relu(x, params[0], params[1]), dtype, "hidden")
-    assert out.grad_fn is not None
 
 
 @pytest.mark.parametrize("shape", MULTI_BLOCK, ids=str)
@@ -254,7 +259,7 @@ AMX_SHAPES = [
     (250, 31, 65, 70),
     (300, 96, 1024, 3),
 ]
-AMX = twolayer_ext._C.cpu_paths()["bfloat16_fused_forward"] == "amx"
+AMX = twolayer_ext._C.cpu_paths()["bfloat16_fused_mlp"] == "amx"
 requires_amx = pytest.mark.skipif(
     not AMX, reason="the AMX kernel runs only where the CPU has AMX-BF16 (cpu_paths)"
 )
@@ -329,23 +334,143 @@ def test_amx_bf16_nan_and_inf_reach_the_references_outputs(monkeypatch):
     assert out[7].isnan().nonzero().flatten().tolist() == [4]  # w2's NaN column only
 
 
+def _aten_products(fn) -> set[str]:
+    """The ATen product ops that fn() calls (by the profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    names = {e.name for e in prof.events()}
+    return names & {"aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "aten::linear"}
+
+
 @requires_amx
 @pytest.mark.parametrize("rows", [16, 1000, 9000])
 @pytest.mark.parametrize("layout", ["contiguous", "sliced"])
-def test_rule_runs_bfloat16_inference_on_amx(rows, layout, monkeypatch):
-    """Under the rule, bfloat16 inference with in <= 64 runs the AMX kernel at any number of
-    rows and any layout of x (no ATen product is called), and training runs layer by layer
-    (ATen's products)."""
+def test_rule_runs_bfloat16_on_amx(rows, layout, monkeypatch):
+    """Under the rule, bfloat16 with in <= 64 runs the AMX kernel at any number of rows and
+    any layout of x (no ATen product is called): inference, and training where hidden <= 512;
+    wider, training runs layer by layer (ATen's products) and inference stays on the kernel."""
     monkeypatch.delenv("TWOLAYER_EXT_CPU_FUSED_MLP", raising=False)
-    net = twolayer_ext.TwoLayerNet(64, 64, 16, dtype=torch.bfloat16)
     x = make_x((rows, 64), torch.bfloat16, "cpu", layout)
+    for hidden, trains_on_amx in [(64, True), (512, True), (1024, False)]:
+        net = twolayer_ext.TwoLayerNet(64, hidden, 16, dtype=torch.bfloat16)
+        with torch.no_grad():
+            assert _aten_products(lambda: net(x)) == set(), hidden  # noqa: B023
+        training = _aten_products(lambda: net(x).sum().backward())  # noqa: B023
+        assert (training == set()) == trains_on_amx, (hidden, training)
 
-    def aten_products(fn):
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            fn()
-        names = {e.name for e in prof.events()}
-        return names & {"aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "aten::linear"}
 
+def _amx_grads(x, params, grad_out):
+    out = twolayer_ext.two_layer_mlp(x, *params)
+    inputs = [t for t in (x, *params) if t is not None and t.requires_grad]
+    return out, torch.autograd.grad(out, inputs, grad_out)
+
+
+# Rows across the backward's 256-row steps and several chunks of blocks (11000 rows: six
+# 2048-row blocks at hidden 64, the last one short).
+AMX_TRAINING_SHAPES = [*AMX_SHAPES, (11000, 64, 64, 16)]
+
+
+@requires_amx
+@pytest.mark.parametrize("shape", AMX_TRAINING_SHAPES, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "sliced"])
+def test_amx_bf16_gradients_match_torch(shape, layout, monkeypatch):
+    """bfloat16 training on the AMX kernel (forward, then the backward recomputing the hidden
+    activation): every gradient within bfloat16 rounding of torch's own layers' (nn.Linear,
+    ReLU, autograd) and of the float64 reference's."""
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "1")
+    rows, d_in, hidden, d_out = shape
+    dtype = torch.bfloat16
+    x = make_x((rows, d_in), dtype, "cpu", layout).requires_grad_()
+    params = [p.requires_grad_() for p in _params(d_in, hidden, d_out, dtype)]
+    grad_out = torch.randn(rows, d_out, dtype=dtype)
+    _, got = _amx_grads(x, params, grad_out)
+    w1, b1, w2, b2 = params
+    torch_out = torch.nn.functional.linear(
+        torch.relu(torch.nn.functional.linear(x, w1, b1)), w2, b2
+    )
+    torch_grads = torch.autograd.grad(torch_out, [x, *params], grad_out)
+    x64, *p64 = (t.detach().double().requires_grad_() for t in (x, *params))
+    ref_grads = torch.autograd.grad(reference.two_layer(x64, *p64), [x64, *p64], grad_out.double())
+    for name, g, t, r in zip(["x", "w1", "b1", "w2", "b2"], got, torch_grads, ref_grads):
+        assert_close(g, t, dtype, f"grad_{name} vs torch's layers")
+        assert_close(g, r, dtype, f"grad_{name}")
+
+
+@requires_amx
+def test_amx_bf16_gradients_without_biases_or_grad_x(monkeypatch):
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "1")
+    rows, d_in, hidden, d_out = AMX_SHAPES[2]
+    x = torch.randn(rows, d_in, dtype=torch.bfloat16)
+    w1, _, w2, _ = (p.requires_grad_() for p in _params(d_in, hidden, d_out, torch.bfloat16))
+    grad_out = torch.randn(rows, d_out, dtype=torch.bfloat16)
+    _, (gw1, gw2) = _amx_grads(x, [w1, None, w2, None], grad_out)
+    w1_64, w2_64 = (w.detach().double().requires_grad_() for w in (w1, w2))
+    ref = reference.two_layer(x.double(), w1_64, None, w2_64, None)
+    ref_w1, ref_w2 = torch.autograd.grad(ref, [w1_64, w2_64], grad_out.double())
+    assert_close(gw1, ref_w1, torch.bfloat16, "grad_w1")
+    assert_close(gw2, ref_w2, torch.bfloat16, "grad_w2")
+
+
+@requires_amx
+def test_amx_bf16_saved_and_recomputed_hidden_give_the_same_bits(monkeypatch):
+    """two_layer_backward on the hidden activation that two_layer_forward keeps (the kernel's
+    forward writing it) equals two_layer_backward_recompute (the kernel recomputing it) bit for
+    bit: the same hidden rows, the same sums in the same order."""
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "1")
+    rows, d_in, hidden, d_out = AMX_TRAINING_SHAPES[-1]
+    x = torch.randn(rows, d_in, dtype=torch.bfloat16)
+    w1, b1, w2, b2 = _params(d_in, hidden, d_out, torch.bfloat16)
+    out, kept = torch.ops.twolayer_ext.two_layer_forward(x, w1, b1, w2, b2)
     with torch.no_grad():
-        assert aten_products(lambda: net(x)) == set()
-    assert aten_products(lambda: net(x).sum().backward())
+        assert torch.equal(out, torch.ops.twolayer_ext.two_layer(x, w1, b1, w2, b2))
+    assert torch.equal(kept, torch.relu(torch.nn.functional.linear(x, w1, b1)))
+    grad_out = torch.randn(rows, d_out, dtype=torch.bfloat16)
+    saved = torch.ops.twolayer_ext.two_layer_backward(grad_out, x, w1, w2, kept, [True] * 5)
+    again = torch.ops.twolayer_ext.two_layer_backward_recompute(grad_out, x, w1, b1, w2, [True] * 5)
+    for a, b in zip(saved, again):
+        assert torch.equal(a, b)
+
+
+@requires_amx
+def test_amx_bf16_gradients_nan_like_the_reference(monkeypatch):
+    """A NaN in x, in grad_out and in a weight reaches exactly the gradients' entries that it
+    reaches in the float64 reference, through padded rows and columns (in = 33, rows ending in
+    a partial step) and nowhere else."""
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "1")
+    rows, d_in, hidden, d_out = 3100, 33, 100, 17
+    x = torch.randn(rows, d_in, dtype=torch.bfloat16)
+    w1, b1, w2, b2 = _params(d_in, hidden, d_out, torch.bfloat16)
+    x[5, 3] = float("nan")
+    x[8, 32] = float("nan")
+    w2[4, 7] = float("inf")
+    grad_out = torch.randn(rows, d_out, dtype=torch.bfloat16)
+    grad_out[3099, 2] = float("nan")
+    params = [p.requires_grad_() for p in (w1, b1, w2, b2)]
+    x.requires_grad_()
+    _, got = _amx_grads(x, params, grad_out)
+    x64, *p64 = (t.detach().double().requires_grad_() for t in (x, *params))
+    ref = torch.autograd.grad(reference.two_layer(x64, *p64), [x64, *p64], grad_out.double())
+    for name, g, r in zip(["x", "w1", "b1", "w2", "b2"], got, ref):
+        assert torch.equal(g.isnan(), r.isnan()), name
+        assert g.isnan().any(), name  # the test reaches every gradient
+
+
+@requires_amx
+def test_amx_rounds_denormals_and_nan_as_c10(monkeypatch):
+    """The kernel's rounding to bfloat16 is c10's bit for bit where the one-instruction
+    conversion is not (denormal float32 values, NaN of either sign): hidden = relu(b1) for x = 0
+    keeps b1's denormals, maps negative ones to +0, and every NaN to 0x7FC0."""
+    monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", "1")
+    d_in, hidden, d_out = 32, 64, 16
+    x = torch.zeros(40, d_in, dtype=torch.bfloat16)
+    w1, b1, w2, b2 = _params(d_in, hidden, d_out, torch.bfloat16)
+    tiny = torch.finfo(torch.bfloat16).tiny  # the smallest normal: below it, denormals
+    b1 = torch.linspace(-tiny, tiny, hidden).to(torch.bfloat16)
+    b1[0] = float("nan")
+    b1[1] = -float("nan")
+    assert (b1.float().abs() < tiny).sum() > 50 and (b1.float() != 0).sum() > 50
+    _, kept = torch.ops.twolayer_ext.two_layer_forward(x, w1, b1, w2, b2)
+    expected = torch.relu(b1).expand(40, hidden)
+    bits = kept.view(torch.int16)
+    assert torch.equal(bits[:, 2:], expected[:, 2:].contiguous().view(torch.int16))
+    assert (bits[:, :2] == 0x7FC0).all()

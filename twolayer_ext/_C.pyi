@@ -5,9 +5,9 @@ def cpu_paths() -> dict[str, str]:
     """The paths the CPU ops take on this CPU now: float32_gemm_kernels ("avx512", "avx2" or
     "none"), float32_gemm_bounds (whose measurements bound them: "intel", "avx512", "avx2"
     or "none"), bfloat16_products and float16_products ("native" or "float32"),
-    bfloat16_fused_forward ("amx": the fully fused bfloat16 inference on the extension's AMX
-    tile kernel; "products": on the products above), elementwise_passes ("avx512", "avx2" or
-    "default")."""
+    bfloat16_fused_mlp ("amx": the fully fused bfloat16 network, forward and backward, on the
+    extension's AMX tile kernel; "products": on the products above), elementwise_passes
+    ("avx512", "avx2" or "default")."""
 
 def cpu_capabilities() -> dict[str, bool | int | str]:
     """ATen's description of the CPU (at::cpu::get_cpu_capabilities: cpuinfo's name,

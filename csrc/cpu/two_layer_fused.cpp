@@ -14,8 +14,8 @@
 // chunks of blocks whose gradient partial sums are added in a fixed order, depend on
 // the shapes only, so results do not depend on the number of threads where our kernels run
 // the float32 products (ReproducibleProducts; ATen's BLAS in their place, as in float64, does
-// not promise it), and in bfloat16 inference on a CPU with AMX, where both layers of a block
-// run in our tile kernel (two_layer_amx.h).
+// not promise it), and in bfloat16 on a CPU with AMX, where both passes of a block run in our
+// tile kernel (two_layer_amx.h).
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -71,6 +71,10 @@ constexpr int64_t kAvx2DoubleMaxHidden = 256;
 constexpr int64_t kIntelAvx512MaxInFloat = 128;
 constexpr int64_t kIntelMaxIn = 64;
 constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden_rule
+// bfloat16 training on AMX (use_fused_mlp): the hidden width up to which the fused passes won
+// (1.1-1.2x at 512; 0.6x at 1024, where the weight gradients' float32 sums outgrow the tiles'
+// steps of rows).
+constexpr int64_t kAmxMaxTrainingHidden = 512;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -158,6 +162,93 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
   return total.to(dtype);
 }
 
+// The backward's outputs: grad_x [rows, in], and the parameter gradients' partial sums per
+// chunk of blocks, [chunks, ...] in float32 for the 16-bit types; undefined where not needed.
+struct GradParts {
+  at::Tensor x, w1, b1, w2, b2;
+};
+
+// The gradients block by block on ATen's products and ours (fused_two_layer_backward).
+void blocks_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1,
+                     const OptTensor& b1, const at::Tensor& w2, const at::Tensor* hidden,
+                     const Blocks& blocks, int64_t per_chunk, const GradParts& parts) {
+  const bool layer1 = parts.x.defined() || parts.w1.defined() || parts.b1.defined();
+  const at::ScalarType acc = at::toOpMathType(x.scalar_type());
+  std::optional<FirstLayer> recompute;  // layer 1 again, when hidden is not given
+  if (hidden == nullptr) recompute.emplace(w1, b1);
+  at::parallel_for(0, ceil_div(blocks.count, per_chunk), 1, [&](int64_t first, int64_t last) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
+    ReproducibleProducts reproducible;
+    at::Tensor buffer;  // this thread's recomputed hidden block, when hidden is not given
+    if (recompute && recompute->uses_scratch()) {
+      buffer = at::empty({blocks.size, w1.size(0)}, x.options());
+    }
+    for (int64_t c = first; c < last; ++c) {
+      at::Tensor w1_part = parts.w1.defined() ? parts.w1[c] : at::Tensor();
+      at::Tensor w2_part = parts.w2.defined() ? parts.w2[c] : at::Tensor();
+      for (int64_t i = c * per_chunk; i < std::min(blocks.count, (c + 1) * per_chunk); ++i) {
+        const int64_t r0 = blocks.begin(i), nr = blocks.length(i);
+        const at::Tensor gb = grad_out.narrow(0, r0, nr);
+        at::Tensor hb = hidden ? hidden->narrow(0, r0, nr)
+                        : buffer.defined() ? buffer.narrow(0, 0, nr) : at::Tensor();
+        if (recompute) hb = (*recompute)(hb, x.narrow(0, r0, nr), true);  // the forward's bits
+        if (w2_part.defined()) add_mm_tn(w2_part, gb, hb);
+        if (parts.b2.defined()) parts.b2[c].add_(at::sum(gb, {0}, false, acc));
+        if (!layer1) continue;
+        at::Tensor gh = mm_nn(gb, w2);              // grad_hidden [nr, hidden], in cache
+        at::threshold_backward_out(gh, gh, hb, 0);  // ReLU: kept where hidden > 0 or NaN
+        if (parts.b1.defined()) parts.b1[c].add_(at::sum(gh, {0}, false, acc));
+        if (w1_part.defined()) add_mm_tn(w1_part, gh, x.narrow(0, r0, nr));
+        if (parts.x.defined()) {
+          at::Tensor gxb = parts.x.narrow(0, r0, nr);
+          mm_nn_out(gxb, gh, w1);
+        }
+      }
+    }
+  });
+}
+
+// The gradients in bfloat16 on AMX tiles (two_layer_amx.h), each chunk's sums in the kernel's
+// padded layout, then copied into its row of the partial sums.
+void amx_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1,
+                  const OptTensor& b1, const at::Tensor& w2, const at::Tensor* hidden,
+                  const Blocks& blocks, int64_t per_chunk, const GradParts& parts) {
+  const AmxTwoLayer amx(w1, b1, w2, std::nullopt, /*backward=*/true);
+  // The kernel reads rows with contiguous columns.
+  const auto rows_of = [](const at::Tensor& t) { return t.stride(1) == 1 ? t : t.contiguous(); };
+  const at::Tensor xr = rows_of(x), gr = rows_of(grad_out);
+  const at::Tensor hr = hidden ? rows_of(*hidden) : at::Tensor();
+  const int64_t in = w1.size(1), hid = w1.size(0), out = w2.size(0);
+  // part[c] (rows x cols, contiguous) = the kernel's sums (rows ld apart).
+  const auto put = [](const at::Tensor& part, int64_t c, const std::vector<float>& sums,
+                      int64_t rows, int64_t cols, int64_t ld) {
+    if (!part.defined()) return;
+    float* dst = part.data_ptr<float>() + c * rows * cols;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(dst + r * cols, sums.data() + r * ld, static_cast<size_t>(cols) * 4);
+    }
+  };
+  at::parallel_for(0, ceil_div(blocks.count, per_chunk), 1, [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) {
+      // The chunk's blocks are consecutive rows: one call runs them all.
+      const int64_t r0 = blocks.begin(c * per_chunk);
+      const int64_t end = std::min(blocks.rows, blocks.begin((c + 1) * per_chunk));
+      AmxGradSums sums = amx.zero_sums();
+      amx.backward(xr.const_data_ptr<c10::BFloat16>() + r0 * xr.stride(0), xr.stride(0),
+                   gr.const_data_ptr<c10::BFloat16>() + r0 * gr.stride(0), gr.stride(0),
+                   hr.defined() ? hr.const_data_ptr<c10::BFloat16>() + r0 * hr.stride(0)
+                                : nullptr,
+                   hr.defined() ? hr.stride(0) : 0, end - r0,
+                   parts.x.defined() ? parts.x.data_ptr<c10::BFloat16>() + r0 * in : nullptr,
+                   in, sums);
+      put(parts.w1, c, sums.w1, hid, in, AmxTwoLayer::padded(in));
+      put(parts.b1, c, sums.b1, 1, hid, 0);
+      put(parts.w2, c, sums.w2, out, hid, AmxTwoLayer::padded(hid));
+      put(parts.b2, c, sums.b2, 1, out, 0);
+    }
+  });
+}
+
 }  // namespace
 
 // The rule: TWOLAYER_EXT_CPU_FUSED_MLP=1 or 0 forces the path. Otherwise the forward runs
@@ -182,22 +273,25 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
 // the layered forward (docs/BENCHMARKS.md, "Intel Xeon": an AVX-512 Xeon with native 16-bit
 // products; the AVX2 bound with the kernels, MKL and oneDNN narrowed to AVX2 there). Intel
 // CPUs without native 16-bit products get the same rule, not measured.
-// bfloat16 inference on AMX (two_layer_amx.h) runs fused at any number of rows, one block
-// included, where in ≤ 64: it won at 16 to 262144 rows (1.6-3.0x; 1.04x at 1024x64->1024->64),
+// bfloat16 on AMX (two_layer_amx.h) runs fused at any number of rows, one block included,
+// where in ≤ 64: inference won at 16 to 262144 rows (1.6-3.0x; 1.04x at 1024x64->1024->64),
 // and lost from in = 256 (0.7x; 1.09x at 128) (docs/BENCHMARKS.md, "bfloat16 inference on
-// AMX", Intel Xeon).
+// AMX", Intel Xeon); training, both passes in the kernel, where hidden ≤ 512: 1.1-2.8x at 1 to
+// 262144 rows, 1.1-1.4x at hidden 512, 0.5-0.75x at 1024 ("bfloat16 training on AMX").
 // Thread count is not an input: the path, and so the result, must not depend on it.
 bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, int64_t out_features,
                    at::ScalarType dtype, MlpPass pass) {
   if (const auto forced = cpu_fused_mlp_forced()) return *forced;
-  const bool amx = pass == MlpPass::kInference && amx_runs(dtype);
+  const bool amx = amx_runs(dtype);
   const bool fits = hidden_features <= kMaxFusedWidth && out_features <= kMaxFusedWidth &&
                     (amx || blocks_for(rows, hidden_features, dtype).count >= kMinFusedBlocks);
   if (!fits) return false;
   if (intel_cpu()) {
     const bool avx512_float = dtype == at::kFloat && std::strcmp(gemm_kernels_isa(), "avx512") == 0;
     if (in_features > (avx512_float ? kIntelAvx512MaxInFloat : kIntelMaxIn)) return false;
-    if (at::isReducedFloatingType(dtype)) return pass == MlpPass::kInference;
+    if (at::isReducedFloatingType(dtype)) {
+      return pass == MlpPass::kInference || (amx && hidden_features <= kAmxMaxTrainingHidden);
+    }
   } else if (std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
     if (dtype != at::kDouble) return in_features <= kAvx2MaxIn;
     if (hidden_features > kAvx2DoubleMaxHidden) return false;
@@ -214,13 +308,17 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
 // Zen 4; "The fully fused path on AVX2", Zen 3; "Intel Xeon", where 96 won once and 128 lost).
 // With in = 1000 layer 1 is most of the arithmetic and recomputing it lost. The 16-bit
 // types keep hidden: on AVX2, where their backward runs fused, recomputing converts layer 1's
-// operands to float32 once more and lost (Zen 3); on AVX-512 their backward is layered.
+// operands to float32 once more and lost (Zen 3); on AVX-512 their backward is layered. Except
+// bfloat16 on AMX, whose tile kernel recomputes hidden 16 rows at a time: writing it (32 MiB
+// at 262144x64->64->16, page-faulted anew on each step with glibc's defaults) cost more
+// (docs/BENCHMARKS.md, "bfloat16 training on AMX").
 bool recompute_hidden_rule(int64_t rows, int64_t in_features, int64_t hidden_features,
                            int64_t out_features, at::ScalarType dtype) {
   const auto fused = [&](MlpPass pass) {
     return use_fused_mlp(rows, in_features, hidden_features, out_features, dtype, pass);
   };
-  return (dtype == at::kFloat || dtype == at::kDouble) && in_features <= kMaxRecomputeIn &&
+  return (dtype == at::kFloat || dtype == at::kDouble || amx_runs(dtype)) &&
+         in_features <= kMaxRecomputeIn &&
          fused(MlpPass::kForward) && fused(MlpPass::kBackward);
 }
 
@@ -230,13 +328,13 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
   const int64_t hidden_features = w1.size(0);
   const Blocks blocks = blocks_for(x.size(0), hidden_features, x.scalar_type());
   const FirstLayer layer1(w1, b1);
-  // bfloat16 inference on AMX: both layers in our tile kernel (two_layer_amx.h), not
-  // oneDNN's linear per block: 0.5x the time at 262144x64->64->16 on an Intel Xeon
-  // (docs/BENCHMARKS.md, "bfloat16 inference on AMX").
+  // bfloat16 on AMX: both layers in our tile kernel (two_layer_amx.h), not oneDNN's linear
+  // per block: 0.5x the time at 262144x64->64->16 on an Intel Xeon (docs/BENCHMARKS.md,
+  // "bfloat16 inference on AMX"); it writes the hidden rows too where training keeps them.
   std::optional<AmxTwoLayer> amx;
   at::Tensor x_rows = x;  // x with its rows contiguous, as the kernel reads them
-  if (hidden == nullptr && amx_runs(x.scalar_type())) {
-    TORCH_INTERNAL_ASSERT(out.is_contiguous());
+  if (amx_runs(x.scalar_type())) {
+    TORCH_INTERNAL_ASSERT(out.is_contiguous() && (hidden == nullptr || hidden->is_contiguous()));
     if (x.stride(1) != 1) x_rows = x.contiguous();
     amx.emplace(w1, b1, w2, b2);
   }
@@ -245,9 +343,10 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
       for (int64_t i = first; i < last; ++i) {
         const int64_t r0 = blocks.begin(i);
         amx->forward(x_rows.const_data_ptr<c10::BFloat16>() + r0 * x_rows.stride(0),
-                     x_rows.stride(0),
-                     out.data_ptr<c10::BFloat16>() + r0 * out.stride(0), out.stride(0),
-                     blocks.length(i));
+                     x_rows.stride(0), out.data_ptr<c10::BFloat16>() + r0 * out.stride(0),
+                     out.stride(0), blocks.length(i),
+                     hidden ? hidden->data_ptr<c10::BFloat16>() + r0 * hidden_features : nullptr,
+                     hidden_features);
       }
       return;
     }
@@ -273,7 +372,6 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_laye
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
     const at::Tensor& w2, const at::Tensor* hidden, std::array<bool, 5> output_mask) {
   const auto [need_gx, need_gw1, need_gb1, need_gw2, need_gb2] = output_mask;
-  const bool layer1 = need_gx || need_gw1 || need_gb1;
   const int64_t rows = x.size(0), in_features = w1.size(1), hidden_features = w1.size(0),
                 out_features = w2.size(0);
   const at::ScalarType dtype = x.scalar_type(), acc = at::toOpMathType(dtype);
@@ -292,39 +390,15 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> fused_two_laye
   at::Tensor pw2 = partials(need_gw2, {out_features, hidden_features});
   at::Tensor pb2 = partials(need_gb2, {out_features});
   at::Tensor gx = need_gx ? at::empty({rows, in_features}, x.options()) : at::Tensor();
-  std::optional<FirstLayer> recompute;  // layer 1 again, when hidden is not given
-  if (hidden == nullptr) recompute.emplace(w1, b1);
-
-  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
-    ReproducibleProducts reproducible;
-    at::Tensor buffer;  // this thread's recomputed hidden block, when hidden is not given
-    if (recompute && recompute->uses_scratch()) {
-      buffer = at::empty({blocks.size, hidden_features}, x.options());
-    }
-    for (int64_t c = first; c < last; ++c) {
-      at::Tensor w1_part = need_gw1 ? pw1[c] : at::Tensor();
-      at::Tensor w2_part = need_gw2 ? pw2[c] : at::Tensor();
-      for (int64_t i = c * per_chunk; i < std::min(blocks.count, (c + 1) * per_chunk); ++i) {
-        const int64_t r0 = blocks.begin(i), nr = blocks.length(i);
-        const at::Tensor gb = grad_out.narrow(0, r0, nr);
-        at::Tensor hb = hidden ? hidden->narrow(0, r0, nr)
-                        : buffer.defined() ? buffer.narrow(0, 0, nr) : at::Tensor();
-        if (recompute) hb = (*recompute)(hb, x.narrow(0, r0, nr), true);  // the forward's bits
-        if (need_gw2) add_mm_tn(w2_part, gb, hb);
-        if (need_gb2) pb2[c].add_(at::sum(gb, {0}, false, acc));
-        if (!layer1) continue;
-        at::Tensor gh = mm_nn(gb, w2);              // grad_hidden [nr, hidden], in cache
-        at::threshold_backward_out(gh, gh, hb, 0);  // ReLU: kept where hidden > 0 or NaN
-        if (need_gb1) pb1[c].add_(at::sum(gh, {0}, false, acc));
-        if (need_gw1) add_mm_tn(w1_part, gh, x.narrow(0, r0, nr));
-        if (need_gx) {
-          at::Tensor gxb = gx.narrow(0, r0, nr);
-          mm_nn_out(gxb, gh, w1);
-        }
-      }
-    }
-  });
+  // bfloat16 on AMX: every gradient in our tile kernel (two_layer_amx.h), in place of ATen's
+  // products per block and their float32 copies (docs/BENCHMARKS.md, "bfloat16 training on
+  // AMX").
+  if (amx_runs(dtype)) {
+    amx_backward(grad_out, x, w1, b1, w2, hidden, blocks, per_chunk, {gx, pw1, pb1, pw2, pb2});
+  } else {
+    blocks_backward(grad_out, x, w1, b1, w2, hidden, blocks, per_chunk,
+                    {gx, pw1, pb1, pw2, pb2});
+  }
   const auto total = [&](bool needed, const at::Tensor& parts) {
     return needed ? OptTensor(sum_in_order(parts, dtype)) : std::nullopt;
   };

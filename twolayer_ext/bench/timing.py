@@ -62,7 +62,7 @@ def describe_machine(m: dict[str, Any]) -> str:
         f"paths: float32 GEMM kernels {paths['float32_gemm_kernels']} (bounds measured on "
         f"{paths['float32_gemm_bounds']}), bfloat16 products "
         f"{paths['bfloat16_products']}, float16 products {paths['float16_products']}, "
-        f"fused bfloat16 inference {paths.get('bfloat16_fused_forward', 'not recorded')}, "
+        f"fused bfloat16 network {paths.get('bfloat16_fused_mlp', 'not recorded')}, "
         f"element-wise passes {paths['elementwise_passes']}"
     )
 
