@@ -249,6 +249,30 @@ def test_backward_recompute_opcheck():
         op(torch.randn(6, 2), x, w1, b1, w2, [True] * 5)
 
 
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("shape", [(5, 0, 3, 2), (5, 3, 0, 2), (5, 3, 4, 0), (0, 3, 4, 2)], ids=str)
+@pytest.mark.parametrize("path", ["0", "1", None], ids=["layered", "fused", "rule"])
+def test_zero_sized_networks(dtype, shape, path, monkeypatch):
+    """No rows, no inputs, no hidden units or no outputs: the output and every gradient have
+    their shapes and the float64 reference's values (zeros and biases), on every path."""
+    if path is None:
+        monkeypatch.delenv("TWOLAYER_EXT_CPU_FUSED_MLP", raising=False)
+    else:
+        monkeypatch.setenv("TWOLAYER_EXT_CPU_FUSED_MLP", path)
+    rows, d_in, hidden, d_out = shape
+    x = torch.randn(rows, d_in, dtype=dtype, requires_grad=True)
+    params = [p.requires_grad_() for p in _params(d_in, hidden, d_out, dtype)]
+    out = twolayer_ext.two_layer_mlp(x, *params)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, *params], grad_out)
+    x64, *p64 = (t.detach().double().requires_grad_() for t in (x, *params))
+    ref = reference.two_layer(x64, *p64)
+    ref_grads = torch.autograd.grad(ref, [x64, *p64], grad_out.double(), allow_unused=True)
+    assert_close(out, ref, dtype, "out")
+    for name, g, r, t in zip(["x", "w1", "b1", "w2", "b2"], grads, ref_grads, [x64, *p64]):
+        assert_close(g, torch.zeros_like(t) if r is None else r, dtype, f"grad_{name}")
+
+
 # The AMX kernel (csrc/cpu/two_layer_amx.cpp) at its tiles' edges: in below, at and past a
 # 32-column A tile; hidden and out across 16-column C tiles and four-tile groups (hidden 1024:
 # 16 groups); rows ending in a partial 16-row tile; one unit everywhere.

@@ -68,6 +68,7 @@ class AmxTwoLayer {
 
  private:
   int64_t in_, hidden_, out_;
+  bool backward_;  // whether the transposed weights are packed
   // Tiles along each dimension: k (32 products of pairs per tile) and n (16 columns).
   int64_t k1_tiles_, h_tiles_, k2_tiles_, o_tiles_, i_tiles_, ko_tiles_;
   // B tiles, [n tile][k tile][16 pairs][16 columns][2]: W1ᵀ and W2ᵀ as the forward's right
