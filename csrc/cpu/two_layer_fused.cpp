@@ -72,8 +72,8 @@ constexpr int64_t kIntelAvx512MaxInFloat = 128;
 constexpr int64_t kIntelMaxIn = 64;
 constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden_rule
 // bfloat16 training on AMX (use_fused_mlp): the hidden width up to which the fused passes won
-// (1.1-1.2x at 512; 0.6x at 1024, where the weight gradients' float32 sums outgrow the tiles'
-// steps of rows).
+// (1.1-1.4x at 512; 0.5-0.75x at 1024, where the weight gradients' float32 sums outgrow the
+// kernel's steps of rows).
 constexpr int64_t kAmxMaxTrainingHidden = 512;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
