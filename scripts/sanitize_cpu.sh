@@ -30,7 +30,9 @@ sys.exit(0 if f.startswith('$WORK') else 'the sanitized build was not the one im
 # the 500-step training comparisons (the same kernels as the op tests, many times over),
 # gradcheck's slow mode (its marker; every Jacobian entry: the same ops on the same shapes as
 # its fast mode, which runs here) and the 10k-call leak test (time).
-"$PY" -m pytest -q -p no:cacheprovider ${ASAN_TESTS:-tests} -x \
+# --capture=sys: pytest captures Python's streams only, so a report, written to file descriptor 2
+# by the runtime, reaches pytest.log even when it ends the process (fd capture would lose it).
+"$PY" -m pytest -q -p no:cacheprovider --capture=sys ${ASAN_TESTS:-tests} -x \
   --deselect tests/test_compile.py --deselect tests/test_distributed.py \
   --deselect tests/test_export.py --deselect tests/test_onnx.py \
   --deselect tests/test_switches.py -m "not gradcheck_slow_mode" \
@@ -39,11 +41,14 @@ sys.exit(0 if f.startswith('$WORK') else 'the sanitized build was not the one im
   >pytest.log 2>&1 \
   && status=0 || status=$?
 tail -5 pytest.log
-if [ "$status" -ne 0 ]; then  # what failed, and the seed to replay it
-  grep -E "^E |^FAILED|TWOLAYER_TEST_SEED" pytest.log | head -40
+if [ "$status" -ne 0 ]; then  # what failed, and the seed to replay it (none when it aborted)
+  grep -E "^E |^FAILED|TWOLAYER_TEST_SEED" pytest.log | head -40 || true
 fi
 if grep -qE "ERROR: AddressSanitizer|runtime error:" pytest.log; then
+  # The report itself: with halt_on_error the run stops there and pytest prints no summary.
+  grep -E -A12 "ERROR: AddressSanitizer|runtime error:" pytest.log | head -40
   echo "SANITIZER REPORTS FOUND"; exit 1
 fi
-echo "sanitizers: no reports"
+if [ "$status" -ne 0 ]; then echo "sanitizers: no reports; pytest exited with status $status"
+else echo "sanitizers: no reports"; fi
 exit "$status"

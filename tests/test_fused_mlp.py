@@ -250,7 +250,9 @@ def test_backward_recompute_opcheck():
 
 
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=lambda d: str(d)[6:])
-@pytest.mark.parametrize("shape", [(5, 0, 3, 2), (5, 3, 0, 2), (5, 3, 4, 0), (0, 3, 4, 2)], ids=str)
+@pytest.mark.parametrize(
+    "shape", [(5, 0, 3, 2), (300, 0, 3, 2), (5, 3, 0, 2), (300, 3, 4, 0), (0, 3, 4, 2)], ids=str
+)
 @pytest.mark.parametrize("path", ["0", "1", None], ids=["layered", "fused", "rule"])
 def test_zero_sized_networks(dtype, shape, path, monkeypatch):
     """No rows, no inputs, no hidden units or no outputs: the output and every gradient have

@@ -378,7 +378,7 @@ void AmxTwoLayer::forward(const c10::BFloat16* x, int64_t ldx, c10::BFloat16* ou
     }
     // Layer 1: h = relu(x W1ᵀ + b1), rounded to bfloat16.
     hidden_rows(a, a_stride, k1_tiles_, w1_, b1_, h_tiles_, h.data(), k2);
-    for (int64_t r = 0; hs != nullptr && r < nr; ++r) {
+    for (int64_t r = 0; hs != nullptr && hidden_ > 0 && r < nr; ++r) {  // else hs may be null
       std::memcpy(hs + (r0 + r) * ldh, h.data() + r * k2, static_cast<size_t>(hidden_) * 2);
     }
     // Layer 2: out = h W2ᵀ + b2, rounded to bfloat16; only out's own rows and columns stored.

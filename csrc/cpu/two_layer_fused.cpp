@@ -222,7 +222,7 @@ void amx_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Ten
   // part[c] (rows x cols, contiguous) = the kernel's sums (rows ld apart).
   const auto put = [](const at::Tensor& part, int64_t c, const std::vector<float>& sums,
                       int64_t rows, int64_t cols, int64_t ld) {
-    if (!part.defined()) return;
+    if (!part.defined() || part.numel() == 0) return;  // an empty part's data may be null
     float* dst = part.data_ptr<float>() + c * rows * cols;
     for (int64_t r = 0; r < rows; ++r) {
       std::memcpy(dst + r * cols, sums.data() + r * ld, static_cast<size_t>(cols) * 4);
