@@ -10,6 +10,7 @@ import torch
 from helpers import (
     CPU_DTYPES,
     ERR,
+    TOLERANCE,
     assert_close,
     check_nan_like_torch,
     check_two_layer_ops,
@@ -417,9 +418,30 @@ def test_amx_bf16_gradients_match_torch(shape, layout, monkeypatch):
     torch_grads = torch.autograd.grad(torch_out, [x, *params], grad_out)
     x64, *p64 = (t.detach().double().requires_grad_() for t in (x, *params))
     ref_grads = torch.autograd.grad(reference.two_layer(x64, *p64), [x64, *p64], grad_out.double())
-    for name, g, t, r in zip(["x", "w1", "b1", "w2", "b2"], got, torch_grads, ref_grads):
+    sizes = _sum_sizes(x, w1, b1, w2, grad_out)
+    for name, g, t, r, size in zip(
+        ["x", "w1", "b1", "w2", "b2"], got, torch_grads, ref_grads, sizes
+    ):
         assert_close(g, t, dtype, f"grad_{name} vs torch's layers")
-        assert_close(g, r, dtype, f"grad_{name}")
+        err = (g.double() - r).abs().max().item()
+        assert err <= TOLERANCE[dtype] * max(1.0, size.max().item()), f"grad_{name}: {err:.3g}"
+
+
+def _sum_sizes(x, w1, b1, w2, grad_out):
+    """Each gradient's sum of absolute terms, in float64: torch's backward (and ours) rounds
+    grad_hidden to bfloat16 before summing over rows, which moves a gradient by up to 2^-9 of
+    this however much its terms cancel (1001x1->1->1: 1.95 against the float64 reference's 1.83,
+    torch's layers the same 1.95). The float64 comparison is scaled by it, not by the result."""
+    x, w1, w2, g = (t.detach().double() for t in (x, w1, w2, grad_out))
+    pre = torch.nn.functional.linear(x, w1, None if b1 is None else b1.detach().double())
+    grad_hidden = (g.abs() @ w2.abs()) * (pre > 0)
+    return [
+        grad_hidden @ w1.abs(),
+        grad_hidden.T @ x.abs(),
+        grad_hidden.sum(0),
+        g.abs().T @ pre.relu(),
+        g.abs().sum(0),
+    ]
 
 
 @requires_amx

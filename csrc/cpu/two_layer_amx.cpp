@@ -268,9 +268,11 @@ void copy_padded(const uint16_t* src, int64_t ld, int64_t rows, int64_t cols, ui
                  int64_t dst_ld, int64_t dst_rows) {
   for (int64_t r = 0; r < dst_rows; ++r) {
     for (int64_t c = 0; c < dst_ld; c += 32) {
-      const int64_t n = r < rows ? std::clamp<int64_t>(cols - c, 0, 32) : 0;
+      const int64_t n = std::clamp<int64_t>(cols - c, 0, 32);
       const auto mask = static_cast<__mmask32>(n == 32 ? ~0u : (1u << n) - 1);
-      _mm512_storeu_si512(dst + r * dst_ld + c, _mm512_maskz_loadu_epi16(mask, src + r * ld + c));
+      const __m512i v =
+          r < rows ? _mm512_maskz_loadu_epi16(mask, src + r * ld + c) : _mm512_setzero_si512();
+      _mm512_storeu_si512(dst + r * dst_ld + c, v);
     }
   }
 }
