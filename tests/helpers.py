@@ -139,6 +139,13 @@ def check_two_layer_ops(x, w1, b1, w2, b2, output_mask: list[bool], dtype) -> No
     assert_requested_grads(got, want, output_mask, ["x", "w1", "b1", "w2", "b2"], dtype)
 
 
+def cpu_op_names(fn) -> set[str]:
+    """The names of the ops (and profiler scopes) that fn() runs on the CPU (by the profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.key for e in prof.key_averages()}
+
+
 def cuda_kernel_names(fn) -> list[str]:
     """The names of the CUDA kernels that fn() launches (by the profiler)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

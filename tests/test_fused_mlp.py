@@ -14,6 +14,7 @@ from helpers import (
     assert_close,
     check_nan_like_torch,
     check_two_layer_ops,
+    cpu_op_names,
     make_weight,
     make_x,
     saves_only_inputs,
@@ -362,11 +363,13 @@ def test_amx_bf16_nan_and_inf_reach_the_references_outputs(monkeypatch):
 
 
 def _aten_products(fn) -> set[str]:
-    """The ATen product ops that fn() calls (by the profiler)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    names = {e.name for e in prof.events()}
-    return names & {"aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "aten::linear"}
+    """The ATen product ops that fn() calls."""
+    return cpu_op_names(fn) & {
+        "aten::addmm",
+        "aten::mm",
+        "mkldnn::_linear_pointwise",
+        "aten::linear",
+    }
 
 
 @requires_amx

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import cpu_op_names
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
@@ -156,22 +157,16 @@ def test_global_module_hooks_fire_on_both_layers():
     assert seen.count(nn.Linear) == 3  # net.fc2, seq[0], seq[2]
 
 
-def _op_names(fn) -> set[str]:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    return {e.key for e in prof.key_averages()}
-
-
 def test_whole_network_op_runs_without_hooks_and_layers_with_them():
     net, _ = pair()
     x = torch.randn(ROWS, D_IN, dtype=DTYPE)
-    names = _op_names(lambda: net(x))
+    names = cpu_op_names(lambda: net(x))
     assert "twolayer_ext::two_layer" in names and "twolayer_ext::linear_relu_output" not in names
     handle = net.fc1.register_forward_hook(lambda *a: None)
-    names = _op_names(lambda: net(x))
+    names = cpu_op_names(lambda: net(x))
     assert "twolayer_ext::linear_relu_output" in names and "twolayer_ext::two_layer" not in names
     handle.remove()
-    assert "twolayer_ext::two_layer" in _op_names(lambda: net(x))
+    assert "twolayer_ext::two_layer" in cpu_op_names(lambda: net(x))
 
 
 def test_hook_free_network_compiles_fullgraph_to_the_whole_network_op():

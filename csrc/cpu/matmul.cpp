@@ -95,10 +95,6 @@ at::Tensor as_float(const at::Tensor& t) {
 }
 OptTensor as_float(const OptTensor& t) { return present(t) ? OptTensor(as_float(*t)) : t; }
 
-// The kernels stream these operands row by row: each row must be contiguous
-// (the row stride may be anything).
-bool rows_contiguous(const at::Tensor& t) { return t.stride(1) == 1 || t.size(1) <= 1; }
-
 // Whether x @ w.T goes to the float32 kernels.
 bool fast_nt(const at::Tensor& x, const at::Tensor& w) {
   return is_float(x) && rows_contiguous(x) && rows_contiguous(w) &&

@@ -162,6 +162,11 @@ at::Tensor sum_in_order(const at::Tensor& parts, at::ScalarType dtype) {
   return total.to(dtype);
 }
 
+// t, or a copy of it where its rows are not contiguous: the AMX kernel reads rows.
+at::Tensor with_contiguous_rows(const at::Tensor& t) {
+  return rows_contiguous(t) ? t : t.contiguous();
+}
+
 // The backward's outputs: grad_x [rows, in], and the parameter gradients' partial sums per
 // chunk of blocks, [chunks, ...] in float32 for the 16-bit types; undefined where not needed.
 struct GradParts {
@@ -214,10 +219,8 @@ void amx_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Ten
                   const OptTensor& b1, const at::Tensor& w2, const at::Tensor* hidden,
                   const Blocks& blocks, int64_t per_chunk, const GradParts& parts) {
   const AmxTwoLayer amx(w1, b1, w2, std::nullopt, /*backward=*/true);
-  // The kernel reads rows with contiguous columns.
-  const auto rows_of = [](const at::Tensor& t) { return t.stride(1) == 1 ? t : t.contiguous(); };
-  const at::Tensor xr = rows_of(x), gr = rows_of(grad_out);
-  const at::Tensor hr = hidden ? rows_of(*hidden) : at::Tensor();
+  const at::Tensor xr = with_contiguous_rows(x), gr = with_contiguous_rows(grad_out);
+  const at::Tensor hr = hidden ? with_contiguous_rows(*hidden) : at::Tensor();
   const int64_t in = w1.size(1), hid = w1.size(0), out = w2.size(0);
   // part[c] (rows x cols, contiguous) = the kernel's sums (rows ld apart).
   const auto put = [](const at::Tensor& part, int64_t c, const std::vector<float>& sums,
@@ -335,7 +338,7 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
   at::Tensor x_rows = x;  // x with its rows contiguous, as the kernel reads them
   if (amx_runs(x.scalar_type())) {
     TORCH_INTERNAL_ASSERT(out.is_contiguous() && (hidden == nullptr || hidden->is_contiguous()));
-    if (x.stride(1) != 1) x_rows = x.contiguous();
+    x_rows = with_contiguous_rows(x);
     amx.emplace(w1, b1, w2, b2);
   }
   at::parallel_for(0, blocks.count, 1, [&](int64_t first, int64_t last) {

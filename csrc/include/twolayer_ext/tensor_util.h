@@ -36,6 +36,10 @@ inline std::vector<int64_t> with_last_dim(const at::Tensor& x, int64_t n) {
   return sizes;
 }
 
+// Whether each row of a 2-D tensor is contiguous (the row stride may be anything): how the
+// CPU kernels stream their operands, row by row.
+inline bool rows_contiguous(const at::Tensor& t) { return t.stride(1) == 1 || t.size(1) <= 1; }
+
 // Whether a 2-D tensor has unit stride along dim 0 and not along dim 1: the transpose of a
 // row-major matrix, as the tutorial's weight w1.t() of a [in, out] w1 is. While tracing with
 // symbolic shapes a stride may be a symbol: such a stride is a size or a product of sizes,
