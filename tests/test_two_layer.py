@@ -4,6 +4,9 @@ memory, and the errors bad input gets."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from helpers import (
@@ -182,6 +185,45 @@ def test_opcheck_two_layer(device):
             torch.ops.twolayer_ext.two_layer_backward.default,
             (torch.randn_like(out), x.detach(), w1.detach(), w2.detach(), hidden, [True] * 5),
         )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_unread_first_layer_weight_is_neither_kept_nor_version_checked(device):
+    """With x needing no gradient, torch's linear keeps no reference to its weight, and so do
+    the extension's nodes where backward does not read w1's values: a w1 made by another op
+    is freed after the forward, and a parameter w1 changed in place before backward raises
+    nothing and gets torch's gradient. Where backward recomputes hidden (the fused path), it
+    reads w1, keeps it and checks its version, as torch does for the tensors it saves."""
+    x = torch.randn(64, 33, device=device)
+    p1 = torch.randn(20, 33, device=device, requires_grad=True)
+    w2 = torch.randn(7, 20, device=device, requires_grad=True)
+    for x_grad in (False, True):
+        w1 = p1 * 2.0
+        alive = weakref.ref(w1)
+        out = twolayer_ext.two_layer_mlp(x.clone().requires_grad_(x_grad), w1, None, w2, None)
+        recomputes = out.grad_fn.name() == "twolayer_ext::TwoLayerRecomputeBackward"
+        del w1
+        gc.collect()
+        # Kept where backward reads it: x's gradient, or the recomputed hidden activation.
+        assert (alive() is not None) == (x_grad or recomputes)
+        del out
+
+    net = twolayer_ext.TwoLayerNet(33, 20, 7).to(device)
+    seq = nn.Sequential(nn.Linear(33, 20), nn.ReLU(), nn.Linear(20, 7)).to(device)
+    seq.load_state_dict(twolayer_ext.twolayer_state_dict_to_sequential(net.state_dict()))
+    out, want = net(x), seq(x)
+    g = torch.randn_like(out)
+    with torch.no_grad():
+        net.fc1.weight.add_(1.0)
+        seq[0].weight.add_(1.0)
+    want.backward(g)  # torch saved no w1: no error
+    if out.grad_fn.name() == "twolayer_ext::TwoLayerRecomputeBackward":
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.backward(g)
+        return
+    out.backward(g)
+    for (name, p), r in zip(net.named_parameters(), seq.parameters(), strict=True):
+        assert_close(p.grad, r.grad, torch.float32, name)
 
 
 def test_saved_for_backward_no_larger_than_torch(mlp_path):

@@ -15,6 +15,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
@@ -82,15 +84,26 @@ void set_tangent(const at::Tensor& t, const at::Tensor& tangent);
 // column expanded, whose strides (1, 0) still tell the ops the layout to return a weight's
 // gradient in. This is torch's own rule for linear (x is kept only when the weight needs
 // a gradient, and the other way round), so backward keeps no more memory than torch does.
+// A leaf that requires grad (a parameter) stands in for itself, unversioned like the zeros:
+// the graph's AccumulateGrad node keeps it alive anyway, and building the zeros costs three
+// dispatcher calls per step (docs/BENCHMARKS.md, "The drop-in step: fewer dispatcher
+// calls").
 class MaybeSaved {
  public:
   void save(const at::Tensor& t, bool keep_values, bool is_output = false) {
     if (keep_values) {
       saved_ = SavedVariable(t, is_output);
-    } else if (column_major(t)) {
+      return;
+    }
+    if (t.requires_grad() && t.is_leaf()) {
+      standin_ = t;
+      return;
+    }
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    if (column_major(t)) {
       standin_ = at::zeros_symint({t.sym_size(0), 1}, t.options()).expand_symint(t.sym_sizes());
     } else {
-      standin_ = at::zeros({}, t.options()).expand_symint(t.sym_sizes());
+      standin_ = at::scalar_tensor(0, t.options()).expand_symint(t.sym_sizes());
     }
   }
   at::Tensor unpack(const c10::intrusive_ptr<Node>& node) const {

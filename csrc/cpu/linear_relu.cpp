@@ -54,9 +54,9 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_impl(const at::Tensor& x, const a
   // The GEMM calls below are implementation details, not graph nodes.
   at::AutoDispatchBelowADInplaceOrView below_autograd;
 
-  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const int64_t out_features = weight.size(0);
   const int64_t rows = leading_rows(x);
-  const at::Tensor x2 = x.reshape({rows, in_features});  // a view whenever strides allow
+  const at::Tensor x2 = as_rows(x);  // a view whenever strides allow
 
   at::Tensor mask;
   if (keep_mask) mask = at::empty({rows, mask_bytes(out_features)}, x.options().dtype(at::kByte));
@@ -81,7 +81,7 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_impl(const at::Tensor& x, const a
       epilogue(yb, r0);
     }
   }
-  return {y.view(with_last_dim(x, out_features)), mask};
+  return {in_shape_of(y, x), mask};
 }
 
 }  // namespace

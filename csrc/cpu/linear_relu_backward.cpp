@@ -61,9 +61,9 @@ std::tuple<OptTensor, OptTensor> input_and_weight_grads(const at::Tensor& gm, co
                                                         bool need_gw,
                                                         std::optional<double> sgd_lr) {
   OptTensor grad_x, grad_w;
-  if (need_gx) grad_x = cpu::mm_nn(gm, weight).view(x.sizes());  // [rows, out] @ [out, in]
+  if (need_gx) grad_x = in_shape_of(cpu::mm_nn(gm, weight), x);  // [rows, out] @ [out, in]
   if (need_gw) {
-    const at::Tensor x2 = x.reshape({gm.size(0), weight.size(1)});
+    const at::Tensor x2 = as_rows(x);
     if (!(sgd_lr && cpu::add_weight_grad_(weight, gm, x2, -*sgd_lr))) {
       grad_w = cpu::weight_grad(gm, x2, weight);
     }
@@ -87,7 +87,7 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward(const at::Tenso
   const int64_t out_features = weight.size(0);
   const int64_t rows = leading_rows(x);
   const bool need_gx = output_mask[0], need_gw = output_mask[1], need_gb = output_mask[2];
-  const at::Tensor g2 = grad_y.reshape({rows, out_features});
+  const at::Tensor g2 = as_rows(grad_y);
 
   at::Tensor gm, gb;
   if (need_gx || need_gw) gm = at::empty({rows, out_features}, x.options());
@@ -112,9 +112,9 @@ std::tuple<OptTensor, OptTensor, OptTensor> linear_relu_backward_from_output_(
   const int64_t out_features = weight.size(0);
   const int64_t rows = leading_rows(x);
   const bool need_gx = output_mask[0], need_gw = output_mask[1], need_gb = output_mask[2];
-  at::Tensor gm = grad_y.reshape({rows, out_features});
+  at::Tensor gm = as_rows(grad_y);
   if (!gm.is_contiguous()) gm = gm.contiguous();  // the pass below writes gm in place
-  const at::Tensor y2 = y.reshape({rows, out_features}).contiguous();
+  const at::Tensor y2 = as_rows(y).contiguous();
   at::Tensor gb;
   if (need_gb) gb = at::empty({out_features}, x.options());
   if (need_gx || need_gw || need_gb) {

@@ -101,10 +101,33 @@ bool fast_nt(const at::Tensor& x, const at::Tensor& w) {
          use_fast_gemm(x.size(0), w.size(0), w.size(1), GemmKernel::kNt);
 }
 
-// Whether out = a @ b (float32) goes to the bcast kernel, which reads a through any strides.
-bool fast_bcast(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  return is_float(a) && rows_contiguous(b) && rows_contiguous(out) &&
-         use_fast_gemm(a.size(0), b.size(1), a.size(1), GemmKernel::kBcast);
+// A = a, or aᵀ where transposed, as the bcast kernel reads it: through a's strides, so that a
+// transposed operand needs no view (each view is a dispatcher call, docs/BENCHMARKS.md,
+// "The drop-in step: fewer dispatcher calls").
+struct BcastA {
+  const at::Tensor& a;
+  bool transposed;
+  int64_t rows() const { return a.size(transposed ? 1 : 0); }
+  int64_t cols() const { return a.size(transposed ? 0 : 1); }
+  int64_t row_stride() const { return a.stride(transposed ? 1 : 0); }
+  int64_t col_stride() const { return a.stride(transposed ? 0 : 1); }
+};
+
+// Whether out = A @ b (float32) goes to the bcast kernel, which reads A through any strides.
+bool fast_bcast(const at::Tensor& out, const BcastA& A, const at::Tensor& b) {
+  return is_float(A.a) && rows_contiguous(b) && rows_contiguous(out) &&
+         use_fast_gemm(A.rows(), b.size(1), A.cols(), GemmKernel::kBcast);
+}
+
+// out = A @ b + bias on the bcast kernel if fast_bcast says so; false (out untouched) if not.
+bool bcast_into(at::Tensor& out, const BcastA& A, const at::Tensor& b, const OptTensor& bias) {
+  if (!fast_bcast(out, A, b)) return false;
+  const bool has_bias = present(bias);
+  const at::Tensor bc = has_bias ? bias->contiguous() : at::Tensor();
+  gemm_bcast_f32(A.a.data_ptr<float>(), A.col_stride(), A.row_stride(), b.data_ptr<float>(),
+                 b.stride(0), has_bias ? bc.data_ptr<float>() : nullptr, out.data_ptr<float>(),
+                 out.stride(0), A.rows(), b.size(1), A.cols());
+  return true;
 }
 
 // Rows per block of a 16-bit product run in float32: the float copy of a block of an operand
@@ -206,20 +229,12 @@ void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const 
                        });
     return;
   }
-  const int64_t m = a.size(0), t = a.size(1), n = b.size(1);
-  const bool has_bias = present(bias);
-  if (!fast_bcast(out, a, b)) {
-    if (has_bias) {
-      at::addmm_out(out, *bias, a, b);
-    } else {
-      at::mm_out(out, a, b);
-    }
-    return;
+  if (bcast_into(out, BcastA{a, false}, b, bias)) return;
+  if (present(bias)) {
+    at::addmm_out(out, *bias, a, b);
+  } else {
+    at::mm_out(out, a, b);
   }
-  const at::Tensor bc = has_bias ? bias->contiguous() : at::Tensor();
-  gemm_bcast_f32(a.data_ptr<float>(), a.stride(1), a.stride(0), b.data_ptr<float>(), b.stride(0),
-                 has_bias ? bc.data_ptr<float>() : nullptr, out.data_ptr<float>(), out.stride(0), m,
-                 n, t);
 }
 
 // The BLAS path is ATen's functional addmm/mm, which allocates its own output: a
@@ -243,7 +258,9 @@ at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b) {
 at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) {
   const int64_t t = a.size(0), step = float_block_rows(std::max(a.size(1), b.size(1)));
   if (!in_float32(a) || t <= step) {
-    return mm_nn(a.t(), b);  // a.t(): a view; the bcast kernel reads A through any strides
+    at::Tensor c = at::empty({a.size(1), b.size(1)}, b.options());
+    if (!bcast_into(c, BcastA{a, true}, b, std::nullopt)) mm_nn_out(c, a.t(), b);
+    return c;
   }
   // The reduction runs over a's rows: float32 sums over blocks of them, rounded once.
   at::Tensor sum = at::zeros({a.size(1), b.size(1)}, b.options().dtype(at::kFloat));
@@ -276,18 +293,18 @@ std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> small_linear_grads
 
 bool add_weight_grad_(const at::Tensor& weight, const at::Tensor& grad, const at::Tensor& x,
                       double alpha) {
-  // weight_grad's product for a row-major weight, mm_tn(grad, x) = mm_nn(grad.t(), x), where
-  // mm_nn_out would run it on the bcast kernel; weight updated as its own tensor (contiguous,
-  // sharing no memory with the operands it is computed from).
-  const at::Tensor a = grad.t();
+  // weight_grad's product for a row-major weight, mm_tn(grad, x) = gradᵀ @ x, where mm_tn
+  // would run it on the bcast kernel; weight updated as its own tensor (contiguous, sharing no
+  // memory with the operands it is computed from).
+  const BcastA A{grad, true};
   const bool applies = is_float(weight) && is_float(x) && weight.is_contiguous() &&
-                       !column_major(weight) && fast_bcast(weight, a, x) &&
+                       !column_major(weight) && fast_bcast(weight, A, x) &&
                        at::get_overlap_status(weight, x) == at::MemOverlapStatus::No &&
                        at::get_overlap_status(weight, grad) == at::MemOverlapStatus::No;
   if (!applies) return false;
-  gemm_bcast_add_f32(a.data_ptr<float>(), a.stride(1), a.stride(0), x.data_ptr<float>(),
-                     x.stride(0), weight.data_ptr<float>(), weight.stride(0), a.size(0),
-                     x.size(1), a.size(1), static_cast<float>(alpha));
+  gemm_bcast_add_f32(grad.data_ptr<float>(), A.col_stride(), A.row_stride(), x.data_ptr<float>(),
+                     x.stride(0), weight.data_ptr<float>(), weight.stride(0), A.rows(), x.size(1),
+                     A.cols(), static_cast<float>(alpha));
   return true;
 }
 

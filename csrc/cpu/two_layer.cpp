@@ -39,13 +39,12 @@ std::tuple<at::Tensor, at::Tensor> two_layer_forward(const at::Tensor& x, const 
                     MlpPass::kForward)) {
     at::Tensor out = at::empty({rows, out_features}, x.options());
     at::Tensor hidden = at::empty({rows, hidden_features}, x.options());
-    fused_two_layer_forward(out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, &hidden);
-    return {out.view(with_last_dim(x, out_features)),
-            hidden.view(with_last_dim(x, hidden_features))};
+    fused_two_layer_forward(out, as_rows(x), w1, b1, w2, b2, &hidden);
+    return {in_shape_of(out, x), in_shape_of(hidden, x)};
   }
   at::Tensor hidden = linear_relu_output(x, w1, b1);  // no mask: backward reads hidden (above)
-  const at::Tensor out = linear(hidden.reshape({rows, hidden_features}), w2, b2);
-  return {out.view(with_last_dim(x, out_features)), hidden};
+  const at::Tensor out = linear(as_rows(hidden), w2, b2);
+  return {in_shape_of(out, x), hidden};
 }
 
 at::Tensor two_layer(const at::Tensor& x, const at::Tensor& w1, const OptTensor& b1,
@@ -59,8 +58,8 @@ at::Tensor two_layer(const at::Tensor& x, const at::Tensor& w1, const OptTensor&
   }
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   at::Tensor out = at::empty({rows, out_features}, x.options());
-  fused_two_layer_forward(out, x.reshape({rows, w1.size(1)}), w1, b1, w2, b2, nullptr);
-  return out.view(with_last_dim(x, out_features));
+  fused_two_layer_forward(out, as_rows(x), w1, b1, w2, b2, nullptr);
+  return in_shape_of(out, x);
 }
 
 // two_layer_backward, and with sgd_lr two_layer_backward_sgd (cpu_ops.h).
@@ -71,17 +70,17 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> backward(
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t rows = leading_rows(x), hidden_features = w1.size(0), out_features = w2.size(0);
-  const at::Tensor g2 = grad_out.reshape({rows, out_features});
+  const at::Tensor g2 = as_rows(grad_out);
   if (use_fused_mlp(rows, w1.size(1), hidden_features, out_features, x.scalar_type(),
                     MlpPass::kBackward)) {
-    const at::Tensor hidden2 = hidden.reshape({rows, hidden_features});
-    auto grads = fused_two_layer_backward(g2, x.reshape({rows, w1.size(1)}), w1, std::nullopt, w2,
-                                          &hidden2, output_mask);
-    if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
+    const at::Tensor hidden2 = as_rows(hidden);
+    auto grads = fused_two_layer_backward(g2, as_rows(x), w1, std::nullopt, w2, &hidden2,
+                                          output_mask);
+    if (auto& gx = std::get<0>(grads)) gx = in_shape_of(*gx, x);
     return grads;
   }
   OptTensor gx, gw1, gb1, gw2, gb2;
-  const at::Tensor hidden2 = hidden.reshape({rows, hidden_features});
+  const at::Tensor hidden2 = as_rows(hidden);
   const bool need_grad_hidden = output_mask[0] || output_mask[1] || output_mask[2];
   at::Tensor grad_hidden;  // ours: masked in place below
   // Layer 2's gradients in one pass where it is small (matmul.cpp), else one op each.
@@ -96,7 +95,7 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> backward(
     if (need_grad_hidden) grad_hidden = mm_nn(g2, w2);
   }
   if (need_grad_hidden) {
-    grad_hidden = grad_hidden.view(hidden.sizes());
+    grad_hidden = in_shape_of(grad_hidden, hidden);
     std::tie(gx, gw1, gb1) = linear_relu_backward_from_output_(
         grad_hidden, x, w1, hidden, {output_mask[0], output_mask[1], output_mask[2]}, sgd_lr);
   }
@@ -118,7 +117,6 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
   check_two_layer_grad_out(kRecompute, grad_out, x, w2);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());  // the dispatcher's CPU key, and checked same device
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const int64_t rows = leading_rows(x), in_features = w1.size(1), out_features = w2.size(0);
   if (!backward_recomputes_hidden(x, w1, w2)) {
     // hidden as two_layer_forward computes it (its output unused): the fused and the layered
     // first layer can run different GEMMs (on an Intel CPU, our kernels and MKL), and a hidden
@@ -127,9 +125,8 @@ std::tuple<OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> two_layer_back
     return two_layer_backward(grad_out, x, w1, w2, hidden, output_mask);
   }
   auto grads =
-      fused_two_layer_backward(grad_out.reshape({rows, out_features}),
-                               x.reshape({rows, in_features}), w1, b1, w2, nullptr, output_mask);
-  if (auto& gx = std::get<0>(grads)) gx = gx->view(x.sizes());
+      fused_two_layer_backward(as_rows(grad_out), as_rows(x), w1, b1, w2, nullptr, output_mask);
+  if (auto& gx = std::get<0>(grads)) gx = in_shape_of(*gx, x);
   return grads;
 }
 

@@ -36,6 +36,18 @@ inline std::vector<int64_t> with_last_dim(const at::Tensor& x, int64_t n) {
   return sizes;
 }
 
+// x as the matrix [leading_rows(x), x.size(-1)], and a matrix m of those rows back in x's
+// leading shape: x and m themselves where x is a matrix already. Even a reshape or view that
+// changes nothing is a dispatcher call, which in a training step (caches just emptied by the
+// products) costs microseconds (docs/BENCHMARKS.md, "The drop-in step: fewer dispatcher
+// calls").
+inline at::Tensor as_rows(const at::Tensor& x) {
+  return x.dim() == 2 ? x : x.reshape({leading_rows(x), x.size(-1)});
+}
+inline at::Tensor in_shape_of(const at::Tensor& m, const at::Tensor& x) {
+  return x.dim() == 2 ? m : m.view(with_last_dim(x, m.size(-1)));
+}
+
 // Whether each row of a 2-D tensor is contiguous (the row stride may be anything): how the
 // CPU kernels stream their operands, row by row.
 inline bool rows_contiguous(const at::Tensor& t) { return t.stride(1) == 1 || t.size(1) <= 1; }
