@@ -154,6 +154,38 @@ def test_nan_and_inf_propagate_like_torch(device, dtype):
     assert torch.equal(gw.isnan().cpu(), rw.isnan().cpu())
 
 
+_SAME_WIDTH_INT = {
+    torch.float64: torch.int64,
+    torch.float32: torch.int32,
+    torch.bfloat16: torch.int16,
+    torch.float16: torch.int16,
+}
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("shape", [((64,), 1000, 100), ((33,), 65, 17), ((2, 3), 11, 6)], ids=_ids)
+@pytest.mark.parametrize("gemm", ["kernels", "aten"])
+def test_output_alone_has_the_masked_ops_bits(device, dtype, shape, gemm, monkeypatch):
+    """linear_relu_output, which packs no mask (the CPU's float32 kernel applies the ReLU in
+    its stores), returns exactly linear_relu's output (the ReLU applied by the pass that packs
+    the mask): NaN and inf kept, negatives and zeros stored as +0, on our kernels and on
+    ATen's products (TWOLAYER_EXT_CPU_GEMM=aten)."""
+    if gemm == "aten":
+        monkeypatch.setenv("TWOLAYER_EXT_CPU_GEMM", "aten")
+    lead, in_f, out_f = shape
+    x, w, b = _inputs(lead, in_f, out_f, dtype, device, "contiguous", False, True)
+    rows = x.view(-1, in_f)
+    rows[0, 0] = float("nan")
+    rows[1, 1] = float("inf")
+    rows[2] = 0.0
+    b[: out_f // 2] = 0.0  # row 2's first outputs are exact zeros
+    alone = torch.ops.twolayer_ext.linear_relu_output(x, w, b)
+    y, _ = torch.ops.twolayer_ext.linear_relu(x, w, b)
+    bits = _SAME_WIDTH_INT[dtype]
+    assert torch.equal(alone.view(bits), y.view(bits))
+    assert alone.isnan().any() and alone.isinf().any() and (alone == 0).any()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_relu_at_exact_zero_has_zero_gradient(device):
     """relu'(0) = 0: an output of exactly 0 blocks the gradient, as in torch."""

@@ -121,8 +121,8 @@ void run_bcast(const char* fn, const GemmBcast& g) {
 }  // namespace
 
 void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const float* bias,
-                 float* Y, int64_t ldy, int64_t M, int64_t N, int64_t K) {
-  run_nt(GemmNt{X, ldx, W, ldw, bias, Y, ldy, M, N, K});
+                 float* Y, int64_t ldy, int64_t M, int64_t N, int64_t K, bool relu) {
+  run_nt(GemmNt{X, ldx, W, ldw, bias, Y, ldy, M, N, K, relu});
 }
 
 void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
@@ -160,7 +160,7 @@ const char* gemm_kernels_isa() { return "none"; }
 const char* gemm_bounds() { return "none"; }
 bool use_fast_gemm(int64_t, int64_t, int64_t, GemmKernel) { return false; }
 void gemm_nt_f32(const float*, int64_t, const float*, int64_t, const float*, float*, int64_t,
-                 int64_t, int64_t, int64_t) {
+                 int64_t, int64_t, int64_t, bool) {
   TORCH_INTERNAL_ASSERT(false, "gemm_nt_f32: built without the GEMM kernels");
 }
 void gemm_bcast_f32(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*,

@@ -15,7 +15,8 @@
 
 namespace twolayer_ext::cpu {
 
-// Y[i, j] = bias[j] + sum_k X[i*ldx + k] * W[j*ldw + k], i < M, j < N (cpu_gemm.h).
+// Y[i, j] = bias[j] + sum_k X[i*ldx + k] * W[j*ldw + k], i < M, j < N, through torch.relu
+// where relu (cpu_gemm.h).
 struct GemmNt {
   const float* X;
   int64_t ldx;
@@ -24,6 +25,7 @@ struct GemmNt {
   const float* bias;
   float* Y;
   int64_t ldy, M, N, K;
+  bool relu;
 };
 
 // S[a, k] = bias[k] + sum_t A[t*sat + a*saa] * B[t*ldb + k], a < M, k < N, t < T, then

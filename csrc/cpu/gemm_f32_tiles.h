@@ -28,7 +28,8 @@
 
 template <int MR, int NR>
 __attribute__((noinline)) void nt_tile(const float* X, int64_t ldx, const float* W, int64_t ldw,
-                                       const float* bias, float* Y, int64_t ldy, int64_t K) {
+                                       const float* bias, float* Y, int64_t ldy, int64_t K,
+                                       bool relu) {
   typename V::Vec acc[MR][NR];
 #pragma GCC unroll 8
   for (int a = 0; a < MR; ++a)
@@ -58,41 +59,51 @@ __attribute__((noinline)) void nt_tile(const float* X, int64_t ldx, const float*
       for (int b = 0; b < NR; ++b) acc[a][b] = V::fmadd(x, w[b], acc[a][b]);
     }
   }
-  // The MR x NR sums, four at a time (V::reduce4), then each plus the bias (or 0, as addmm's
-  // beta term adds) stored one float at a time: storing the 4-float vectors into Y directly
-  // lost 5% on two threads (docs/BENCHMARKS.md, "nt kernel's sums").
-  alignas(16) float sums[MR][(NR + 3) / 4 * 4];
+  // The MR x NR sums, four at a time (V::reduce4), plus the bias (or 0, as addmm's beta term
+  // adds) and, with relu, through the element-wise passes' relu (isa/passes_impl.h: kept where
+  // > 0 or NaN, else +0; branch-free, as the sums' signs are random), then stored one float at
+  // a time: storing the 4-float vectors into Y directly lost 5% on two threads
+  // (docs/BENCHMARKS.md, "nt kernel's sums").
+  constexpr int kGroups = (NR + 3) / 4;
+  alignas(16) float bias4[kGroups * 4] = {};
+#pragma GCC unroll 8
+  for (int b = 0; b < NR; ++b) bias4[b] = bias ? bias[b] : 0.f;
+  alignas(16) float sums[MR][kGroups * 4];
+  const __m128 zero = _mm_setzero_ps();
 #pragma GCC unroll 8
   for (int a = 0; a < MR; ++a) {
 #pragma GCC unroll 8
     for (int b = 0; b < NR; b += 4) {
       const auto col = [&](int c) { return c < NR ? acc[a][c] : V::zero(); };
-      _mm_store_ps(&sums[a][b], V::reduce4(col(b), col(b + 1), col(b + 2), col(b + 3)));
+      __m128 v = _mm_add_ps(V::reduce4(col(b), col(b + 1), col(b + 2), col(b + 3)),
+                            _mm_load_ps(&bias4[b]));
+      if (relu) v = _mm_andnot_ps(_mm_cmple_ps(v, zero), v);  // NaN compares false: kept
+      _mm_store_ps(&sums[a][b], v);
     }
   }
 #pragma GCC unroll 8
   for (int a = 0; a < MR; ++a)
 #pragma GCC unroll 8
-    for (int b = 0; b < NR; ++b) Y[a * ldy + b] = sums[a][b] + (bias ? bias[b] : 0.f);
+    for (int b = 0; b < NR; ++b) Y[a * ldy + b] = sums[a][b];
 }
 
 // Column counts 1..kNtCols as template arguments (the edge tiles of a product).
 template <int MR, int NR = V::kNtCols>
 void nt_tile_cols(int nr, const float* X, int64_t ldx, const float* W, int64_t ldw,
-                  const float* bias, float* Y, int64_t ldy, int64_t K) {
+                  const float* bias, float* Y, int64_t ldy, int64_t K, bool relu) {
   if constexpr (NR > 1) {
-    if (nr < NR) return nt_tile_cols<MR, NR - 1>(nr, X, ldx, W, ldw, bias, Y, ldy, K);
+    if (nr < NR) return nt_tile_cols<MR, NR - 1>(nr, X, ldx, W, ldw, bias, Y, ldy, K, relu);
   }
-  nt_tile<MR, NR>(X, ldx, W, ldw, bias, Y, ldy, K);
+  nt_tile<MR, NR>(X, ldx, W, ldw, bias, Y, ldy, K, relu);
 }
 
 template <int MR = V::kNtRows>
 void nt_tile_rows(int mr, int nr, const float* X, int64_t ldx, const float* W, int64_t ldw,
-                  const float* bias, float* Y, int64_t ldy, int64_t K) {
+                  const float* bias, float* Y, int64_t ldy, int64_t K, bool relu) {
   if constexpr (MR > 1) {
-    if (mr < MR) return nt_tile_rows<MR - 1>(mr, nr, X, ldx, W, ldw, bias, Y, ldy, K);
+    if (mr < MR) return nt_tile_rows<MR - 1>(mr, nr, X, ldx, W, ldw, bias, Y, ldy, K, relu);
   }
-  nt_tile_cols<MR>(nr, X, ldx, W, ldw, bias, Y, ldy, K);
+  nt_tile_cols<MR>(nr, X, ldx, W, ldw, bias, Y, ldy, K, relu);
 }
 
 // Tiles [t0, t1) of the nt product (gemm_f32_isa.h), numbered W-block-major so
@@ -104,7 +115,7 @@ void nt_range(const GemmNt& g, int64_t t0, int64_t t1) {
     const int nr = static_cast<int>(std::min<int64_t>(V::kNtCols, g.N - j0));
     const int mr = static_cast<int>(std::min<int64_t>(V::kNtRows, g.M - i0));
     nt_tile_rows(mr, nr, g.X + i0 * g.ldx, g.ldx, g.W + j0 * g.ldw, g.ldw,
-                 g.bias ? g.bias + j0 : nullptr, g.Y + i0 * g.ldy + j0, g.ldy, g.K);
+                 g.bias ? g.bias + j0 : nullptr, g.Y + i0 * g.ldy + j0, g.ldy, g.K, g.relu);
   }
 }
 

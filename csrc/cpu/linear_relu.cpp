@@ -2,7 +2,8 @@
 //
 // The GEMM (matmul.cpp: the float32 kernels or ATen's BLAS, bias folded in) runs one
 // block of rows at a time (see rows_per_block), and the ReLU + mask-packing epilogue
-// (isa/passes.h) then runs on that block.
+// (isa/passes.h) then runs on that block. linear_relu_output packs no mask: there the
+// product applies the ReLU itself (in the float32 kernel's stores where that runs).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -70,15 +71,17 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_impl(const at::Tensor& x, const a
 
   const int64_t block = rows_per_block(out_features, x.element_size());
   at::Tensor y;
+  // Without a mask to pack, the product applies the ReLU itself (in the float32 kernel's
+  // stores where that runs).
   if (rows <= block) {  // the usual case: one product, no views to build (~1-2 us per call)
-    y = linear(x2, weight, bias);
-    epilogue(y, 0);
+    y = linear(x2, weight, bias, /*relu=*/!keep_mask);
+    if (keep_mask) epilogue(y, 0);
   } else {
     y = at::empty({rows, out_features}, x.options());
     for (int64_t r0 = 0; r0 < rows; r0 += block) {
       at::Tensor yb = y.narrow(0, r0, std::min(block, rows - r0));
-      linear_out(yb, x2.narrow(0, r0, yb.size(0)), weight, bias);  // yb = bias + x @ W.T
-      epilogue(yb, r0);
+      linear_out(yb, x2.narrow(0, r0, yb.size(0)), weight, bias, /*relu=*/!keep_mask);
+      if (keep_mask) epilogue(yb, r0);
     }
   }
   return {in_shape_of(y, x), mask};

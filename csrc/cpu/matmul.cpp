@@ -196,13 +196,16 @@ std::optional<at::Tensor> onednn_linear(const at::Tensor& x, const at::Tensor& w
 
 }  // namespace
 
-void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
+void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias,
+                bool relu) {
   if (in_float32(out)) {
     const at::Tensor wf = as_float(w);
     const OptTensor bf = as_float(bias);
+    // relu on the float32 sums, before their rounding: the same bits as after it (rounding
+    // keeps the sign and NaN, and nothing above 0 rounds below it).
     in_float32_by_rows(out, x, std::max(x.size(1), w.size(0)),
                        [&](at::Tensor& rows, const at::Tensor& xf) {
-                         linear_out(rows, xf, wf, bf);
+                         linear_out(rows, xf, wf, bf, relu);
                        });
     return;
   }
@@ -211,12 +214,15 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
   if (fast_nt(x, w) && out.is_contiguous()) {
     const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
     gemm_nt_f32(x.data_ptr<float>(), x.stride(0), w.data_ptr<float>(), w.stride(0),
-                has_bias ? b.data_ptr<float>() : nullptr, out.data_ptr<float>(), n, m, n, k);
-  } else if (has_bias) {
+                has_bias ? b.data_ptr<float>() : nullptr, out.data_ptr<float>(), n, m, n, k, relu);
+    return;
+  }
+  if (has_bias) {
     at::addmm_out(out, *bias, x, w.t());  // bias folded into the GEMM (beta = 1)
   } else {
     at::mm_out(out, x, w.t());
   }
+  if (relu) relu_rows_(out);
 }
 
 void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const OptTensor& bias) {
@@ -239,14 +245,19 @@ void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const 
 
 // The BLAS path is ATen's functional addmm/mm, which allocates its own output: a
 // microsecond less per call than addmm_out into ours (bfloat16 64x1000->100, profiled).
-at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bias) {
-  if (auto y = onednn_linear(x, w, bias)) return *std::move(y);
-  if (!in_float32(x) && !fast_nt(x, w)) {
-    return present(bias) ? at::addmm(*bias, x, w.t()) : at::mm(x, w.t());
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bias, bool relu) {
+  at::Tensor y;
+  if (auto onednn = onednn_linear(x, w, bias)) {
+    y = *std::move(onednn);
+  } else if (!in_float32(x) && !fast_nt(x, w)) {
+    y = present(bias) ? at::addmm(*bias, x, w.t()) : at::mm(x, w.t());
+  } else {
+    y = at::empty({x.size(0), w.size(0)}, x.options());
+    linear_out(y, x, w, bias, relu);
+    return y;
   }
-  at::Tensor out = at::empty({x.size(0), w.size(0)}, x.options());
-  linear_out(out, x, w, bias);
-  return out;
+  if (relu) relu_rows_(y);
+  return y;
 }
 
 at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b) {

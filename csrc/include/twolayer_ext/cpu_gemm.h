@@ -47,9 +47,11 @@ const char* gemm_bounds();
 
 // Y[i, j] = bias[j] + sum_k X[i*ldx + k] * W[j*ldw + k] for i < M, j < N
 // (x @ W.T + b, nn.Linear's forward; bias may be null). Both operands are
-// read along k with unit stride, as they lie in memory: no packing.
+// read along k with unit stride, as they lie in memory: no packing. With relu, each Y[i, j]
+// is stored through torch.relu instead (NaN kept, anything else not > 0 stored as +0): a
+// layer's forward without the pass over its output that relu would take.
 void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const float* bias,
-                 float* Y, int64_t ldy, int64_t M, int64_t N, int64_t K);
+                 float* Y, int64_t ldy, int64_t M, int64_t N, int64_t K, bool relu = false);
 
 // C[a, k] = bias[k] + sum_t A[t*sat + a*saa] * B[t*ldb + k] for a < M, k < N, t < T
 // (bias may be null). B is read row by row with unit stride; A is read one scalar at a

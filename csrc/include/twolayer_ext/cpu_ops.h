@@ -21,10 +21,14 @@ bool native_16bit_products(at::ScalarType dtype);
 // or AVX2) where they apply (cpu_gemm.h), ATen's BLAS otherwise. 16-bit operands on a CPU
 // without native 16-bit products are multiplied in float32 and each output rounded once.
 // All operands 2-D, any strides.
-// out[m, n] = x[m, k] @ w[n, k].T + bias[n] (bias optional); out contiguous.
-void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias);
+// out[m, n] = x[m, k] @ w[n, k].T + bias[n] (bias optional); out contiguous. With relu, out
+// = relu(that), as torch.relu: in the float32 kernel's stores where it runs (no pass over out),
+// else by relu_rows_.
+void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const OptTensor& bias,
+                bool relu = false);
 // The same into a new contiguous tensor.
-at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bias);
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& bias,
+                  bool relu = false);
 // a[t, m].T @ b[t, n] -> [m, n]  (grad_weight = grad.T @ x)
 at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b);
 // A weight's gradient mm_tn(grad[t, n], x[t, m]) -> [n, m], in the weight's own layout
