@@ -126,14 +126,16 @@ void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const
 }
 
 void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
-                    const float* bias, float* C, int64_t ldc, int64_t M, int64_t N, int64_t T) {
-  run_bcast("gemm_bcast_f32", GemmBcast{A, sat, saa, B, ldb, bias, C, ldc, M, N, T, nullptr});
+                    const float* bias, float* C, int64_t ldc, int64_t M, int64_t N, int64_t T,
+                    bool relu) {
+  run_bcast("gemm_bcast_f32",
+            GemmBcast{A, sat, saa, B, ldb, bias, C, ldc, M, N, T, nullptr, relu});
 }
 
 void gemm_bcast_add_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
                         float* C, int64_t ldc, int64_t M, int64_t N, int64_t T, float alpha) {
   run_bcast("gemm_bcast_add_f32",
-            GemmBcast{A, sat, saa, B, ldb, nullptr, C, ldc, M, N, T, &alpha});
+            GemmBcast{A, sat, saa, B, ldb, nullptr, C, ldc, M, N, T, &alpha, false});
 }
 
 bool use_linear_grads(int64_t M, int64_t N, int64_t K) {
@@ -164,7 +166,7 @@ void gemm_nt_f32(const float*, int64_t, const float*, int64_t, const float*, flo
   TORCH_INTERNAL_ASSERT(false, "gemm_nt_f32: built without the GEMM kernels");
 }
 void gemm_bcast_f32(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*,
-                    int64_t, int64_t, int64_t, int64_t) {
+                    int64_t, int64_t, int64_t, int64_t, bool) {
   TORCH_INTERNAL_ASSERT(false, "gemm_bcast_f32: built without the GEMM kernels");
 }
 void gemm_bcast_add_f32(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t,

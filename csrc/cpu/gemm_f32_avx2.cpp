@@ -31,6 +31,8 @@ struct V {
   static Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
   static void store(float* p, Vec v, int n) { _mm256_maskstore_ps(p, first(n), v); }
+  // torch.relu: v where v > 0 or NaN (not <= 0, unordered), else +0.
+  static Vec relu(Vec v) { return _mm256_and_ps(_mm256_cmp_ps(v, zero(), _CMP_NLE_UQ), v); }
   static __m128 reduce4(Vec a, Vec b, Vec c, Vec d) {
     // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], the same for c, d, then [a b c d].
     const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));

@@ -32,6 +32,10 @@ struct V {
   static Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
   static void store(float* p, Vec v, int n) { _mm512_mask_storeu_ps(p, first(n), v); }
+  // torch.relu: v where v > 0 or NaN (not <= 0, unordered), else +0.
+  static Vec relu(Vec v) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, zero(), _CMP_NLE_UQ), v);
+  }
   static __m128 reduce4(Vec a, Vec b, Vec c, Vec d) {
     // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], the same for c, d, then [a b c d].
     const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));

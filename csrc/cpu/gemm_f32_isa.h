@@ -29,7 +29,8 @@ struct GemmNt {
 };
 
 // S[a, k] = bias[k] + sum_t A[t*sat + a*saa] * B[t*ldb + k], a < M, k < N, t < T, then
-// C[a, k] = S[a, k], or C[a, k] += *add_alpha * S[a, k] in one rounding (cpu_gemm.h).
+// C[a, k] = S[a, k] (relu(S[a, k]) where relu), or C[a, k] += *add_alpha * S[a, k] in one
+// rounding (cpu_gemm.h).
 struct GemmBcast {
   const float* A;
   int64_t sat, saa;
@@ -39,6 +40,7 @@ struct GemmBcast {
   float* C;
   int64_t ldc, M, N, T;
   const float* add_alpha;
+  bool relu;
 };
 
 // Output tile of each kernel: nt_rows x nt_cols outputs; bcast_rows x bcast_cols.

@@ -4,7 +4,8 @@
 // region and namespace, with V wrapping that ISA's intrinsics. V provides
 //   Vec, kWidth (floats per vector), zero(), load(p) / load(p, n) (first n lanes,
 //   the rest 0, nothing read beyond), set1(s), fmadd(a, b, c) = a * b + c,
-//   store(p, v) / store(p, v, n), reduce4(a, b, c, d) = the sums of the lanes of a, b, c
+//   store(p, v) / store(p, v, n), relu(v) (torch.relu: NaN kept, the rest of v <= 0 to +0),
+//   reduce4(a, b, c, d) = the sums of the lanes of a, b, c
 //   and d as one 4-float vector (a transposing tree: about half the shuffles of four
 //   one-vector sums, docs/BENCHMARKS.md);
 // and the tile shapes kNtRows x kNtCols (nt) and kBcRows x kBcVecs (bcast),
@@ -17,8 +18,9 @@
 //            at the end;
 //   * bcast: kBcRows x (kBcVecs * kWidth) tile, one broadcast scalar of A times
 //            kBcVecs vectors of a B row per step, accumulators (starting from the
-//            bias, if any) stored directly, or multiplied and added to C in one
-//            rounding (an SGD update on the gradient just computed).
+//            bias, if any) stored directly (through relu for a layer's forward), or
+//            multiplied and added to C in one rounding (an SGD update on the gradient
+//            just computed).
 // Each output element is computed in a fixed order, so results do not depend on
 // the thread count (tests/test_cpu_gemm.py).
 //
@@ -120,11 +122,13 @@ void nt_range(const GemmNt& g, int64_t t0, int64_t t1) {
 }
 
 // `tail` = floats used of the last of the NV vectors (1..kWidth); bias: the tile's first
-// column of it, or null; add_alpha: null (C = the sums), or C += *add_alpha * the sums.
+// column of it, or null; add_alpha: null (C = the sums, through V::relu where relu), or
+// C += *add_alpha * the sums.
 template <int MR, int NV>
 __attribute__((noinline)) void bcast_tile(const float* A, int64_t sat, int64_t saa, const float* B,
                                           int64_t ldb, const float* bias, float* C, int64_t ldc,
-                                          int64_t T, int tail, const float* add_alpha) {
+                                          int64_t T, int tail, const float* add_alpha,
+                                          bool relu) {
   typename V::Vec init[NV];
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) {
@@ -159,6 +163,11 @@ __attribute__((noinline)) void bcast_tile(const float* A, int64_t sat, int64_t s
       }
       acc[a][NV - 1] = V::fmadd(acc[a][NV - 1], alpha, V::load(c + (NV - 1) * V::kWidth, tail));
     }
+  } else if (relu) {
+#pragma GCC unroll 8
+    for (int a = 0; a < MR; ++a)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[a][v] = V::relu(acc[a][v]);
   }
 #pragma GCC unroll 8
   for (int a = 0; a < MR; ++a) {
@@ -171,27 +180,27 @@ __attribute__((noinline)) void bcast_tile(const float* A, int64_t sat, int64_t s
 template <int MR, int NV = V::kBcVecs>
 void bcast_tile_vecs(int nv, const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
                      const float* bias, float* C, int64_t ldc, int64_t T, int tail,
-                     const float* add_alpha) {
+                     const float* add_alpha, bool relu) {
   if constexpr (NV > 1) {
     if (nv < NV) {
       return bcast_tile_vecs<MR, NV - 1>(nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail,
-                                         add_alpha);
+                                         add_alpha, relu);
     }
   }
-  bcast_tile<MR, NV>(A, sat, saa, B, ldb, bias, C, ldc, T, tail, add_alpha);
+  bcast_tile<MR, NV>(A, sat, saa, B, ldb, bias, C, ldc, T, tail, add_alpha, relu);
 }
 
 template <int MR = V::kBcRows>
 void bcast_tile_rows(int mr, int nv, const float* A, int64_t sat, int64_t saa, const float* B,
                      int64_t ldb, const float* bias, float* C, int64_t ldc, int64_t T, int tail,
-                     const float* add_alpha) {
+                     const float* add_alpha, bool relu) {
   if constexpr (MR > 1) {
     if (mr < MR) {
       return bcast_tile_rows<MR - 1>(mr, nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail,
-                                     add_alpha);
+                                     add_alpha, relu);
     }
   }
-  bcast_tile_vecs<MR>(nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail, add_alpha);
+  bcast_tile_vecs<MR>(nv, A, sat, saa, B, ldb, bias, C, ldc, T, tail, add_alpha, relu);
 }
 
 // Rows [r0, r1) by column panels [p0, p1) of the bcast product's output (gemm_f32_isa.h),
@@ -206,7 +215,7 @@ void bcast_range(const GemmBcast& g, int64_t r0, int64_t r1, int64_t p0, int64_t
       const int mr = static_cast<int>(std::min<int64_t>(V::kBcRows, r1 - a0));
       bcast_tile_rows(mr, nv, g.A + a0 * g.saa, g.sat, g.saa, g.B + k0, g.ldb,
                       g.bias ? g.bias + k0 : nullptr, g.C + a0 * g.ldc + k0, g.ldc, g.T, tail,
-                      g.add_alpha);
+                      g.add_alpha, g.relu);
     }
   }
 }

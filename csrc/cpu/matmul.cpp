@@ -119,14 +119,16 @@ bool fast_bcast(const at::Tensor& out, const BcastA& A, const at::Tensor& b) {
          use_fast_gemm(A.rows(), b.size(1), A.cols(), GemmKernel::kBcast);
 }
 
-// out = A @ b + bias on the bcast kernel if fast_bcast says so; false (out untouched) if not.
-bool bcast_into(at::Tensor& out, const BcastA& A, const at::Tensor& b, const OptTensor& bias) {
+// out = A @ b + bias (through relu where relu) on the bcast kernel if fast_bcast says so;
+// false (out untouched) if not.
+bool bcast_into(at::Tensor& out, const BcastA& A, const at::Tensor& b, const OptTensor& bias,
+                bool relu) {
   if (!fast_bcast(out, A, b)) return false;
   const bool has_bias = present(bias);
   const at::Tensor bc = has_bias ? bias->contiguous() : at::Tensor();
   gemm_bcast_f32(A.a.data_ptr<float>(), A.col_stride(), A.row_stride(), b.data_ptr<float>(),
                  b.stride(0), has_bias ? bc.data_ptr<float>() : nullptr, out.data_ptr<float>(),
-                 out.stride(0), A.rows(), b.size(1), A.cols());
+                 out.stride(0), A.rows(), b.size(1), A.cols(), relu);
   return true;
 }
 
@@ -225,22 +227,24 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
   if (relu) relu_rows_(out);
 }
 
-void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const OptTensor& bias) {
+void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const OptTensor& bias,
+               bool relu) {
   if (in_float32(out)) {
     const at::Tensor bf = as_float(b);
     const OptTensor biasf = as_float(bias);
     in_float32_by_rows(out, a, std::max(a.size(1), b.size(1)),
                        [&](at::Tensor& rows, const at::Tensor& af) {
-                         mm_nn_out(rows, af, bf, biasf);
+                         mm_nn_out(rows, af, bf, biasf, relu);  // as in linear_out
                        });
     return;
   }
-  if (bcast_into(out, BcastA{a, false}, b, bias)) return;
+  if (bcast_into(out, BcastA{a, false}, b, bias, relu)) return;
   if (present(bias)) {
     at::addmm_out(out, *bias, a, b);
   } else {
     at::mm_out(out, a, b);
   }
+  if (relu) relu_rows_(out);
 }
 
 // The BLAS path is ATen's functional addmm/mm, which allocates its own output: a
@@ -270,7 +274,7 @@ at::Tensor mm_tn(const at::Tensor& a, const at::Tensor& b) {
   const int64_t t = a.size(0), step = float_block_rows(std::max(a.size(1), b.size(1)));
   if (!in_float32(a) || t <= step) {
     at::Tensor c = at::empty({a.size(1), b.size(1)}, b.options());
-    if (!bcast_into(c, BcastA{a, true}, b, std::nullopt)) mm_nn_out(c, a.t(), b);
+    if (!bcast_into(c, BcastA{a, true}, b, std::nullopt, false)) mm_nn_out(c, a.t(), b);
     return c;
   }
   // The reduction runs over a's rows: float32 sums over blocks of them, rounded once.

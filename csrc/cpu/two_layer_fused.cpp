@@ -136,13 +136,12 @@ class FirstLayer {
   // 16-bit on a CPU with native 16-bit products), which saves copying it.
   at::Tensor operator()(at::Tensor block, const at::Tensor& x, bool scratch) const {
     if (wt_.defined()) {
-      mm_nn_out(block, x, wt_, b_);
+      mm_nn_out(block, x, wt_, b_, /*relu=*/true);
     } else if (scratch) {
-      block = linear(x, w_, b_);
+      block = linear(x, w_, b_, /*relu=*/true);
     } else {
-      linear_out(block, x, w_, b_);
+      linear_out(block, x, w_, b_, /*relu=*/true);
     }
-    relu_rows_(block);
     return block;
   }
   // Whether a scratch block is written into (else the layer returns its own).

@@ -57,9 +57,11 @@ void gemm_nt_f32(const float* X, int64_t ldx, const float* W, int64_t ldw, const
 // (bias may be null). B is read row by row with unit stride; A is read one scalar at a
 // time, so any strides work: A = grad^T (sat = out, saa = 1) gives grad_weight = grad^T @ x,
 // A = grad (sat = 1, saa = out) gives grad_x = grad @ W, and A = x (sat = 1, saa = in) with
-// B = Wᵀ gives a layer's forward x @ Wᵀ + b (the fully fused path's first layer on AVX2).
+// B = Wᵀ gives a layer's forward x @ Wᵀ + b (the fully fused path's first layer).
+// With relu, each C[a, k] is stored through torch.relu (as gemm_nt_f32's relu).
 void gemm_bcast_f32(const float* A, int64_t sat, int64_t saa, const float* B, int64_t ldb,
-                    const float* bias, float* C, int64_t ldc, int64_t M, int64_t N, int64_t T);
+                    const float* bias, float* C, int64_t ldc, int64_t M, int64_t N, int64_t T,
+                    bool relu = false);
 
 // gemm_bcast_f32's sums P[a, k] (bias null), added to C as torch's C.add_(P, alpha=alpha)
 // adds them, without P ever stored: C[a, k] = P[a, k] * alpha + C[a, k] in one rounding, as

@@ -48,9 +48,10 @@ std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> small_linear_grads
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight);
 // a[m, t] @ b[t, n] -> [m, n]  (grad_x = grad @ weight)
 at::Tensor mm_nn(const at::Tensor& a, const at::Tensor& b);
-// mm_nn into out [m, n] (any strides), plus bias[n] when given.
+// mm_nn into out [m, n] (any strides), plus bias[n] when given; with relu, through relu as
+// linear_out (out then contiguous).
 void mm_nn_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
-               const OptTensor& bias = std::nullopt);
+               const OptTensor& bias = std::nullopt, bool relu = false);
 
 // y = relu(y) in place, on a contiguous 2-D tensor (linear_relu's epilogue without the mask).
 void relu_rows_(at::Tensor& y);
