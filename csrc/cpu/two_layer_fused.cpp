@@ -75,6 +75,10 @@ constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidde
 // (1.1-1.4x at 512; 0.5-0.75x at 1024, where the weight gradients' float32 sums outgrow the
 // kernel's steps of rows).
 constexpr int64_t kAmxMaxTrainingHidden = 512;
+// On an Intel CPU (fused_two_layer_forward): the fewest outputs for which layer 2 runs on the
+// broadcast kernel from W2ᵀ (0.69-0.95x the nt kernel's time at 16-128 outputs; 1.03-1.35x at
+// 1-10, with the AVX-512 kernels; 0.87-0.88x at 16 and 24 with the AVX2 ones).
+constexpr int64_t kIntelBcastMinOut = 16;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -120,7 +124,9 @@ void add_mm_tn(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
 // halved its shuffles). The fused forward took 0.6x the time on Zen 3 (AVX2) and 0.3-0.5x on
 // an Intel Xeon (AVX-512) at in = 32-64 (docs/BENCHMARKS.md, "The fully fused path's first
 // layer on the broadcast kernel", "Intel Xeon"); Zen 4 not measured. Layer 2 (3 and 16
-// outputs measured) lost there on Zen 3 and stays on nt.
+// outputs measured) lost there on Zen 3 and stays on nt on AMD CPUs; on an Intel CPU it runs
+// on the broadcast kernel from W2ᵀ where it has kIntelBcastMinOut outputs or more (float32;
+// docs/BENCHMARKS.md, "Layer 2 of the fully fused path on the broadcast kernel").
 class FirstLayer {
  public:
   FirstLayer(const at::Tensor& w, const OptTensor& b) : w_(w), b_(b) {
@@ -330,6 +336,11 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
   const int64_t hidden_features = w1.size(0);
   const Blocks blocks = blocks_for(x.size(0), hidden_features, x.scalar_type());
   const FirstLayer layer1(w1, b1);
+  // Layer 2 from W2ᵀ on the broadcast kernel, or from W2 on the nt kernel (see FirstLayer).
+  const bool layer2_bcast = x.scalar_type() == at::kFloat && intel_cpu() &&
+                            w2.size(0) >= kIntelBcastMinOut &&
+                            std::strcmp(gemm_kernels_isa(), "none") != 0;
+  const at::Tensor w2t = layer2_bcast ? w2.t().contiguous() : at::Tensor();
   // bfloat16 on AMX: both layers in our tile kernel (two_layer_amx.h), not oneDNN's linear
   // per block: 0.5x the time at 262144x64->64->16 on an Intel Xeon (docs/BENCHMARKS.md,
   // "bfloat16 inference on AMX"); it writes the hidden rows too where training keeps them.
@@ -365,7 +376,11 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
                       : buffer.defined() ? buffer.narrow(0, 0, nr) : at::Tensor();
       hb = layer1(hb, x.narrow(0, r0, nr), /*scratch=*/hidden == nullptr);
       at::Tensor ob = out.narrow(0, r0, nr);
-      linear_out(ob, hb, w2, b2);
+      if (w2t.defined()) {
+        mm_nn_out(ob, hb, w2t, b2);
+      } else {
+        linear_out(ob, hb, w2, b2);
+      }
     }
   });
 }
