@@ -177,6 +177,7 @@ def test_output_alone_has_the_masked_ops_bits(device, dtype, shape, gemm, monkey
     rows = x.view(-1, in_f)
     rows[0, 0] = float("nan")
     rows[1, 1] = float("inf")
+    w[0, 1], w[1, 1] = 1.0, -1.0  # row 1's first output is +inf (kept), its second -inf (0)
     rows[2] = 0.0
     b[: out_f // 2] = 0.0  # row 2's first outputs are exact zeros
     alone = torch.ops.twolayer_ext.linear_relu_output(x, w, b)
