@@ -116,37 +116,46 @@ void add_mm_tn(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
   }
 }
 
-// Layer 1 of a block, hidden = x Wᵀ + b, the same way in the forward and in the backward's
-// recomputation. Where our kernels run its products (float32, and 16-bit in float32) it runs
-// on the broadcast kernel with Wᵀ made contiguous once per call: the fused path runs where
-// the first layer is narrow, a reduction too short for the nt kernel, whose horizontal sum
-// per output cost about as much as its multiply-adds when this was measured (before reduce4
-// halved its shuffles). The fused forward took 0.6x the time on Zen 3 (AVX2) and 0.3-0.5x on
-// an Intel Xeon (AVX-512) at in = 32-64 (docs/BENCHMARKS.md, "The fully fused path's first
-// layer on the broadcast kernel", "Intel Xeon"); Zen 4 not measured. Layer 2 (3 and 16
-// outputs measured) lost there on Zen 3 and stays on nt on AMD CPUs; on an Intel CPU it runs
-// on the broadcast kernel from W2ᵀ where it has kIntelBcastMinOut outputs or more (float32;
-// docs/BENCHMARKS.md, "Layer 2 of the fully fused path on the broadcast kernel").
-class FirstLayer {
+// Where a block's layer runs on the broadcast kernel from Wᵀ (else from W, on the nt kernel
+// or ATen's products). Layer 1, wherever our kernels run its products (float32, and 16-bit in
+// float32): the fused path runs where the first layer is narrow, a reduction too short for
+// the nt kernel, whose horizontal sum per output cost about as much as its multiply-adds when
+// this was measured (before reduce4 halved its shuffles). The fused forward took 0.6x the
+// time on Zen 3 (AVX2) and 0.3-0.5x on an Intel Xeon (AVX-512) at in = 32-64
+// (docs/BENCHMARKS.md, "The fully fused path's first layer on the broadcast kernel", "Intel
+// Xeon"); Zen 4 not measured. Layer 2 (3 and 16 outputs measured) lost there on Zen 3 and
+// stays on nt on AMD CPUs; on an Intel CPU it runs on the broadcast kernel where it has
+// kIntelBcastMinOut outputs or more (float32; docs/BENCHMARKS.md, "Layer 2 of the fully fused
+// path on the broadcast kernel").
+bool first_layer_on_bcast(const at::Tensor& w) {
+  const at::ScalarType dtype = w.scalar_type();
+  const bool float_products = dtype == at::kFloat || !native_16bit_products(dtype);
+  return float_products && std::strcmp(gemm_kernels_isa(), "none") != 0;
+}
+bool second_layer_on_bcast(const at::Tensor& w) {
+  return w.scalar_type() == at::kFloat && intel_cpu() && w.size(0) >= kIntelBcastMinOut &&
+         std::strcmp(gemm_kernels_isa(), "none") != 0;
+}
+
+// A layer of a block, x Wᵀ + b (through relu for layer 1), the same way in the forward and in
+// the backward's recomputation: from Wᵀ, made contiguous once per call, where on_bcast.
+class BlockLayer {
  public:
-  FirstLayer(const at::Tensor& w, const OptTensor& b) : w_(w), b_(b) {
-    const at::ScalarType dtype = w.scalar_type();
-    const bool float_products = dtype == at::kFloat || !native_16bit_products(dtype);
-    if (float_products && std::strcmp(gemm_kernels_isa(), "none") != 0) {
-      wt_ = w.t().contiguous();
-    }
+  BlockLayer(const at::Tensor& w, const OptTensor& b, bool relu, bool on_bcast)
+      : w_(w), b_(b), relu_(relu) {
+    if (on_bcast) wt_ = w.t().contiguous();
   }
-  // relu(x Wᵀ + b) for a block of rows, into `block` (rows of the kept hidden activation, or
-  // of a scratch buffer when `scratch`); returns the block written. A scratch block is
-  // replaced by the layer's own output where that is a new tensor anyway (oneDNN's linear, in
-  // 16-bit on a CPU with native 16-bit products), which saves copying it.
+  // The layer for a block of rows, into `block` (rows of the kept hidden activation or of the
+  // output, or of a scratch buffer when `scratch`); returns the block written. A scratch block
+  // is replaced by the layer's own output where that is a new tensor anyway (oneDNN's linear,
+  // in 16-bit on a CPU with native 16-bit products), which saves copying it.
   at::Tensor operator()(at::Tensor block, const at::Tensor& x, bool scratch) const {
     if (wt_.defined()) {
-      mm_nn_out(block, x, wt_, b_, /*relu=*/true);
+      mm_nn_out(block, x, wt_, b_, relu_);
     } else if (scratch) {
-      block = linear(x, w_, b_, /*relu=*/true);
+      block = linear(x, w_, b_, relu_);
     } else {
-      linear_out(block, x, w_, b_, /*relu=*/true);
+      linear_out(block, x, w_, b_, relu_);
     }
     return block;
   }
@@ -156,6 +165,7 @@ class FirstLayer {
  private:
   const at::Tensor& w_;
   const OptTensor& b_;
+  bool relu_;
   at::Tensor wt_;  // Wᵀ, contiguous, where the broadcast kernel runs the layer
 };
 
@@ -184,8 +194,8 @@ void blocks_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::
                      const Blocks& blocks, int64_t per_chunk, const GradParts& parts) {
   const bool layer1 = parts.x.defined() || parts.w1.defined() || parts.b1.defined();
   const at::ScalarType acc = at::toOpMathType(x.scalar_type());
-  std::optional<FirstLayer> recompute;  // layer 1 again, when hidden is not given
-  if (hidden == nullptr) recompute.emplace(w1, b1);
+  std::optional<BlockLayer> recompute;  // layer 1 again, when hidden is not given
+  if (hidden == nullptr) recompute.emplace(w1, b1, /*relu=*/true, first_layer_on_bcast(w1));
   at::parallel_for(0, ceil_div(blocks.count, per_chunk), 1, [&](int64_t first, int64_t last) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
     ReproducibleProducts reproducible;
@@ -335,12 +345,8 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
                              at::Tensor* hidden) {
   const int64_t hidden_features = w1.size(0);
   const Blocks blocks = blocks_for(x.size(0), hidden_features, x.scalar_type());
-  const FirstLayer layer1(w1, b1);
-  // Layer 2 from W2ᵀ on the broadcast kernel, or from W2 on the nt kernel (see FirstLayer).
-  const bool layer2_bcast = x.scalar_type() == at::kFloat && intel_cpu() &&
-                            w2.size(0) >= kIntelBcastMinOut &&
-                            std::strcmp(gemm_kernels_isa(), "none") != 0;
-  const at::Tensor w2t = layer2_bcast ? w2.t().contiguous() : at::Tensor();
+  const BlockLayer layer1(w1, b1, /*relu=*/true, first_layer_on_bcast(w1));
+  const BlockLayer layer2(w2, b2, /*relu=*/false, second_layer_on_bcast(w2));
   // bfloat16 on AMX: both layers in our tile kernel (two_layer_amx.h), not oneDNN's linear
   // per block: 0.5x the time at 262144x64->64->16 on an Intel Xeon (docs/BENCHMARKS.md,
   // "bfloat16 inference on AMX"); it writes the hidden rows too where training keeps them.
@@ -375,12 +381,7 @@ void fused_two_layer_forward(at::Tensor& out, const at::Tensor& x, const at::Ten
       at::Tensor hb = hidden ? hidden->narrow(0, r0, nr)
                       : buffer.defined() ? buffer.narrow(0, 0, nr) : at::Tensor();
       hb = layer1(hb, x.narrow(0, r0, nr), /*scratch=*/hidden == nullptr);
-      at::Tensor ob = out.narrow(0, r0, nr);
-      if (w2t.defined()) {
-        mm_nn_out(ob, hb, w2t, b2);
-      } else {
-        linear_out(ob, hb, w2, b2);
-      }
+      layer2(out.narrow(0, r0, nr), hb, /*scratch=*/false);
     }
   });
 }
