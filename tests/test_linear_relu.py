@@ -358,7 +358,8 @@ def test_weight_grad_in_the_weight_layout(device, x_grad):
     """A column-major weight (the tutorial's x.mm(w1), passed as w1.t()) gets a column-major
     gradient from the backward op and from the autograd node (which keeps only a stand-in of
     the weight when x needs no gradient), so AccumulateGrad hands it to w1 without a
-    transposing copy; a row-major weight gets a row-major one. Values as the reference's."""
+    transposing copy; a row-major weight gets a row-major one. So does the differentiable
+    backward of create_graph=True, as torch's linear does. Values as the reference's."""
     x = torch.randn(7, 5, device=device, requires_grad=x_grad)
     for w_t in (True, False):
         weight = make_weight(3, 5, torch.float32, device, transposed=w_t).requires_grad_()
@@ -373,10 +374,13 @@ def test_weight_grad_in_the_weight_layout(device, x_grad):
                 g, x, weight, mask, [False, True, False]
             )
         assert gw_op.stride() == weight.stride()
+        (gw_cg,) = torch.autograd.grad(y, weight, g, create_graph=True)
+        assert gw_cg.stride() == weight.stride()
         ref = weight.detach().requires_grad_()
         torch.relu(x.detach() @ ref.t()).backward(g)
         assert_close(gw, ref.grad, torch.float32, "grad_weight")
         assert_close(gw_op, ref.grad, torch.float32, "grad_weight (op)")
+        assert_close(gw_cg, ref.grad, torch.float32, "grad_weight (create_graph)")
 
 
 def _t(shape, dtype=torch.float32):

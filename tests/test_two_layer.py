@@ -170,6 +170,27 @@ def test_weight_grads_in_the_weights_layout(device, path, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_create_graph_weight_grads_in_the_weights_layout(device):
+    """With create_graph=True the gradients come from the differentiable decomposition; each
+    weight's is still in that weight's layout, as torch's linear gives it, with the
+    reference's values."""
+    x = torch.randn(9, 6, device=device)
+    for w1_t, w2_t in ((True, True), (True, False), (False, True)):
+        w1 = make_weight(5, 6, torch.float32, device, transposed=w1_t).requires_grad_()
+        w2 = make_weight(3, 5, torch.float32, device, transposed=w2_t).requires_grad_()
+        b1 = torch.randn(5, device=device, requires_grad=True)
+        out = twolayer_ext.two_layer_mlp(x, w1, b1, w2, None)
+        g = torch.randn_like(out)
+        gw1, gw2 = torch.autograd.grad(out, (w1, w2), g, create_graph=True)
+        assert gw1.requires_grad and gw2.requires_grad  # the differentiable path ran
+        assert (gw1.stride(), gw2.stride()) == (w1.stride(), w2.stride())
+        r1, r2 = (w.detach().clone().requires_grad_() for w in (w1, w2))
+        (torch.relu(x @ r1.t() + b1.detach()) @ r2.t()).backward(g)
+        assert_close(gw1, r1.grad, torch.float32, "grad_w1")
+        assert_close(gw2, r2.grad, torch.float32, "grad_w2")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_two_layer(device):
     for rg, w_t in ((False, False), (True, False), (True, True)):
         x = torch.randn(4, 6, device=device, requires_grad=rg)

@@ -47,13 +47,16 @@ at::Tensor unpack_mask(const at::Tensor& mask, int64_t n, const at::Tensor& like
       .reshape_symint(like.sym_sizes());
 }
 
-// The gradients of (x, w, b) for y = x wᵀ + b, given grad_y.
+// The gradients of (x, w, b) for y = x wᵀ + b, given grad_y. w's gradient comes in w's
+// layout (column-major for a column-major w, as the kernels and torch's linear return it).
 Grads3 linear_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& w,
                        std::array<bool, 3> output_mask) {
   const at::Tensor g2 = as_matrix(grad_y);
   Grads3 grads;
   if (output_mask[0]) std::get<0>(grads) = at::matmul(grad_y, w);
-  if (output_mask[1]) std::get<1>(grads) = g2.t().mm(as_matrix(x));
+  if (output_mask[1]) {
+    std::get<1>(grads) = column_major(w) ? as_matrix(x).t().mm(g2).t() : g2.t().mm(as_matrix(x));
+  }
   if (output_mask[2]) std::get<2>(grads) = g2.sum(0);
   return grads;
 }
