@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 
 from .functional import two_layer_mlp, two_layer_sgd_step
-from .nn import LinearReLU
+from .nn import LinearReLU, _NotScriptable
 
 # TwoLayerNet key -> key in the tutorial's nn.Sequential(Linear, ReLU, Linear).
 _TO_SEQUENTIAL = {
@@ -48,7 +48,7 @@ def _weight_and_bias(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return cast(torch.Tensor, m.weight), cast("torch.Tensor | None", m.bias)
 
 
-class TwoLayerNet(nn.Module):
+class TwoLayerNet(_NotScriptable, nn.Module):
     """``relu(x W1ᵀ + b1) W2ᵀ + b2``: a fused :class:`LinearReLU` followed by a linear layer.
 
     Equivalent to the tutorial's ``nn.Sequential(nn.Linear(D_in, H), nn.ReLU(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar, cast
+from typing import ClassVar, NoReturn, cast
 
 import torch
 from torch import nn
@@ -11,7 +11,26 @@ from torch import nn
 from . import functional as F
 
 
-class LinearReLU(nn.Module):
+class _NotScriptable:
+    """Refuses ``torch.jit.script`` with an error that names what works instead.
+
+    The modules' forward calls the extension's ops from Python (TwoLayerNet also reads its
+    submodules' hooks), which TorchScript cannot compile: it failed on the first annotation
+    with "Unknown type annotation: 'nn.Parameter'". torch 2.x deprecates TorchScript;
+    ``torch.jit.trace`` records the ops and works (tests/test_modules.py).
+    """
+
+    def __prepare_scriptable__(self) -> NoReturn:
+        raise RuntimeError(
+            f"torch.jit.script cannot compile twolayer_ext's {type(self).__name__}: its "
+            "forward calls the extension's ops from Python. torch.compile and torch.export "
+            "are the routes torch 2.x supports in place of the deprecated TorchScript; "
+            "torch.jit.trace (deprecated too) records the ops (import twolayer_ext before "
+            "torch.jit.load)."
+        )
+
+
+class LinearReLU(_NotScriptable, nn.Module):
     """``nn.Sequential(nn.Linear(in, out, bias), nn.ReLU())`` as one fused layer.
 
     Parameters are named and shaped as in :class:`torch.nn.Linear` (``weight``
@@ -75,7 +94,7 @@ class LinearReLU(nn.Module):
         )
 
 
-class ReLU(nn.Module):
+class ReLU(_NotScriptable, nn.Module):
     """``nn.ReLU()`` on the extension's kernels (out of place)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
