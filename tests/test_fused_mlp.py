@@ -401,6 +401,31 @@ def test_rule_runs_bfloat16_on_amx(rows, layout, monkeypatch):
         assert (training == set()) == trains_on_amx, (hidden, training)
 
 
+INTEL_AVX512 = twolayer_ext._C.cpu_paths()["float32_gemm_bounds"] == "intel" and (
+    twolayer_ext._C.cpu_paths()["float32_gemm_kernels"] == "avx512"
+)
+
+
+@pytest.mark.skipif(
+    not INTEL_AVX512, reason="the rule for float32 on an Intel CPU's AVX-512 kernels"
+)
+@pytest.mark.parametrize("in_features", [192, 1000])
+def test_rule_runs_hidden_64_inference_fused_on_intel(in_features, monkeypatch):
+    """On an Intel CPU with the AVX-512 kernels, float32 inference beyond in = 128 runs fully
+    fused (no ATen product) where hidden is 64, with the reference's values; hidden 96 and
+    training at hidden 64 run layer by layer (ATen's products)."""
+    monkeypatch.delenv("TWOLAYER_EXT_CPU_FUSED_MLP", raising=False)
+    x = torch.randn(2100, in_features)
+    for hidden, fused in [(64, True), (96, False)]:
+        net = twolayer_ext.TwoLayerNet(in_features, hidden, 16)
+        with torch.no_grad():
+            assert (_aten_products(lambda: net(x)) == set()) == fused, hidden  # noqa: B023
+            ref = torch.relu(x @ net.fc1.weight.t() + net.fc1.bias) @ net.fc2.weight.t()
+            assert_close(net(x), ref + net.fc2.bias, torch.float32, f"hidden {hidden}")
+        if fused:
+            assert _aten_products(lambda: net(x).sum().backward()), "training: layered"  # noqa: B023
+
+
 def _amx_grads(x, params, grad_out):
     out = twolayer_ext.two_layer_mlp(x, *params)
     inputs = [t for t in (x, *params) if t is not None and t.requires_grad]

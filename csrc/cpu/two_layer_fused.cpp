@@ -70,6 +70,15 @@ constexpr int64_t kAvx2DoubleMaxHidden = 256;
 // (at 32 and 64; lost at 96 and wider).
 constexpr int64_t kIntelAvx512MaxInFloat = 128;
 constexpr int64_t kIntelMaxIn = 64;
+// ... and float32 inference on the AVX-512 kernels also at wider first layers, up to
+// kIntelOnePanelMaxIn, where the hidden layer is kIntelOnePanelHidden wide: one panel of the
+// broadcast kernel's tile (4 vectors of 16 floats), where the layered path's MKL product runs
+// slower per column than at 48 or 96: 1.14-1.59x the layered time at in = 129-1024, 2048 to
+// 262144 rows, 1 to 512 outputs, with glibc's allocator and without page faults. Other hidden
+// widths lost somewhere at about 10^4 rows (32-48: 0.75-0.94; 96-512: 0.51-0.95), and training
+// at hidden 64 tied (0.98-1.04) (docs/BENCHMARKS.md, "Fused inference at hidden 64 on Intel").
+constexpr int64_t kIntelOnePanelHidden = 64;
+constexpr int64_t kIntelOnePanelMaxIn = 1024;
 constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidden_rule
 // bfloat16 training on AMX (use_fused_mlp): the hidden width up to which the fused passes won
 // (1.1-1.4x at 512; 0.5-0.75x at 1024, where the weight gradients' float32 sums outgrow the
@@ -286,7 +295,8 @@ void amx_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Ten
 // or tied up to 256 wide and lost at 512 (docs/BENCHMARKS.md, "The fully fused path on AVX2").
 //
 // On an Intel CPU, where MKL and oneDNN run Intel's own kernels in the layered path, the fused
-// path won only where in ≤ 128 in float32 on the AVX-512 kernels and in ≤ 64 otherwise; and in
+// path won only where in ≤ 128 in float32 on the AVX-512 kernels (inference: also up to 1024
+// where hidden = 64, kIntelOnePanelHidden) and in ≤ 64 otherwise; and in
 // 16-bit only without autograd: the forward that keeps hidden for a layered backward lost to
 // the layered forward (docs/BENCHMARKS.md, "Intel Xeon": an AVX-512 Xeon with native 16-bit
 // products; the AVX2 bound with the kernels, MKL and oneDNN narrowed to AVX2 there). Intel
@@ -306,7 +316,13 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
   if (!fits) return false;
   if (intel_cpu()) {
     const bool avx512_float = dtype == at::kFloat && std::strcmp(gemm_kernels_isa(), "avx512") == 0;
-    if (in_features > (avx512_float ? kIntelAvx512MaxInFloat : kIntelMaxIn)) return false;
+    const bool one_panel_inference = avx512_float && pass == MlpPass::kInference &&
+                                     hidden_features == kIntelOnePanelHidden &&
+                                     in_features <= kIntelOnePanelMaxIn;
+    if (in_features > (avx512_float ? kIntelAvx512MaxInFloat : kIntelMaxIn) &&
+        !one_panel_inference) {
+      return false;
+    }
     if (at::isReducedFloatingType(dtype)) {
       return pass == MlpPass::kInference || (amx && hidden_features <= kAmxMaxTrainingHidden);
     }
