@@ -401,6 +401,31 @@ def test_rule_runs_bfloat16_on_amx(rows, layout, monkeypatch):
         assert (training == set()) == trains_on_amx, (hidden, training)
 
 
+@requires_amx
+@pytest.mark.parametrize("rows", [16, 3000])
+def test_rule_runs_bfloat16_inference_on_amx_at_whole_tiles(rows, monkeypatch):
+    """Under the rule, bfloat16 inference with 64 < in <= 128 runs the AMX kernel (no ATen
+    product) where in is a multiple of 32 and hidden and out are at most 64, with torch's
+    values; in = 112 (a padded tile), hidden 128 or out 256 run layer by layer, and so does
+    training at in = 128."""
+    monkeypatch.delenv("TWOLAYER_EXT_CPU_FUSED_MLP", raising=False)
+    cases = [(96, 64, 16, True), (128, 32, 64, True), (112, 64, 16, False)]
+    cases += [(128, 128, 16, False), (128, 64, 256, False)]
+    for in_features, hidden, out, on_amx in cases:
+        x = torch.randn(rows, in_features, dtype=torch.bfloat16)
+        net = twolayer_ext.TwoLayerNet(in_features, hidden, out, dtype=torch.bfloat16)
+        case = (in_features, hidden, out)
+        with torch.no_grad():
+            assert (_aten_products(lambda: net(x)) == set()) == on_amx, case  # noqa: B023
+            linear = torch.nn.functional.linear
+            hid = torch.relu(linear(x, net.fc1.weight, net.fc1.bias))
+            ref = linear(hid, net.fc2.weight, net.fc2.bias)  # torch's own bfloat16 layers
+            assert_close(net(x), ref, torch.bfloat16, str(case))
+        if on_amx and in_features == 128:
+            training = _aten_products(lambda: net(x).sum().backward())  # noqa: B023
+            assert training, "training at in = 128: layered"
+
+
 INTEL_AVX512 = twolayer_ext._C.cpu_paths()["float32_gemm_bounds"] == "intel" and (
     twolayer_ext._C.cpu_paths()["float32_gemm_kernels"] == "avx512"
 )
