@@ -33,10 +33,11 @@
 namespace twolayer_ext::cpu {
 namespace {
 
-constexpr int64_t kRows = 16;      // rows of every tile
-constexpr int64_t kTileK = 32;     // bfloat16 columns of an A tile: 64 bytes
-constexpr int64_t kTileN = 16;     // float32 columns of a C tile: 64 bytes
-constexpr int64_t kGroup = 4;      // C tiles per group (tmm0-3)
+constexpr int64_t kRows = 16;           // rows of every tile
+constexpr int64_t kTileK = kAmxTileK;  // bfloat16 columns of an A tile: 64 bytes
+constexpr int64_t kTileN = 16;         // float32 columns of a C tile: 64 bytes
+constexpr int64_t kGroup = 4;          // C tiles per group (tmm0-3)
+static_assert(kGroup * kTileN == kAmxGroupColumns);
 constexpr int64_t kTileElems = kRows * kTileK;  // bfloat16 elements of an A or B tile
 // How many 16-row tiles ahead x is fetched; 4, 8 and 16 were no faster (docs/BENCHMARKS.md,
 // "bfloat16 inference on AMX").

@@ -30,6 +30,13 @@
 
 namespace twolayer_ext::cpu {
 
+// The kernel's tile shapes that the path rule reads (use_fused_mlp): an A tile holds 16 rows
+// of kAmxTileK bfloat16 columns (x's rows load straight into A tiles where in is a multiple of
+// it; otherwise each 16-row tile of x is first copied into zero-padded tiles), and a product
+// runs in groups of four C tiles, kAmxGroupColumns float32 columns.
+constexpr int64_t kAmxTileK = 32;
+constexpr int64_t kAmxGroupColumns = 64;
+
 // Whether this process runs the AMX kernel: the CPU has AMX-BF16, Linux grants the process
 // the tile registers (at::cpu::init_amx), and our kernels run AVX-512 (isa/isa.h: the
 // epilogue is AVX-512 code, and ATEN_CPU_CAPABILITY=avx2 narrows us off it). Decided once.

@@ -86,14 +86,12 @@ constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidde
 constexpr int64_t kAmxMaxTrainingHidden = 512;
 // bfloat16 inference on AMX (use_fused_mlp) also where 64 < in ≤ kAmxWholeTilesMaxIn, where
 // in is a whole number of the kernel's A tiles (kAmxTileK bfloat16 columns: x's rows load
-// straight into them, with no padded copy; two_layer_amx.cpp) and each layer's outputs fit one
-// group of four C tiles (≤ kAmxOneGroupWidth): 1.06-3.46x the layered time (oneDNN's AMX
+// straight into them, with no padded copy; two_layer_amx.h) and each layer's outputs fit one
+// group of four C tiles (≤ kAmxGroupColumns): 1.06-3.46x the layered time (oneDNN's AMX
 // products) at in = 96 and 128, 16 to 262144 rows; at in = 80 and 112 (padded copies) 0.64-1.11,
 // at hidden 128 or out 256 0.68-1.34, at in = 192 0.85-1.36 (docs/BENCHMARKS.md, "bfloat16
 // inference on AMX at in = 96 and 128").
-constexpr int64_t kAmxTileK = 32;
 constexpr int64_t kAmxWholeTilesMaxIn = 128;
-constexpr int64_t kAmxOneGroupWidth = 64;
 // On an Intel CPU (fused_two_layer_forward): the fewest outputs for which layer 2 runs on the
 // broadcast kernel from W2ᵀ (0.69-0.95x the nt kernel's time at 16-128 outputs; 1.03-1.35x at
 // 1-10, with the AVX-512 kernels; 0.87-0.88x at 16 and 24 with the AVX2 ones).
@@ -332,8 +330,8 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
                                      in_features <= kIntelOnePanelMaxIn;
     const bool amx_whole_tiles_inference =
         amx && pass == MlpPass::kInference && in_features <= kAmxWholeTilesMaxIn &&
-        in_features % kAmxTileK == 0 && hidden_features <= kAmxOneGroupWidth &&
-        out_features <= kAmxOneGroupWidth;
+        in_features % kAmxTileK == 0 && hidden_features <= kAmxGroupColumns &&
+        out_features <= kAmxGroupColumns;
     if (in_features > (avx512_float ? kIntelAvx512MaxInFloat : kIntelMaxIn) &&
         !one_panel_inference && !amx_whole_tiles_inference) {
       return false;
