@@ -84,13 +84,13 @@ constexpr int64_t kMaxRecomputeIn = 64;      // in_features, for recompute_hidde
 // (1.1-1.4x at 512; 0.5-0.75x at 1024, where the weight gradients' float32 sums outgrow the
 // kernel's steps of rows).
 constexpr int64_t kAmxMaxTrainingHidden = 512;
-// bfloat16 inference on AMX (use_fused_mlp) also where 64 < in ≤ kAmxWholeTilesMaxIn, where
-// in is a whole number of the kernel's A tiles (kAmxTileK bfloat16 columns: x's rows load
-// straight into them, with no padded copy; two_layer_amx.h) and each layer's outputs fit one
-// group of four C tiles (≤ kAmxGroupColumns): 1.06-3.46x the layered time (oneDNN's AMX
-// products) at in = 96 and 128, 16 to 262144 rows; at in = 80 and 112 (padded copies) 0.64-1.11,
-// at hidden 128 or out 256 0.68-1.34, at in = 192 0.85-1.36 (docs/BENCHMARKS.md, "bfloat16
-// inference on AMX at in = 96 and 128").
+// bfloat16 on AMX (use_fused_mlp) also where 64 < in ≤ kAmxWholeTilesMaxIn, where in is a
+// whole number of the kernel's A tiles (kAmxTileK bfloat16 columns: x's rows load straight
+// into them, with no padded copy; two_layer_amx.h) and each layer's outputs fit one group of
+// four C tiles (≤ kAmxGroupColumns): inference 1.06-3.46x the layered time (oneDNN's AMX
+// products) at in = 96 and 128, 16 to 262144 rows, training 1.20-1.71x; inference at in = 80
+// and 112 (padded copies) 0.64-1.11, at hidden 128 or out 256 0.68-1.34, at in = 192 0.85-1.36
+// (docs/BENCHMARKS.md, "bfloat16 on AMX at in = 96 and 128").
 constexpr int64_t kAmxWholeTilesMaxIn = 128;
 // On an Intel CPU (fused_two_layer_forward): the fewest outputs for which layer 2 runs on the
 // broadcast kernel from W2ᵀ (0.69-0.95x the nt kernel's time at 16-128 outputs; 1.03-1.35x at
@@ -310,8 +310,8 @@ void amx_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Ten
 // products; the AVX2 bound with the kernels, MKL and oneDNN narrowed to AVX2 there). Intel
 // CPUs without native 16-bit products get the same rule, not measured.
 // bfloat16 on AMX (two_layer_amx.h) runs fused at any number of rows, one block included,
-// where in ≤ 64 (inference: also at in = 96 and 128 with both layers ≤ 64 wide,
-// kAmxWholeTilesMaxIn): inference won at 16 to 262144 rows (1.6-3.0x; 1.04x at 1024x64->1024->64),
+// where in ≤ 64 (also at in = 96 and 128 with both layers ≤ 64 wide, kAmxWholeTilesMaxIn):
+// inference won at 16 to 262144 rows (1.6-3.0x; 1.04x at 1024x64->1024->64),
 // and lost from in = 256 (0.7x; 1.09x at 128) (docs/BENCHMARKS.md, "bfloat16 inference on
 // AMX", Intel Xeon); training, both passes in the kernel, where hidden ≤ 512: 1.1-2.8x at 1 to
 // 262144 rows, 1.1-1.4x at hidden 512, 0.5-0.75x at 1024 ("bfloat16 training on AMX").
@@ -328,12 +328,12 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
     const bool one_panel_inference = avx512_float && pass == MlpPass::kInference &&
                                      hidden_features == kIntelOnePanelHidden &&
                                      in_features <= kIntelOnePanelMaxIn;
-    const bool amx_whole_tiles_inference =
-        amx && pass == MlpPass::kInference && in_features <= kAmxWholeTilesMaxIn &&
-        in_features % kAmxTileK == 0 && hidden_features <= kAmxGroupColumns &&
-        out_features <= kAmxGroupColumns;
+    const bool amx_whole_tiles = amx && in_features <= kAmxWholeTilesMaxIn &&
+                                 in_features % kAmxTileK == 0 &&
+                                 hidden_features <= kAmxGroupColumns &&
+                                 out_features <= kAmxGroupColumns;
     if (in_features > (avx512_float ? kIntelAvx512MaxInFloat : kIntelMaxIn) &&
-        !one_panel_inference && !amx_whole_tiles_inference) {
+        !one_panel_inference && !amx_whole_tiles) {
       return false;
     }
     if (at::isReducedFloatingType(dtype)) {
