@@ -144,14 +144,18 @@ void add_mm_tn(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
 // stays on nt on AMD CPUs; on an Intel CPU it runs on the broadcast kernel where it has
 // kIntelBcastMinOut outputs or more (float32; docs/BENCHMARKS.md, "Layer 2 of the fully fused
 // path on the broadcast kernel").
+// Whether the float32 GEMM kernels of this call are `isa`'s ("avx512", "avx2"; "none": ATen's
+// BLAS runs every product).
+bool kernels_are(const char* isa) { return std::strcmp(gemm_kernels_isa(), isa) == 0; }
+
 bool first_layer_on_bcast(const at::Tensor& w) {
   const at::ScalarType dtype = w.scalar_type();
   const bool float_products = dtype == at::kFloat || !native_16bit_products(dtype);
-  return float_products && std::strcmp(gemm_kernels_isa(), "none") != 0;
+  return float_products && !kernels_are("none");
 }
 bool second_layer_on_bcast(const at::Tensor& w) {
   return w.scalar_type() == at::kFloat && intel_cpu() && w.size(0) >= kIntelBcastMinOut &&
-         std::strcmp(gemm_kernels_isa(), "none") != 0;
+         !kernels_are("none");
 }
 
 // A layer of a block, x Wᵀ + b (through relu for layer 1), the same way in the forward and in
@@ -324,7 +328,7 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
                     (amx || blocks_for(rows, hidden_features, dtype).count >= kMinFusedBlocks);
   if (!fits) return false;
   if (intel_cpu()) {
-    const bool avx512_float = dtype == at::kFloat && std::strcmp(gemm_kernels_isa(), "avx512") == 0;
+    const bool avx512_float = dtype == at::kFloat && kernels_are("avx512");
     const bool one_panel_inference = avx512_float && pass == MlpPass::kInference &&
                                      hidden_features == kIntelOnePanelHidden &&
                                      in_features <= kIntelOnePanelMaxIn;
@@ -339,7 +343,7 @@ bool use_fused_mlp(int64_t rows, int64_t in_features, int64_t hidden_features, i
     if (at::isReducedFloatingType(dtype)) {
       return pass == MlpPass::kInference || (amx && hidden_features <= kAmxMaxTrainingHidden);
     }
-  } else if (std::strcmp(gemm_kernels_isa(), "avx2") == 0) {
+  } else if (kernels_are("avx2")) {
     if (dtype != at::kDouble) return in_features <= kAvx2MaxIn;
     if (hidden_features > kAvx2DoubleMaxHidden) return false;
   }
